@@ -1,0 +1,3 @@
+//! sagaflow: a durable saga processor on RabbitMQ and Postgres.
+pub mod messages;
+pub mod saga;

@@ -1,0 +1,644 @@
+//! Unit tests of the saga machine: every transition, duplicates and stale events.
+
+use super::*;
+use crate::saga::definition::{Step, Timeouts, WaitStep};
+use serde_json::json;
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn secs(n: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(n)
+}
+
+fn policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        initial_interval: Duration::from_secs(1),
+        backoff_coefficient: 2.0,
+        max_interval: Duration::from_secs(100),
+        max_attempts,
+        non_retryable: vec!["card_declined".into()],
+    }
+}
+
+fn activity(name: &str, act: &str, comp: Option<&str>) -> Step {
+    Step {
+        name: name.into(),
+        kind: StepKind::Activity(ActivityStep {
+            activity: act.into(),
+            compensate: comp.map(Into::into),
+            retry: policy(3),
+            compensate_retry: policy(2),
+            timeouts: Timeouts::default(),
+        }),
+    }
+}
+
+fn def_with(steps: Vec<Step>) -> Definition {
+    Definition {
+        name: "order".into(),
+        version: 1,
+        description: None,
+        steps,
+        schedules: vec![],
+    }
+}
+
+/// reserve (compensable) -> charge (compensable) -> ship (not compensable)
+fn order() -> Definition {
+    def_with(vec![
+        activity("reserve", "inventory.reserve", Some("inventory.release")),
+        activity("charge", "payments.charge", Some("payments.refund")),
+        activity("ship", "shipping.ship", None),
+    ])
+}
+
+fn started(def: &Definition) -> SagaState {
+    start(def, "o-1", json!({"order": 1}), None, t0()).state
+}
+
+fn ok(task_id: &str, attempt: u32) -> Event {
+    Event::Result {
+        task_id: task_id.into(),
+        attempt: Some(attempt),
+        result: Ok(json!({"done": task_id})),
+    }
+}
+
+fn fail(task_id: &str, attempt: u32, code: &str, retryable: bool) -> Event {
+    Event::Result {
+        task_id: task_id.into(),
+        attempt: Some(attempt),
+        result: Err(ErrorInfo {
+            code: code.into(),
+            message: "boom".into(),
+            retryable,
+        }),
+    }
+}
+
+fn tasks(d: &Decision) -> Vec<(String, TaskKind, u32, Duration)> {
+    d.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Dispatch { task, delay } => {
+                Some((task.activity.clone(), task.kind, task.attempt, *delay))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn published(d: &Decision) -> Vec<String> {
+    d.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Publish(e) => Some(e.status.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn events(d: &Decision) -> Vec<&'static str> {
+    d.history.iter().map(|h| h.event).collect()
+}
+
+/// Drives `state` with events, returning the last decision.
+fn drive(def: &Definition, mut state: SagaState, evs: Vec<Event>) -> Decision {
+    let mut last = None;
+    for (n, e) in evs.into_iter().enumerate() {
+        let d = apply(def, state, e, secs(n as i64 + 1));
+        state = d.state.clone();
+        last = Some(d);
+    }
+    last.expect("at least one event")
+}
+
+const R: &str = "o-1:reserve:action#1";
+const C: &str = "o-1:charge:action#1";
+const S: &str = "o-1:ship:action#1";
+const RR: &str = "o-1:reserve:compensation#1";
+const CR: &str = "o-1:charge:compensation#1";
+
+#[test]
+fn start_dispatches_first_step_with_saga_input() {
+    let d = start(&order(), "o-1", json!({"order": 1}), None, t0());
+    assert_eq!(d.state.status, SagaStatus::Running);
+    assert_eq!(
+        tasks(&d),
+        vec![(
+            "inventory.reserve".into(),
+            TaskKind::Action,
+            1,
+            Duration::ZERO
+        )]
+    );
+    let Command::Dispatch { task, .. } = &d.commands[0] else {
+        panic!()
+    };
+    assert_eq!(task.task_id, R);
+    assert_eq!(task.idempotency_key, "o-1:reserve:action");
+    assert_eq!(task.input, json!({"saga": {"order": 1}, "steps": {}}));
+    assert_eq!(task.reply_to, COORDINATOR_REPLY_TO);
+    assert_eq!(task.deadlines.start_to_close_ms, 60_000);
+    assert_eq!(events(&d), vec!["saga_started", "step_started"]);
+}
+
+#[test]
+fn happy_path_completes_and_passes_outputs_forward() {
+    let def = order();
+    let d = apply(&def, started(&def), ok(R, 1), secs(1));
+    let Command::Dispatch { task, .. } = &d.commands[0] else {
+        panic!()
+    };
+    assert_eq!(task.activity, "payments.charge");
+    assert_eq!(task.input["steps"]["reserve"], json!({"done": R}));
+    let d = drive(&def, d.state, vec![ok(C, 1), ok(S, 1)]);
+    assert_eq!(d.state.status, SagaStatus::Completed);
+    assert_eq!(published(&d), vec!["completed"]);
+    assert!(d.state.next_wake().is_none());
+}
+
+#[test]
+fn retryable_error_retries_with_backoff_then_succeeds() {
+    let def = order();
+    let d = apply(&def, started(&def), fail(R, 1, "timeout", true), secs(1));
+    assert_eq!(
+        tasks(&d),
+        vec![(
+            "inventory.reserve".into(),
+            TaskKind::Action,
+            2,
+            Duration::from_secs(1)
+        )]
+    );
+    assert_eq!(events(&d), vec!["attempt_failed", "retry_scheduled"]);
+    let d2 = apply(&def, d.state, fail(R, 2, "timeout", true), secs(2));
+    assert_eq!(tasks(&d2)[0].2, 3);
+    assert_eq!(tasks(&d2)[0].3, Duration::from_secs(2));
+    let d3 = apply(&def, d2.state, ok(R, 3), secs(3));
+    assert_eq!(d3.state.steps[0].status, StepStatus::Completed);
+    assert_eq!(d3.state.steps[0].attempts, 3);
+}
+
+#[test]
+fn attempts_exhausted_compensates_completed_steps_in_reverse() {
+    let def = order();
+    let s = drive(&def, started(&def), vec![ok(R, 1)]).state;
+    let d = drive(
+        &def,
+        s,
+        vec![
+            fail(C, 1, "x", true),
+            fail(C, 2, "x", true),
+            fail(C, 3, "x", true),
+        ],
+    );
+    assert_eq!(d.state.status, SagaStatus::Compensating);
+    assert_eq!(d.state.steps[1].status, StepStatus::Failed);
+    assert_eq!(
+        tasks(&d),
+        vec![(
+            "inventory.release".into(),
+            TaskKind::Compensation,
+            1,
+            Duration::ZERO
+        )]
+    );
+    let Command::Dispatch { task, .. } = &d.commands[0] else {
+        panic!()
+    };
+    assert_eq!(task.input["output"], json!({"done": R}));
+    assert_eq!(task.idempotency_key, "o-1:reserve:compensation");
+    let end = apply(&def, d.state, ok(RR, 1), secs(9));
+    assert_eq!(end.state.status, SagaStatus::Compensated);
+    assert_eq!(end.state.steps[0].status, StepStatus::Compensated);
+    assert_eq!(published(&end), vec!["compensated"]);
+}
+
+#[test]
+fn non_retryable_code_skips_remaining_attempts() {
+    let def = order();
+    let s = drive(&def, started(&def), vec![ok(R, 1)]).state;
+    let d = apply(&def, s, fail(C, 1, "card_declined", true), secs(5));
+    assert_eq!(d.state.steps[1].status, StepStatus::Failed);
+    assert_eq!(d.state.steps[1].attempts, 1);
+    assert_eq!(tasks(&d)[0].0, "inventory.release");
+    assert_eq!(d.history[1].detail["reason"], "non_retryable_code");
+}
+
+#[test]
+fn worker_non_retryable_flag_skips_remaining_attempts() {
+    let def = order();
+    let d = apply(&def, started(&def), fail(R, 1, "bad", false), secs(1));
+    // Nothing completed before the first step: straight to compensated.
+    assert_eq!(d.state.status, SagaStatus::Compensated);
+    assert_eq!(published(&d), vec!["compensated"]);
+    assert!(tasks(&d).is_empty());
+}
+
+#[test]
+fn failure_after_uncompensable_step_ends_failed_after_undoing_the_rest() {
+    let def = def_with(vec![
+        activity("reserve", "inventory.reserve", Some("inventory.release")),
+        activity("notify", "mail.send", None),
+        activity("charge", "payments.charge", Some("payments.refund")),
+    ]);
+    let s = drive(
+        &def,
+        started(&def),
+        vec![ok(R, 1), ok("o-1:notify:action#1", 1)],
+    )
+    .state;
+    let d = apply(&def, s, fail(C, 1, "x", false), secs(5));
+    assert_eq!(d.state.steps[1].status, StepStatus::NotCompensable);
+    assert_eq!(tasks(&d)[0].0, "inventory.release");
+    let end = apply(&def, d.state, ok(RR, 1), secs(6));
+    assert_eq!(end.state.status, SagaStatus::Failed);
+    assert_eq!(published(&end), vec!["failed"]);
+}
+
+#[test]
+fn compensation_retries_with_its_own_policy_then_fails_the_saga() {
+    let def = order();
+    let s = drive(&def, started(&def), vec![ok(R, 1), ok(C, 1)]).state;
+    let d = apply(&def, s, fail(S, 1, "x", false), secs(5));
+    assert_eq!(tasks(&d)[0].0, "payments.refund");
+    let d = apply(&def, d.state, fail(CR, 1, "y", true), secs(6));
+    assert_eq!(
+        tasks(&d),
+        vec![(
+            "payments.refund".into(),
+            TaskKind::Compensation,
+            2,
+            Duration::from_secs(1)
+        )]
+    );
+    // compensate_retry allows 2 attempts.
+    let end = apply(&def, d.state, fail(CR, 2, "y", true), secs(7));
+    assert_eq!(end.state.status, SagaStatus::Failed);
+    assert_eq!(end.state.steps[1].status, StepStatus::CompensationFailed);
+    // The earlier step is left alone: undoing it after a failed refund could be wrong.
+    assert_eq!(end.state.steps[0].status, StepStatus::Completed);
+    assert_eq!(published(&end), vec!["failed"]);
+}
+
+#[test]
+fn duplicate_result_is_a_noop() {
+    let def = order();
+    let d = apply(&def, started(&def), ok(R, 1), secs(1));
+    let dup = apply(&def, d.state.clone(), ok(R, 1), secs(2));
+    assert!(dup.is_noop());
+    assert_eq!(dup.state, d.state);
+}
+
+#[test]
+fn stale_attempt_result_is_a_noop() {
+    let def = order();
+    let d = apply(&def, started(&def), fail(R, 1, "x", true), secs(1));
+    // A redelivered failure of attempt 1 must not count against attempt 2.
+    let stale = apply(&def, d.state.clone(), fail(R, 1, "x", true), secs(2));
+    assert!(stale.is_noop());
+    let stale_ok = apply(&def, d.state.clone(), ok(R, 1), secs(2));
+    assert!(stale_ok.is_noop());
+}
+
+#[test]
+fn result_without_attempt_applies_to_current_attempt() {
+    let def = order();
+    let e = Event::Result {
+        task_id: R.into(),
+        attempt: None,
+        result: Ok(json!(1)),
+    };
+    let d = apply(&def, started(&def), e, secs(1));
+    assert_eq!(d.state.steps[0].status, StepStatus::Completed);
+}
+
+#[test]
+fn unknown_task_id_is_a_noop() {
+    let def = order();
+    assert!(apply(&def, started(&def), ok("o-1:other:action#1", 1), secs(1)).is_noop());
+    assert!(apply(&def, started(&def), ok(C, 1), secs(1)).is_noop());
+}
+
+fn terminal_states() -> Vec<SagaState> {
+    let def = order();
+    let completed = drive(&def, started(&def), vec![ok(R, 1), ok(C, 1), ok(S, 1)]).state;
+    let compensated = drive(&def, started(&def), vec![fail(R, 1, "x", false)]).state;
+    let failed = drive(
+        &def,
+        started(&def),
+        vec![ok(R, 1), fail(C, 1, "x", false), fail(RR, 1, "x", false)],
+    )
+    .state;
+    let cancelled = drive(
+        &def,
+        started(&def),
+        vec![Event::Cancel { reason: "r".into() }, fail(R, 1, "x", true)],
+    )
+    .state;
+    vec![completed, compensated, failed, cancelled]
+}
+
+#[test]
+fn every_event_in_every_terminal_status_is_a_noop() {
+    let def = order();
+    let all_events = vec![
+        ok(R, 1),
+        ok(RR, 1),
+        fail(S, 1, "x", true),
+        Event::Wake,
+        Event::Signal {
+            name: "s".into(),
+            payload: json!(1),
+        },
+        Event::Cancel { reason: "r".into() },
+    ];
+    let states = terminal_states();
+    let statuses: Vec<_> = states.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            SagaStatus::Completed,
+            SagaStatus::Compensated,
+            SagaStatus::Failed,
+            SagaStatus::Cancelled
+        ]
+    );
+    for state in states {
+        for e in &all_events {
+            let d = apply(&def, state.clone(), e.clone(), secs(100));
+            assert!(d.is_noop(), "{:?} on {:?}", e, state.status);
+            assert_eq!(d.state, state);
+        }
+    }
+}
+
+#[test]
+fn delayed_start_is_scheduled_then_wakes() {
+    let def = order();
+    let d = start(&def, "o-1", json!({}), Some(secs(60)), t0());
+    assert_eq!(d.state.status, SagaStatus::Scheduled);
+    assert!(d.commands.is_empty());
+    assert_eq!(d.state.next_wake(), Some(secs(60)));
+    let early = apply(&def, d.state.clone(), Event::Wake, secs(30));
+    assert!(early.is_noop());
+    let due = apply(&def, d.state, Event::Wake, secs(60));
+    assert_eq!(due.state.status, SagaStatus::Running);
+    assert_eq!(tasks(&due)[0].0, "inventory.reserve");
+}
+
+#[test]
+fn start_at_in_the_past_runs_now() {
+    let d = start(&order(), "o-1", json!({}), Some(secs(-5)), t0());
+    assert_eq!(d.state.status, SagaStatus::Running);
+}
+
+fn sleepy() -> Definition {
+    def_with(vec![
+        activity("reserve", "inventory.reserve", Some("inventory.release")),
+        Step {
+            name: "cool_off".into(),
+            kind: StepKind::Sleep(Duration::from_secs(36 * 3600)),
+        },
+        activity("ship", "shipping.ship", None),
+    ])
+}
+
+#[test]
+fn sleep_parks_until_due_and_fires_once() {
+    let def = sleepy();
+    let d = apply(&def, started(&def), ok(R, 1), secs(1));
+    assert!(d.commands.is_empty());
+    let until = secs(1) + chrono::Duration::hours(36);
+    assert_eq!(d.state.next_wake(), Some(until));
+    assert!(apply(&def, d.state.clone(), Event::Wake, secs(2)).is_noop());
+    let woke = apply(&def, d.state, Event::Wake, until);
+    assert_eq!(tasks(&woke)[0].0, "shipping.ship");
+    // A second wake-up (another coordinator, a retry) changes nothing.
+    assert!(apply(&def, woke.state, Event::Wake, until).is_noop());
+}
+
+fn waiting(on_timeout: OnTimeout) -> Definition {
+    def_with(vec![
+        activity("reserve", "inventory.reserve", Some("inventory.release")),
+        Step {
+            name: "approval".into(),
+            kind: StepKind::Wait(WaitStep {
+                signal: "approve".into(),
+                timeout: Some(Duration::from_secs(60)),
+                on_timeout,
+            }),
+        },
+        activity("ship", "shipping.ship", None),
+    ])
+}
+
+#[test]
+fn signal_completes_wait_and_payload_flows_to_next_step() {
+    let def = waiting(OnTimeout::Fail);
+    let s = apply(&def, started(&def), ok(R, 1), secs(1)).state;
+    let sig = Event::Signal {
+        name: "approve".into(),
+        payload: json!({"by": "ann"}),
+    };
+    let d = apply(&def, s, sig, secs(2));
+    let Command::Dispatch { task, .. } = &d.commands[0] else {
+        panic!()
+    };
+    assert_eq!(task.input["steps"]["approval"], json!({"by": "ann"}));
+}
+
+#[test]
+fn early_signal_is_buffered_and_consumed_by_the_wait() {
+    let def = waiting(OnTimeout::Fail);
+    let sig = Event::Signal {
+        name: "approve".into(),
+        payload: json!(7),
+    };
+    let d = apply(&def, started(&def), sig, secs(1));
+    assert_eq!(d.state.signals["approve"], vec![json!(7)]);
+    let d = apply(&def, d.state, ok(R, 1), secs(2));
+    assert_eq!(tasks(&d)[0].0, "shipping.ship");
+    assert!(d.state.signals.is_empty());
+}
+
+#[test]
+fn wait_timeout_fails_or_continues() {
+    let def = waiting(OnTimeout::Fail);
+    let s = apply(&def, started(&def), ok(R, 1), secs(1)).state;
+    let d = apply(&def, s, Event::Wake, secs(61));
+    assert_eq!(d.state.status, SagaStatus::Compensating);
+    assert_eq!(tasks(&d)[0].0, "inventory.release");
+
+    let def = waiting(OnTimeout::Continue);
+    let s = apply(&def, started(&def), ok(R, 1), secs(1)).state;
+    let d = apply(&def, s, Event::Wake, secs(61));
+    assert_eq!(tasks(&d)[0].0, "shipping.ship");
+}
+
+#[test]
+fn cancel_while_action_in_flight_waits_then_undoes_it_too() {
+    let def = order();
+    let s = apply(&def, started(&def), ok(R, 1), secs(1)).state;
+    let d = apply(
+        &def,
+        s,
+        Event::Cancel {
+            reason: "user".into(),
+        },
+        secs(2),
+    );
+    assert!(d.commands.is_empty(), "waits for the in-flight charge");
+    let d = apply(&def, d.state, ok(C, 1), secs(3));
+    assert_eq!(tasks(&d)[0].0, "payments.refund");
+    let d = drive(&def, d.state, vec![ok(CR, 1), ok(RR, 1)]);
+    assert_eq!(d.state.status, SagaStatus::Cancelled);
+    assert_eq!(published(&d), vec!["cancelled"]);
+}
+
+#[test]
+fn cancel_stops_retries_of_the_in_flight_action() {
+    let def = order();
+    let s = apply(&def, started(&def), ok(R, 1), secs(1)).state;
+    let s = apply(
+        &def,
+        s,
+        Event::Cancel {
+            reason: "user".into(),
+        },
+        secs(2),
+    )
+    .state;
+    let d = apply(&def, s, fail(C, 1, "x", true), secs(3));
+    assert_eq!(
+        tasks(&d),
+        vec![(
+            "inventory.release".into(),
+            TaskKind::Compensation,
+            1,
+            Duration::ZERO
+        )]
+    );
+}
+
+#[test]
+fn cancel_while_sleeping_compensates_at_once() {
+    let def = sleepy();
+    let s = apply(&def, started(&def), ok(R, 1), secs(1)).state;
+    let d = apply(
+        &def,
+        s,
+        Event::Cancel {
+            reason: "user".into(),
+        },
+        secs(2),
+    );
+    assert_eq!(tasks(&d)[0].0, "inventory.release");
+    assert!(d.state.next_wake().is_none());
+    let end = apply(&def, d.state, ok(RR, 1), secs(3));
+    assert_eq!(end.state.status, SagaStatus::Cancelled);
+}
+
+#[test]
+fn cancel_scheduled_saga_ends_cancelled_without_tasks() {
+    let def = order();
+    let s = start(&def, "o-1", json!({}), Some(secs(60)), t0()).state;
+    let d = apply(&def, s, Event::Cancel { reason: "r".into() }, secs(1));
+    assert_eq!(d.state.status, SagaStatus::Cancelled);
+    assert!(tasks(&d).is_empty());
+    assert!(d.state.next_wake().is_none());
+}
+
+#[test]
+fn cancel_twice_and_cancel_while_compensating_are_noops() {
+    let def = order();
+    let s = apply(&def, started(&def), ok(R, 1), secs(1)).state;
+    let s = apply(&def, s, Event::Cancel { reason: "a".into() }, secs(2)).state;
+    assert!(apply(&def, s, Event::Cancel { reason: "b".into() }, secs(3)).is_noop());
+    let comp = drive(&def, started(&def), vec![ok(R, 1), fail(C, 1, "x", false)]).state;
+    assert_eq!(comp.status, SagaStatus::Compensating);
+    assert!(apply(&def, comp, Event::Cancel { reason: "c".into() }, secs(9)).is_noop());
+}
+
+#[test]
+fn long_retry_delay_is_parked_in_postgres_and_dispatched_on_wake() {
+    let mut def = order();
+    if let StepKind::Activity(a) = &mut def.steps[0].kind {
+        a.retry.initial_interval = Duration::from_secs(2 * 3600);
+        a.retry.max_interval = Duration::from_secs(4 * 3600);
+    }
+    let d = apply(&def, started(&def), fail(R, 1, "x", true), secs(1));
+    assert!(tasks(&d).is_empty(), "no broker message for a 2h wait");
+    let due = secs(1) + chrono::Duration::hours(2);
+    assert_eq!(d.state.next_wake(), Some(due));
+    // The result of the parked attempt cannot arrive before it is dispatched.
+    assert!(apply(&def, d.state.clone(), ok(R, 2), secs(2)).is_noop());
+    let woke = apply(&def, d.state, Event::Wake, due);
+    assert_eq!(
+        tasks(&woke),
+        vec![(
+            "inventory.reserve".into(),
+            TaskKind::Action,
+            2,
+            Duration::ZERO
+        )]
+    );
+    assert!(woke.state.next_wake().is_none());
+}
+
+#[test]
+fn schedule_to_close_deadline_stops_retries() {
+    let mut def = order();
+    if let StepKind::Activity(a) = &mut def.steps[0].kind {
+        a.timeouts.schedule_to_close = Some(Duration::from_secs(3));
+    }
+    let d = apply(&def, started(&def), fail(R, 1, "x", true), secs(1));
+    assert_eq!(tasks(&d)[0].2, 2, "retry at 2s fits before the 3s deadline");
+    let d = apply(&def, d.state, fail(R, 2, "x", true), secs(2));
+    assert_eq!(d.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn task_deadlines_follow_the_step_timeouts() {
+    let mut def = order();
+    if let StepKind::Activity(a) = &mut def.steps[0].kind {
+        a.timeouts = Timeouts {
+            schedule_to_start: Some(Duration::from_secs(5)),
+            start_to_close: Duration::from_secs(30),
+            schedule_to_close: Some(Duration::from_secs(600)),
+            heartbeat: Some(Duration::from_secs(10)),
+        };
+    }
+    let d = start(&def, "o-1", json!({}), None, t0());
+    let Command::Dispatch { task, .. } = &d.commands[0] else {
+        panic!()
+    };
+    assert_eq!(task.deadlines.schedule_to_start, Some(secs(5)));
+    assert_eq!(task.deadlines.start_to_close_ms, 30_000);
+    assert_eq!(task.deadlines.schedule_to_close, Some(secs(600)));
+    assert_eq!(task.deadlines.heartbeat_ms, Some(10_000));
+}
+
+#[test]
+fn state_round_trips_through_json() {
+    let def = waiting(OnTimeout::Fail);
+    let s = drive(
+        &def,
+        started(&def),
+        vec![
+            Event::Signal {
+                name: "other".into(),
+                payload: json!(1),
+            },
+            ok(R, 1),
+        ],
+    )
+    .state;
+    let back: SagaState = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
+}

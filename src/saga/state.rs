@@ -1,0 +1,222 @@
+//! The persisted state of one saga: what the machine reads and writes.
+//!
+//! Stored as JSONB in the `sagas` row; `status` and `wake_at` are also columns so
+//! Postgres can filter and index them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::messages::{ErrorInfo, TaskKind};
+
+/// Where a saga is in its life. Terminal statuses never change again.
+///
+/// Who moves a saga out of each status: `scheduled` → the coordinator's wake-up scan
+/// when the start time is due; `running`/`compensating` → task results, wake-ups
+/// (sleeps, waits, long retry delays), signals and cancel requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SagaStatus {
+    /// Created by a delayed start; runs at `run_at`.
+    Scheduled,
+    Running,
+    Compensating,
+    /// Every step completed.
+    Completed,
+    /// A step failed for good and every completed step was undone.
+    Compensated,
+    /// A compensation failed for good, or a completed step has no compensation:
+    /// an operator must act.
+    Failed,
+    /// Cancelled on request; completed steps were undone.
+    Cancelled,
+}
+
+impl SagaStatus {
+    pub const ALL: [SagaStatus; 7] = [
+        SagaStatus::Scheduled,
+        SagaStatus::Running,
+        SagaStatus::Compensating,
+        SagaStatus::Completed,
+        SagaStatus::Compensated,
+        SagaStatus::Failed,
+        SagaStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaStatus::Scheduled => "scheduled",
+            SagaStatus::Running => "running",
+            SagaStatus::Compensating => "compensating",
+            SagaStatus::Completed => "completed",
+            SagaStatus::Compensated => "compensated",
+            SagaStatus::Failed => "failed",
+            SagaStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            SagaStatus::Completed
+                | SagaStatus::Compensated
+                | SagaStatus::Failed
+                | SagaStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for SagaStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SagaStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SagaStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = SagaStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status `{s}`, expected one of {}", all.join(", "))
+            })
+    }
+}
+
+/// Where one step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Sleeping,
+    Waiting,
+    Completed,
+    Failed,
+    Compensating,
+    Compensated,
+    CompensationFailed,
+    /// Completed, but it names no compensation, so it could not be undone.
+    NotCompensable,
+}
+
+/// One step's record inside the saga state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub status: StepStatus,
+    /// Attempts of the action so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Attempts of the compensation so far.
+    #[serde(default)]
+    pub comp_attempts: u32,
+    /// Action task chains opened for this step; numbers task ids (`…#1`).
+    #[serde(default)]
+    pub action_chains: u32,
+    /// Compensation task chains opened for this step.
+    #[serde(default)]
+    pub comp_chains: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// When a sleep ends or a wait times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl StepState {
+    pub fn pending() -> Self {
+        StepState {
+            status: StepStatus::Pending,
+            attempts: 0,
+            comp_attempts: 0,
+            action_chains: 0,
+            comp_chains: 0,
+            output: None,
+            error: None,
+            until: None,
+        }
+    }
+}
+
+/// The one task chain a saga waits on (steps run one at a time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveTask {
+    pub task_id: String,
+    pub step: usize,
+    pub kind: TaskKind,
+    pub attempt: u32,
+    /// When attempt 1 was scheduled: the start of schedule-to-close.
+    pub first_scheduled_at: DateTime<Utc>,
+    /// Set while a retry waits longer than the broker's delay levels allow:
+    /// the wake-up scan dispatches the attempt at this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_at: Option<DateTime<Utc>>,
+}
+
+/// Everything the machine knows about one saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SagaState {
+    pub id: String,
+    pub saga: String,
+    pub version: u32,
+    pub status: SagaStatus,
+    pub input: Value,
+    pub steps: Vec<StepState>,
+    /// The step being run (running) or undone (compensating).
+    pub cursor: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveTask>,
+    /// When a scheduled saga starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Why the saga is compensating or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Signals that arrived before a step waited for them, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<String, Vec<Value>>,
+    /// A cancel arrived; compensation starts once the in-flight action answers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
+}
+
+impl SagaState {
+    /// The earliest instant at which a wake-up could change this saga, if any.
+    /// The coordinator stores it in the indexed `wake_at` column.
+    pub fn next_wake(&self) -> Option<DateTime<Utc>> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        let step_until = self.steps.get(self.cursor).and_then(|s| match s.status {
+            StepStatus::Sleeping | StepStatus::Waiting => s.until,
+            _ => None,
+        });
+        let dispatch = self.active.as_ref().and_then(|a| a.dispatch_at);
+        [
+            self.run_at.filter(|_| self.status == SagaStatus::Scheduled),
+            step_until,
+            dispatch,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Outputs of the steps before `upto` (exclusive) that completed, by step name.
+    pub fn outputs_before(&self, names: &[&str], upto: usize) -> serde_json::Map<String, Value> {
+        self.steps
+            .iter()
+            .zip(names)
+            .take(upto)
+            .filter_map(|(s, n)| s.output.clone().map(|o| ((*n).to_string(), o)))
+            .collect()
+    }
+}
