@@ -1,0 +1,330 @@
+//! The `sagaflow` command line: argument parsing and the operator commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::client::{Client, StartOptions};
+use crate::config::Settings;
+use crate::saga::definition::Catalog;
+use crate::store::{self, sagas};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sagaflow",
+    version,
+    about = "Durable sagas on RabbitMQ and Postgres"
+)]
+pub struct Cli {
+    /// Configuration file (default: config/default.toml when present).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Create the database if missing and apply migrations.
+    Migrate,
+    /// Run a coordinator (several may run at once).
+    Coordinator,
+    /// Run a worker hosting the demo activities (embed `sagaflow::worker::Worker` for your own).
+    Worker {
+        /// Host the example activities (order saga, benchmark no-op).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Start a saga.
+    Start {
+        /// Saga name, e.g. order_fulfillment.
+        saga: String,
+        /// Business key; a UUID v7 when omitted.
+        #[arg(long)]
+        id: Option<String>,
+        /// Saga input as JSON.
+        #[arg(long, default_value = "{}", value_parser = parse_json)]
+        input: Value,
+        /// Run after this delay (250ms, 30s, 5m, 36h, 7d).
+        #[arg(long, conflicts_with = "start_at")]
+        delay: Option<String>,
+        /// Run at this instant (RFC 3339).
+        #[arg(long)]
+        start_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Show a saga's status and history.
+    Status {
+        id: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a named signal to a saga.
+    Signal {
+        id: String,
+        name: String,
+        #[arg(long, default_value = "null", value_parser = parse_json)]
+        payload: Value,
+    },
+    /// Cancel a saga: undo its completed steps and end it `cancelled`.
+    Cancel {
+        id: String,
+        #[arg(long, default_value = "cancelled by operator")]
+        reason: String,
+    },
+    /// Inspect dead-letter queues.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCmd,
+    },
+    /// Check the saga definitions in sagas_dir and exit.
+    Check,
+    /// Run the demo: a coordinator, a worker and example sagas, with live progress.
+    Demo {
+        #[arg(long, default_value_t = 20)]
+        sagas: usize,
+    },
+    /// Benchmark N sagas of K no-op steps through a coordinator and a worker process.
+    Bench {
+        #[arg(long, default_value_t = 5000)]
+        sagas: usize,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// Dead-letter queues with their depth and the first messages with their reasons.
+    List {
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_json(s: &str) -> Result<Value, String> {
+    serde_json::from_str(s).map_err(|e| format!("expected JSON (e.g. '{{\"order_id\": 1}}'): {e}"))
+}
+
+/// Loads the definitions, reporting every error with file, field and reason.
+pub fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
+    Catalog::load_dir(&settings.sagas_dir).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow::anyhow!(
+            "invalid saga definitions in {}:\n{}",
+            settings.sagas_dir.display(),
+            lines.join("\n")
+        )
+    })
+}
+
+async fn pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
+    store::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .with_context(|| format!("database {}", redact(&settings.database.url)))
+}
+
+/// A URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Migrate => {
+            pool(&settings).await?;
+            println!("migrations applied to {}", redact(&settings.database.url));
+        }
+        Cmd::Check => {
+            let catalog = load_catalog(&settings)?;
+            for d in catalog.iter() {
+                println!(
+                    "{} v{}: {} steps, activities {:?}",
+                    d.name,
+                    d.version,
+                    d.steps.len(),
+                    d.activities()
+                );
+            }
+        }
+        Cmd::Coordinator => {
+            let catalog = load_catalog(&settings)?;
+            if catalog.is_empty() {
+                anyhow::bail!("no saga definitions in {}", settings.sagas_dir.display());
+            }
+            let pool = pool(&settings).await?;
+            let shutdown = crate::runtime::shutdown_on_signals();
+            crate::coordinator::Coordinator::new(settings, catalog, pool)
+                .run(shutdown)
+                .await;
+        }
+        Cmd::Worker { demo } => {
+            if !demo {
+                anyhow::bail!("this binary hosts only the example activities: run `sagaflow worker --demo`, or embed sagaflow::worker::Worker in your service");
+            }
+            let pool = pool(&settings).await?;
+            crate::demo::prepare(&pool).await?;
+            let shutdown = crate::runtime::shutdown_on_signals();
+            crate::demo::worker(pool.clone())
+                .run(settings, pool, shutdown)
+                .await;
+        }
+        Cmd::Start {
+            saga,
+            id,
+            input,
+            delay,
+            start_at,
+        } => {
+            if let Some(d) = &delay {
+                crate::saga::definition::parse_duration(d)
+                    .map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
+            }
+            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            let opts = StartOptions {
+                id: id.clone(),
+                delay,
+                start_at,
+                version: None,
+            };
+            client.start(&saga, input, opts).await?;
+            client.close().await;
+            println!(
+                "start event for {saga} published{}",
+                id.map(|i| format!(" (id {i})")).unwrap_or_default()
+            );
+        }
+        Cmd::Status { id, json } => status(&settings, &id, json).await?,
+        Cmd::Signal { id, name, payload } => {
+            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            client.signal(&id, &name, payload).await?;
+            client.close().await;
+            println!("signal {name} sent to {id}");
+        }
+        Cmd::Cancel { id, reason } => {
+            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            client.cancel(&id, &reason).await?;
+            client.close().await;
+            println!("cancel sent to {id}");
+        }
+        Cmd::Dlq {
+            command: DlqCmd::List { limit, json },
+        } => dlq_list(&settings, limit, json).await?,
+        Cmd::Demo { sagas } => {
+            let pool = pool(&settings).await?;
+            crate::demo::run::run(&settings, &pool, sagas).await?;
+        }
+        Cmd::Bench {
+            sagas,
+            steps,
+            timeout,
+        } => {
+            if sagas == 0 || steps == 0 {
+                anyhow::bail!("--sagas and --steps must be at least 1");
+            }
+            let args = crate::bench::BenchArgs {
+                sagas,
+                steps,
+                timeout: Duration::from_secs(timeout),
+            };
+            let line = crate::bench::run(&settings, &args).await?;
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()> {
+    let pool = pool(settings).await?;
+    let Some(saga) = sagas::get(&pool, id).await? else {
+        anyhow::bail!("no saga with id `{id}`");
+    };
+    let history = sagas::history(&pool, id).await?;
+    if json {
+        let out = serde_json::json!({ "saga": saga.state, "created_at": saga.created_at, "updated_at": saga.updated_at, "history": history });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let s = &saga.state;
+    println!("saga     {} ({} v{})", s.id, s.saga, s.version);
+    println!("status   {}", s.status);
+    println!(
+        "created  {}   updated {}",
+        saga.created_at.to_rfc3339(),
+        saga.updated_at.to_rfc3339()
+    );
+    if let Some(e) = &s.error {
+        println!("error    {}: {}", e.code, e.message);
+    }
+    println!(
+        "\n{:<28} {:<26} {:<18} {:>7}  detail",
+        "at", "event", "step", "attempt"
+    );
+    for h in history {
+        let attempt = h.attempt.map(|a| a.to_string()).unwrap_or_default();
+        let detail = if h.detail == serde_json::json!({}) {
+            String::new()
+        } else {
+            h.detail.to_string()
+        };
+        println!(
+            "{:<28} {:<26} {:<18} {:>7}  {}",
+            h.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            h.event,
+            h.step.unwrap_or_default(),
+            attempt,
+            detail
+        );
+    }
+    Ok(())
+}
+
+async fn dlq_list(settings: &Settings, limit: usize, json: bool) -> anyhow::Result<()> {
+    let catalog = load_catalog(settings)?;
+    let mut activities: Vec<String> = catalog.activities().into_iter().collect();
+    activities.extend(crate::demo::ORDER_ACTIVITIES.iter().map(|s| s.to_string()));
+    activities.sort();
+    activities.dedup();
+    let names = crate::broker::Names::new(&settings.namespace);
+    let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
+    let queues = crate::dlq::summaries(&conn, &names, &activities).await?;
+    let mut letters = Vec::new();
+    for q in queues.iter().filter(|q| q.messages > 0) {
+        letters.extend(crate::dlq::peek(&conn, &q.queue, limit).await?);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "queues": queues, "messages": letters })
+        );
+        return Ok(());
+    }
+    for q in &queues {
+        println!("{:<48} {:>8}", q.queue, q.messages);
+    }
+    for l in letters {
+        println!(
+            "\n[{}] reason: {}\n  routing key: {}\n  body: {}",
+            l.queue, l.reason, l.routing_key, l.body
+        );
+    }
+    Ok(())
+}

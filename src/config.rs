@@ -1,0 +1,185 @@
+//! Typed settings: built-in defaults, then `config/default.toml` (or the file named by
+//! `--config`), then `SAGAFLOW__SECTION__KEY` environment variables. Validated once.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Everything a sagaflow process needs to know.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// Prefix of every exchange and queue name.
+    pub namespace: String,
+    /// Where `*.toml` saga definitions are loaded from.
+    pub sagas_dir: PathBuf,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+    pub amqp: AmqpSettings,
+    pub database: DatabaseSettings,
+    pub coordinator: CoordinatorSettings,
+    pub worker: WorkerSettings,
+    pub queues: QueueSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AmqpSettings {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    /// The database is created when it does not exist.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CoordinatorSettings {
+    /// Input messages handled per Postgres transaction.
+    pub batch_size: usize,
+    /// How long to wait for more messages before running a partial batch.
+    pub batch_linger_ms: u64,
+    pub prefetch: u16,
+    /// An outbox row whose publisher vanished is republished after this lease.
+    pub outbox_lease_ms: u64,
+    pub sweep_interval_ms: u64,
+    /// How often due wake-ups (sleeps, delayed starts, wait timeouts) are looked for.
+    pub timer_poll_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    /// Tasks in flight per activity queue.
+    pub prefetch: u16,
+    /// Activities to consume; empty means every registered handler.
+    pub activities: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueSettings {
+    /// `x-delivery-limit` of quorum task queues: deliveries before dead-lettering.
+    pub delivery_limit: u32,
+    /// `x-max-length` of dead-letter queues.
+    pub dlq_max_length: u64,
+}
+
+/// A setting that is missing, mistyped or out of range.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+const DEFAULTS: &[(&str, &str)] = &[
+    ("namespace", "sagaflow"),
+    ("sagas_dir", "sagas"),
+    ("log_format", "text"),
+    ("amqp.url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    (
+        "database.url",
+        "postgres://postgres@127.0.0.1:5432/sagaflow",
+    ),
+    ("database.max_connections", "10"),
+    ("coordinator.batch_size", "256"),
+    ("coordinator.batch_linger_ms", "2"),
+    ("coordinator.prefetch", "1024"),
+    ("coordinator.outbox_lease_ms", "10000"),
+    ("coordinator.sweep_interval_ms", "1000"),
+    ("coordinator.timer_poll_ms", "200"),
+    ("worker.prefetch", "64"),
+    ("queues.delivery_limit", "5"),
+    ("queues.dlq_max_length", "1000000"),
+];
+
+impl Settings {
+    /// Loads settings; `file` defaults to `config/default.toml`, which may be absent.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value)?;
+        }
+        builder = builder.set_default("worker.activities", Vec::<String>::new())?;
+        let path = file.unwrap_or(Path::new("config/default.toml"));
+        builder = builder.add_source(config::File::from(path).required(file.is_some()));
+        builder = builder.add_source(
+            config::Environment::with_prefix("SAGAFLOW")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("worker.activities")
+                .try_parsing(true),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if !valid_name(&self.namespace) {
+            return invalid(
+                "namespace",
+                "expected letters, digits, `_`, `-` or `.`, not empty",
+            );
+        }
+        if self.coordinator.batch_size == 0 {
+            return invalid("coordinator.batch_size", "expected at least 1");
+        }
+        if self.coordinator.prefetch == 0 || self.worker.prefetch == 0 {
+            return invalid(
+                "coordinator.prefetch / worker.prefetch",
+                "expected at least 1",
+            );
+        }
+        if self.queues.delivery_limit == 0 {
+            return invalid("queues.delivery_limit", "expected at least 1");
+        }
+        if self.coordinator.outbox_lease_ms < 100 {
+            return invalid("coordinator.outbox_lease_ms", "expected at least 100");
+        }
+        Ok(())
+    }
+}
+
+/// Names that end up inside AMQP exchange and queue names.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_without_a_file() {
+        let s = Settings::load(Some(Path::new("/nonexistent/none.toml")));
+        assert!(s.is_err(), "an explicitly named file must exist");
+        let s = Settings::load(None).unwrap();
+        assert!(!s.namespace.is_empty());
+        assert!(s.coordinator.batch_size >= 1);
+    }
+
+    #[test]
+    fn names_allow_dots_but_not_spaces() {
+        assert!(valid_name("sagaflow.test-1_a"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("a/b"));
+    }
+}

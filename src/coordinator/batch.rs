@@ -1,0 +1,338 @@
+//! One batch of inputs -> one Postgres transaction: lock the sagas, run the machine,
+//! write state, history and outbox together. Acking and publishing happen after the
+//! commit, outside this module.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::broker::topology::delay_level;
+use crate::broker::Names;
+use crate::coordinator::input::Input;
+use crate::saga::definition::{Catalog, Definition};
+use crate::saga::machine::{self, Command, Decision, Event, HistoryEntry};
+use crate::saga::state::SagaState;
+use crate::store::outbox::{self, OutboxMessage, OutboxRow};
+use crate::store::sagas::{self, SagaWrite};
+use crate::store::StoreError;
+
+/// What a committed batch produced.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// Outbox rows to publish now (they are claimed by this coordinator for the lease).
+    pub outbox: Vec<OutboxRow>,
+    /// Inputs refused with a reason (position in the batch, reason): to dead-letter.
+    pub rejected: Vec<(usize, String)>,
+    /// Sagas that reached a terminal status (for logs and metrics).
+    pub finished: Vec<(String, &'static str)>,
+}
+
+/// A saga being worked on inside the batch.
+struct Entry {
+    state: SagaState,
+    def: Arc<Definition>,
+    /// `None` for a saga this batch creates.
+    version: Option<i64>,
+    changed: bool,
+}
+
+/// Accumulates the batch's effects before they are written.
+struct Work<'a> {
+    names: &'a Names,
+    catalog: &'a Catalog,
+    now: DateTime<Utc>,
+    entries: BTreeMap<String, Entry>,
+    history: Vec<(String, HistoryEntry)>,
+    commands: Vec<(String, Command)>,
+    rejected: Vec<(usize, String)>,
+}
+
+impl<'a> Work<'a> {
+    fn take(&mut self, id: &str, d: Decision) {
+        if d.is_noop() {
+            tracing::debug!(saga_id = id, "duplicate or stale input ignored");
+            return;
+        }
+        self.history
+            .extend(d.history.into_iter().map(|h| (id.to_string(), h)));
+        self.commands
+            .extend(d.commands.into_iter().map(|c| (id.to_string(), c)));
+        if let Some(e) = self.entries.get_mut(id) {
+            e.state = d.state;
+            e.changed = true;
+        }
+    }
+
+    fn start(
+        &mut self,
+        pos: usize,
+        saga: &str,
+        id: &str,
+        version: Option<u32>,
+        input: serde_json::Value,
+        run_at: Option<DateTime<Utc>>,
+    ) {
+        if self.entries.contains_key(id) {
+            tracing::info!(
+                saga_id = id,
+                saga,
+                "start ignored: a saga with this id exists"
+            );
+            return;
+        }
+        let def = match version {
+            Some(v) => self.catalog.get(saga, v),
+            None => self.catalog.latest(saga),
+        };
+        let Some(def) = def else {
+            let v = version.map(|v| format!(" version {v}")).unwrap_or_default();
+            self.rejected
+                .push((pos, format!("unknown saga `{saga}`{v}")));
+            return;
+        };
+        let d = machine::start(&def, id, input, run_at, self.now);
+        self.entries.insert(
+            id.to_string(),
+            Entry {
+                state: d.state.clone(),
+                def,
+                version: None,
+                changed: true,
+            },
+        );
+        self.take(id, d);
+    }
+
+    fn event(&mut self, pos: usize, id: &str, event: Event) {
+        let Some(entry) = self.entries.get(id) else {
+            tracing::warn!(saga_id = id, ?event, "input for an unknown saga ignored");
+            return;
+        };
+        let d = machine::apply(&entry.def, entry.state.clone(), event, self.now);
+        let _ = pos;
+        self.take(id, d);
+    }
+
+    fn outbox_message(&self, cmd: &Command) -> OutboxMessage {
+        match cmd {
+            Command::Dispatch { task, delay } => OutboxMessage {
+                exchange: dispatch_exchange(self.names, *delay),
+                routing_key: task.activity.clone(),
+                body: serde_json::to_vec(task).expect("task serialises"),
+                mandatory: true,
+            },
+            Command::Publish(event) => OutboxMessage {
+                exchange: self.names.events(),
+                routing_key: format!("saga.{}.{}", event.saga, event.status),
+                body: serde_json::to_vec(event).expect("event serialises"),
+                mandatory: false,
+            },
+        }
+    }
+}
+
+/// Where a task goes: straight to the tasks exchange, or through a delay level.
+pub fn dispatch_exchange(names: &Names, delay: Duration) -> String {
+    match delay_level(delay) {
+        Some(level) => names.delay(level),
+        None => names.tasks(),
+    }
+}
+
+fn to_event(input: Input) -> Option<Event> {
+    Some(match input {
+        Input::Result(r) => {
+            let task_id = r.task_id.clone();
+            let attempt = r.attempt;
+            let result = r.into_outcome().ok()?;
+            Event::Result {
+                task_id,
+                attempt,
+                result,
+            }
+        }
+        Input::Signal { name, payload, .. } => Event::Signal { name, payload },
+        Input::Cancel { reason, .. } => Event::Cancel { reason },
+        Input::Start { .. } => return None,
+    })
+}
+
+/// Runs one batch of parsed inputs in one transaction.
+pub async fn run_inputs(
+    pool: &PgPool,
+    names: &Names,
+    catalog: &Catalog,
+    inputs: Vec<(usize, Input)>,
+    lease: Duration,
+) -> Result<Committed, StoreError> {
+    let mut tx = pool.begin().await.map_err(crate::store::ctx("begin"))?;
+    let now = Utc::now();
+    let mut ids: Vec<String> = inputs
+        .iter()
+        .map(|(_, i)| i.saga_id().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let locked = sagas::lock(&mut tx, &ids).await?;
+    let mut work = Work {
+        names,
+        catalog,
+        now,
+        entries: BTreeMap::new(),
+        history: vec![],
+        commands: vec![],
+        rejected: vec![],
+    };
+    load(&mut work, locked);
+    for (pos, input) in inputs {
+        match input {
+            Input::Start {
+                saga,
+                id,
+                version,
+                input,
+                run_at,
+            } => work.start(pos, &saga, &id, version, input, run_at),
+            other => {
+                let id = other.saga_id().to_string();
+                if let Some(e) = to_event(other) {
+                    work.event(pos, &id, e);
+                }
+            }
+        }
+    }
+    let committed = write(&mut tx, work, lease).await?;
+    tx.commit().await.map_err(crate::store::ctx("commit"))?;
+    Ok(committed)
+}
+
+/// Wakes up to `limit` due sagas in one transaction.
+pub async fn run_wakeups(
+    pool: &PgPool,
+    names: &Names,
+    catalog: &Catalog,
+    limit: i64,
+    lease: Duration,
+) -> Result<(usize, Committed), StoreError> {
+    let mut tx = pool.begin().await.map_err(crate::store::ctx("begin"))?;
+    let now = Utc::now();
+    let due = sagas::lock_due(&mut tx, now, limit).await?;
+    let n = due.len();
+    if n == 0 {
+        return Ok((0, Committed::default()));
+    }
+    let ids: Vec<String> = due.iter().map(|s| s.state.id.clone()).collect();
+    let mut work = Work {
+        names,
+        catalog,
+        now,
+        entries: BTreeMap::new(),
+        history: vec![],
+        commands: vec![],
+        rejected: vec![],
+    };
+    load(&mut work, due);
+    for id in ids {
+        work.event(0, &id, Event::Wake);
+        // A wake-up that changed nothing must still move wake_at, or it would spin.
+        if let Some(e) = work.entries.get_mut(&id) {
+            e.changed = true;
+        }
+    }
+    let committed = write(&mut tx, work, lease).await?;
+    tx.commit().await.map_err(crate::store::ctx("commit"))?;
+    Ok((n, committed))
+}
+
+fn load(work: &mut Work<'_>, rows: Vec<sagas::StoredSaga>) {
+    for row in rows {
+        let s = row.state;
+        match work.catalog.get(&s.saga, s.version) {
+            Some(def) => {
+                work.entries.insert(
+                    s.id.clone(),
+                    Entry {
+                        state: s,
+                        def,
+                        version: Some(row.row_version),
+                        changed: false,
+                    },
+                );
+            }
+            None => {
+                tracing::error!(saga_id = %s.id, saga = %s.saga, version = s.version, "definition not loaded: saga left untouched")
+            }
+        }
+    }
+}
+
+async fn write(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    work: Work<'_>,
+    lease: Duration,
+) -> Result<Committed, StoreError> {
+    let new: Vec<SagaWrite> = work
+        .entries
+        .values()
+        .filter(|e| e.version.is_none())
+        .map(|e| SagaWrite {
+            state: &e.state,
+            expected_version: None,
+        })
+        .collect();
+    let inserted = sagas::insert_new(tx, &new).await?;
+    let lost: Vec<&str> = new
+        .iter()
+        .map(|w| w.state.id.as_str())
+        .filter(|id| !inserted.iter().any(|i| i == id))
+        .collect();
+    for id in &lost {
+        tracing::info!(
+            saga_id = id,
+            "start ignored: a saga with this id was created concurrently"
+        );
+    }
+    let keep = |id: &str| !lost.contains(&id);
+    let updates: Vec<SagaWrite> = work
+        .entries
+        .values()
+        .filter(|e| e.changed && e.version.is_some())
+        .map(|e| SagaWrite {
+            state: &e.state,
+            expected_version: e.version,
+        })
+        .collect();
+    sagas::update(tx, &updates).await?;
+    let history: Vec<(&str, &HistoryEntry)> = work
+        .history
+        .iter()
+        .filter(|(id, _)| keep(id))
+        .map(|(id, h)| (id.as_str(), h))
+        .collect();
+    sagas::append_history(tx, &history).await?;
+    let mut finished = vec![];
+    let mut messages = vec![];
+    for (id, cmd) in work.commands.iter().filter(|(id, _)| keep(id)) {
+        if let Command::Publish(e) = cmd {
+            finished.push((id.clone(), status_str(&e.status)));
+        }
+        messages.push(work.outbox_message(cmd));
+    }
+    let outbox = outbox::insert(tx, messages, lease).await?;
+    Ok(Committed {
+        outbox,
+        rejected: work.rejected,
+        finished,
+    })
+}
+
+fn status_str(s: &str) -> &'static str {
+    crate::saga::state::SagaStatus::ALL
+        .iter()
+        .find(|st| st.as_str() == s)
+        .map(|st| st.as_str())
+        .unwrap_or("unknown")
+}

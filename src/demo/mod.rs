@@ -1,0 +1,6 @@
+//! The demo: example activities (`activities`) and the `sagaflow demo` runner (`run`).
+
+pub mod activities;
+pub mod run;
+
+pub use activities::{prepare, worker, NOOP_ACTIVITY, ORDER_ACTIVITIES};

@@ -1,0 +1,68 @@
+//! The workers' idempotency ledger: one row per completed activity, keyed by
+//! idempotency key, so a redelivered or re-sent task gets the recorded result.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+use super::{ctx, StoreError};
+
+/// Recorded outputs for those of `keys` that completed before.
+pub async fn lookup(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Value>, StoreError> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = sqlx::query("SELECT key, output FROM idempotency_ledger WHERE key = ANY($1)")
+        .bind(keys)
+        .fetch_all(pool)
+        .await
+        .map_err(ctx("ledger lookup"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("key"), r.get("output")))
+        .collect())
+}
+
+/// One completed activity to record.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub key: String,
+    pub task_id: String,
+    pub output: Value,
+}
+
+/// Records completions; returns, per key, the output that is now on record — the
+/// existing one when another worker recorded the same key first, so every answer for
+/// one key carries the same output.
+pub async fn record(
+    pool: &PgPool,
+    completions: &[Completion],
+) -> Result<HashMap<String, Value>, StoreError> {
+    if completions.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut sorted: Vec<&Completion> = completions.iter().collect();
+    // Same key twice in one statement would fail ON CONFLICT; sorting avoids deadlocks.
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    sorted.dedup_by(|a, b| a.key == b.key);
+    let keys: Vec<&str> = sorted.iter().map(|c| c.key.as_str()).collect();
+    let tasks: Vec<&str> = sorted.iter().map(|c| c.task_id.as_str()).collect();
+    let outputs: Vec<&Value> = sorted.iter().map(|c| &c.output).collect();
+    let rows = sqlx::query(
+        "INSERT INTO idempotency_ledger (key, task_id, output)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[])
+         ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+         RETURNING key, output",
+    )
+    .bind(&keys)
+    .bind(&tasks)
+    .bind(&outputs)
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("ledger record"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("key"), r.get("output")))
+        .collect())
+}

@@ -1,0 +1,451 @@
+//! The worker pipeline: intake (batched ledger lookup) -> handlers (concurrent, each
+//! bounded by start-to-close) -> completion (batched ledger write, pipelined result
+//! publish with confirms, then ack). A task is acked only after its result is
+//! confirmed by the broker; a completed task is never handed to its handler again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{self, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::BasicNackOptions;
+use lapin::Channel;
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{ActivityContext, ActivityError, Worker};
+use crate::broker::publisher::dead_letter_headers;
+use crate::broker::topology::{self, QueueLimits};
+use crate::broker::{consumer, Names, Outgoing, PublishError, Publisher};
+use crate::config::Settings;
+use crate::messages::{ErrorInfo, Outcome, ResultMessage, TaskMessage};
+use crate::store::ledger::{self, Completion};
+use crate::store::StoreError;
+
+/// Why a worker connection ended; the run loop reconnects.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("publish: {0}")]
+    Publish(#[from] PublishError),
+    #[error("no handler registered for any of the configured activities")]
+    NothingToDo,
+    #[error("consumer ended")]
+    ConsumerEnded,
+}
+
+/// A finished task waiting for its result to be recorded, published and acked.
+struct Done {
+    tag: u64,
+    task: TaskMessage,
+    outcome: Result<Value, ErrorInfo>,
+    /// The output came from the ledger: nothing to record.
+    recorded: bool,
+}
+
+/// How long in-flight tasks may finish after a shutdown request.
+const DRAIN_GRACE: Duration = Duration::from_secs(30);
+
+impl Worker {
+    /// Consumes the task queues of the registered activities (or of
+    /// `worker.activities` when set) until `shutdown`, reconnecting after failures.
+    pub async fn run(self, settings: Settings, pool: PgPool, shutdown: CancellationToken) {
+        let worker = Arc::new(self);
+        let settings = Arc::new(settings);
+        crate::runtime::reconnect_loop("worker", shutdown.clone(), || {
+            run_connected(
+                worker.clone(),
+                settings.clone(),
+                pool.clone(),
+                shutdown.clone(),
+            )
+        })
+        .await
+    }
+}
+
+fn consumed_activities(worker: &Worker, settings: &Settings) -> Vec<String> {
+    let wanted = &settings.worker.activities;
+    worker
+        .activities()
+        .into_iter()
+        .filter(|a| wanted.is_empty() || wanted.contains(a))
+        .collect()
+}
+
+async fn run_connected(
+    worker: Arc<Worker>,
+    settings: Arc<Settings>,
+    pool: PgPool,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let activities = consumed_activities(&worker, &settings);
+    if activities.is_empty() {
+        return Err(WorkerError::NothingToDo);
+    }
+    let names = Names::new(&settings.namespace);
+    let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-worker").await?;
+    declare(&conn, &names, &activities, &settings).await?;
+    let publisher = Publisher::open(&conn).await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(settings.worker.prefetch, Default::default())
+        .await?;
+    let mut consumers = Vec::new();
+    for a in &activities {
+        let c = ch
+            .basic_consume(
+                names.task_queue(a).as_str().into(),
+                format!("worker.{a}").as_str().into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await?;
+        consumers.push(c);
+    }
+    tracing::info!(?activities, "worker consuming");
+    let mut deliveries = stream::select_all(consumers);
+    let (done_tx, done_rx) = mpsc::channel::<Done>(4096);
+    let completer = tokio::spawn(complete_loop(
+        pool.clone(),
+        publisher.clone(),
+        ch.clone(),
+        names.clone(),
+        done_rx,
+    ));
+    let mut in_flight = tokio::task::JoinSet::new();
+    let result = loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            b = next_batch(&mut deliveries) => b,
+        };
+        let batch = match batch {
+            Ok(Some(b)) => b,
+            Ok(None) => break Err(WorkerError::ConsumerEnded),
+            Err(e) => break Err(e.into()),
+        };
+        while in_flight.try_join_next().is_some() {}
+        if let Err(e) = intake(
+            &worker,
+            &pool,
+            &publisher,
+            &ch,
+            &names,
+            batch,
+            &done_tx,
+            &mut in_flight,
+        )
+        .await
+        {
+            break Err(e);
+        }
+    };
+    for a in &activities {
+        let _ = ch
+            .basic_cancel(format!("worker.{a}").as_str().into(), Default::default())
+            .await;
+    }
+    drain(in_flight, done_tx, completer).await;
+    let _ = conn.close(200, "worker stopping".into()).await;
+    result
+}
+
+async fn declare(
+    conn: &lapin::Connection,
+    names: &Names,
+    activities: &[String],
+    settings: &Settings,
+) -> Result<(), WorkerError> {
+    let ch = conn.create_channel().await?;
+    topology::declare_exchanges(&ch, names).await?;
+    let limits = QueueLimits {
+        delivery_limit: settings.queues.delivery_limit,
+        dlq_max_length: settings.queues.dlq_max_length,
+    };
+    for a in activities {
+        topology::declare_activity(&ch, names, a, limits).await?;
+    }
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(())
+}
+
+async fn next_batch<S>(deliveries: &mut S) -> lapin::Result<Option<Vec<Delivery>>>
+where
+    S: futures_util::Stream<Item = lapin::Result<Delivery>> + Unpin,
+{
+    let Some(first) = deliveries.next().await else {
+        return Ok(None);
+    };
+    let mut batch = vec![first?];
+    while batch.len() < 256 {
+        match deliveries.next().now_or_never_ready() {
+            Some(Some(d)) => batch.push(d?),
+            _ => break,
+        }
+    }
+    Ok(Some(batch))
+}
+
+/// `futures::FutureExt::now_or_never` under a clearer name for stream polling.
+trait NowOrNever: std::future::Future + Sized {
+    fn now_or_never_ready(self) -> Option<Self::Output> {
+        futures_util::FutureExt::now_or_never(self)
+    }
+}
+impl<F: std::future::Future> NowOrNever for F {}
+
+/// Parses a batch, answers tasks already in the ledger, starts handlers for the rest.
+#[allow(clippy::too_many_arguments)]
+async fn intake(
+    worker: &Worker,
+    pool: &PgPool,
+    publisher: &Publisher,
+    ch: &Channel,
+    names: &Names,
+    batch: Vec<Delivery>,
+    done_tx: &mpsc::Sender<Done>,
+    in_flight: &mut tokio::task::JoinSet<()>,
+) -> Result<(), WorkerError> {
+    let mut tasks = Vec::with_capacity(batch.len());
+    for d in batch {
+        match serde_json::from_slice::<TaskMessage>(&d.data) {
+            Ok(t) if worker.handler(&t.activity).is_some() => tasks.push((d.delivery_tag, t)),
+            Ok(t) => {
+                dead_letter(
+                    publisher,
+                    ch,
+                    names,
+                    &d,
+                    &format!("no handler for activity `{}` on this worker", t.activity),
+                )
+                .await?
+            }
+            Err(e) => dead_letter(publisher, ch, names, &d, &format!("task body: {e}")).await?,
+        }
+    }
+    let keys: Vec<String> = tasks
+        .iter()
+        .map(|(_, t)| t.idempotency_key.clone())
+        .collect();
+    let recorded = ledger::lookup(pool, &keys).await?;
+    for (tag, task) in tasks {
+        if let Some(output) = recorded.get(&task.idempotency_key) {
+            tracing::debug!(key = %task.idempotency_key, "task already completed: answering from the ledger");
+            let _ = done_tx
+                .send(Done {
+                    tag,
+                    task,
+                    outcome: Ok(output.clone()),
+                    recorded: true,
+                })
+                .await;
+            continue;
+        }
+        let handler = worker.handler(&task.activity).expect("checked above");
+        let done_tx = done_tx.clone();
+        let span = tracing::info_span!("task", saga_id = %task.saga_id, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = task.attempt);
+        in_flight.spawn(
+            async move {
+                let outcome = execute(handler, &task).await;
+                if let Err(e) = &outcome {
+                    tracing::info!(code = %e.code, retryable = e.retryable, "attempt failed");
+                }
+                let _ = done_tx
+                    .send(Done {
+                        tag,
+                        task,
+                        outcome,
+                        recorded: false,
+                    })
+                    .await;
+            }
+            .instrument(span),
+        );
+    }
+    Ok(())
+}
+
+/// Runs one handler, enforcing schedule-to-start and start-to-close and turning a
+/// panic into a retryable error.
+async fn execute(handler: super::Handler, task: &TaskMessage) -> Result<Value, ErrorInfo> {
+    if let Some(deadline) = task.deadlines.schedule_to_start {
+        if chrono::Utc::now() > deadline {
+            return Err(ActivityError::retryable(
+                "timeout.schedule_to_start",
+                "the task waited in the queue past its schedule-to-start deadline",
+            )
+            .into_info());
+        }
+    }
+    let limit = Duration::from_millis(task.deadlines.start_to_close_ms.max(1));
+    let fut = handler(ActivityContext::from_task(task), task.input.clone());
+    let joined = tokio::time::timeout(limit, tokio::spawn(fut)).await;
+    match joined {
+        Err(_) => Err(ActivityError::retryable(
+            "timeout.start_to_close",
+            format!("the handler ran longer than {} ms", limit.as_millis()),
+        )
+        .into_info()),
+        Ok(Err(join)) => Err(ActivityError::retryable(
+            "panic",
+            format!("the handler panicked: {join}"),
+        )
+        .into_info()),
+        Ok(Ok(r)) => r.map_err(ActivityError::into_info),
+    }
+}
+
+/// Records, publishes and acks finished tasks in batches.
+async fn complete_loop(
+    pool: PgPool,
+    publisher: Publisher,
+    ch: Channel,
+    names: Names,
+    mut rx: mpsc::Receiver<Done>,
+) {
+    let results = names.results();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = complete(&pool, &publisher, &ch, &results, batch).await {
+            // The tasks stay unacked; RabbitMQ redelivers them after reconnect and the
+            // ledger answers those that completed.
+            tracing::warn!(error = %e, "completing tasks failed");
+        }
+    }
+}
+
+async fn complete(
+    pool: &PgPool,
+    publisher: &Publisher,
+    ch: &Channel,
+    results_exchange: &str,
+    mut batch: Vec<Done>,
+) -> Result<(), WorkerError> {
+    let to_record: Vec<Completion> = batch
+        .iter()
+        .filter(|d| !d.recorded)
+        .filter_map(|d| {
+            d.outcome.as_ref().ok().map(|o| Completion {
+                key: d.task.idempotency_key.clone(),
+                task_id: d.task.task_id.clone(),
+                output: o.clone(),
+            })
+        })
+        .collect();
+    let on_record = ledger::record(pool, &to_record).await?;
+    for d in batch
+        .iter_mut()
+        .filter(|d| d.outcome.is_ok() && !d.recorded)
+    {
+        if let Some(stored) = on_record.get(&d.task.idempotency_key) {
+            d.outcome = Ok(stored.clone());
+        }
+    }
+    let bodies: Vec<Vec<u8>> = batch
+        .iter()
+        .map(|d| serde_json::to_vec(&result_message(d)).expect("result serialises"))
+        .collect();
+    let msgs: Vec<Outgoing> = batch
+        .iter()
+        .zip(&bodies)
+        .map(|(d, body)| Outgoing {
+            exchange: results_exchange,
+            routing_key: &d.task.reply_to,
+            body,
+            mandatory: true,
+            headers: None,
+        })
+        .collect();
+    let confirmed = publisher.publish_all(&msgs).await;
+    for (d, res) in batch.iter().zip(confirmed) {
+        match res {
+            Ok(()) => consumer::ack_one(ch, d.tag).await?,
+            Err(e) => {
+                tracing::warn!(task_id = %d.task.task_id, error = %e, "result not confirmed; task requeued");
+                ch.basic_nack(
+                    d.tag,
+                    BasicNackOptions {
+                        multiple: false,
+                        requeue: true,
+                    },
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn result_message(d: &Done) -> ResultMessage {
+    let (outcome, output, error) = match &d.outcome {
+        Ok(v) => (Outcome::Ok, Some(v.clone()), None),
+        Err(e) => (Outcome::Error, None, Some(e.clone())),
+    };
+    ResultMessage {
+        task_id: d.task.task_id.clone(),
+        saga_id: d.task.saga_id.clone(),
+        attempt: Some(d.task.attempt),
+        outcome,
+        output,
+        error,
+    }
+}
+
+/// Publishes an unusable task to the activity's dead-letter queue with the reason, then acks it.
+async fn dead_letter(
+    publisher: &Publisher,
+    ch: &Channel,
+    names: &Names,
+    d: &Delivery,
+    reason: &str,
+) -> Result<(), WorkerError> {
+    let activity = d.routing_key.as_str();
+    tracing::warn!(reason, activity, "dead-lettering task");
+    let dlx = names.dlx();
+    let key = Names::dlx_key_task(activity);
+    let headers = dead_letter_headers(
+        reason,
+        d.exchange.as_str(),
+        activity,
+        &names.task_queue(activity),
+    );
+    let msg = Outgoing {
+        exchange: &dlx,
+        routing_key: &key,
+        body: &d.data,
+        mandatory: true,
+        headers: Some(headers),
+    };
+    publisher.publish_all_or_fail(&[msg]).await?;
+    consumer::ack_one(ch, d.delivery_tag).await?;
+    Ok(())
+}
+
+/// Stops intake and lets in-flight tasks finish (and be acked) within the grace period.
+async fn drain(
+    mut in_flight: tokio::task::JoinSet<()>,
+    done_tx: mpsc::Sender<Done>,
+    completer: tokio::task::JoinHandle<()>,
+) {
+    let waited = tokio::time::timeout(DRAIN_GRACE, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+    if waited.is_err() {
+        tracing::warn!("drain grace period over; unfinished tasks will be redelivered");
+        in_flight.abort_all();
+    }
+    drop(done_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(10), completer).await;
+}
