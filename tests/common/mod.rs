@@ -1,0 +1,330 @@
+//! Test harness: every test gets its own namespace and its own database, so tests run
+//! in parallel against the real RabbitMQ and Postgres without seeing each other.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use sagaflow::broker::Names;
+use sagaflow::config::Settings;
+use sagaflow::saga::definition::Catalog;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const ORDER: &str = include_str!("../../sagas/order_fulfillment.toml");
+
+pub fn amqp_url() -> String {
+    std::env::var("SAGAFLOW_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn pg_base() -> String {
+    std::env::var("SAGAFLOW_TEST_DATABASE_BASE")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// One isolated sagaflow deployment: namespace, database, definitions directory.
+pub struct TestEnv {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub names: Names,
+    pub dir: PathBuf,
+    pub catalog: Catalog,
+    tasks: Vec<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl TestEnv {
+    /// A fresh deployment with the given definitions (file name, TOML).
+    pub async fn new(sagas: &[(&str, &str)]) -> TestEnv {
+        let tag = format!("sft_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+        let dir = std::env::temp_dir().join(&tag);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in sagas {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+        let mut settings = Settings::load(None).expect("settings");
+        settings.namespace = tag.clone();
+        settings.sagas_dir = dir.clone();
+        settings.amqp.url = amqp_url();
+        settings.database.url = format!("{}/{tag}", pg_base());
+        settings.coordinator.outbox_lease_ms = 1000;
+        settings.coordinator.sweep_interval_ms = 200;
+        settings.coordinator.timer_poll_ms = 50;
+        let pool = sagaflow::store::connect(&settings.database.url, 10)
+            .await
+            .expect("database");
+        sagaflow::demo::prepare(&pool).await.unwrap();
+        let catalog = Catalog::load_dir(&dir).expect("definitions");
+        let names = Names::new(&tag);
+        TestEnv {
+            settings,
+            pool,
+            names,
+            dir,
+            catalog,
+            tasks: vec![],
+        }
+    }
+
+    /// Environment for child `sagaflow` processes pointing at this deployment.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        vec![
+            ("SAGAFLOW__NAMESPACE".into(), s.namespace.clone()),
+            (
+                "SAGAFLOW__SAGAS_DIR".into(),
+                s.sagas_dir.display().to_string(),
+            ),
+            ("SAGAFLOW__AMQP__URL".into(), s.amqp.url.clone()),
+            ("SAGAFLOW__DATABASE__URL".into(), s.database.url.clone()),
+            (
+                "SAGAFLOW__COORDINATOR__OUTBOX_LEASE_MS".into(),
+                s.coordinator.outbox_lease_ms.to_string(),
+            ),
+            (
+                "SAGAFLOW__COORDINATOR__SWEEP_INTERVAL_MS".into(),
+                s.coordinator.sweep_interval_ms.to_string(),
+            ),
+            (
+                "SAGAFLOW__COORDINATOR__TIMER_POLL_MS".into(),
+                s.coordinator.timer_poll_ms.to_string(),
+            ),
+            ("RUST_LOG".into(), "info,sqlx=warn".into()),
+        ]
+    }
+
+    /// Runs a coordinator inside the test process.
+    pub async fn start_coordinator(&mut self) {
+        let c = sagaflow::coordinator::Coordinator::new(
+            self.settings.clone(),
+            self.catalog.clone(),
+            self.pool.clone(),
+        );
+        let token = CancellationToken::new();
+        let t = token.clone();
+        self.tasks
+            .push((token, tokio::spawn(async move { c.run(t).await })));
+        self.wait_consumer(&self.names.coordinator_queue()).await;
+    }
+
+    /// Runs the demo worker inside the test process.
+    pub async fn start_worker(&mut self) {
+        let w = sagaflow::demo::worker(self.pool.clone());
+        let token = CancellationToken::new();
+        let (s, p, t) = (self.settings.clone(), self.pool.clone(), token.clone());
+        self.tasks
+            .push((token, tokio::spawn(async move { w.run(s, p, t).await })));
+        self.wait_consumer(&self.names.task_queue("inventory.reserve"))
+            .await;
+    }
+
+    pub async fn wait_consumer(&self, queue: &str) {
+        let conn = self.connect().await;
+        sagaflow::launch::wait_for_consumer(&conn, queue, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let _ = conn.close(200, "ok".into()).await;
+    }
+
+    pub async fn connect(&self) -> lapin::Connection {
+        sagaflow::broker::connect(&self.settings.amqp.url, "sagaflow-test")
+            .await
+            .expect("amqp")
+    }
+
+    pub async fn client(&self) -> sagaflow::client::Client {
+        sagaflow::client::Client::connect(&self.settings.amqp.url, &self.settings.namespace)
+            .await
+            .expect("client")
+    }
+
+    pub async fn status(&self, id: &str) -> Option<String> {
+        sagaflow::store::sagas::get(&self.pool, id)
+            .await
+            .unwrap()
+            .map(|s| s.state.status.to_string())
+    }
+
+    /// Waits until every saga in `ids` has a terminal status; returns id -> status.
+    pub async fn wait_terminal(
+        &self,
+        ids: &[String],
+        within: Duration,
+    ) -> BTreeMap<String, String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, status FROM sagas WHERE id = ANY($1)")
+                    .bind(ids)
+                    .fetch_all(&self.pool)
+                    .await
+                    .unwrap();
+            let done: BTreeMap<String, String> = rows
+                .into_iter()
+                .filter(|(_, s)| {
+                    matches!(
+                        s.as_str(),
+                        "completed" | "compensated" | "failed" | "cancelled"
+                    )
+                })
+                .collect();
+            if done.len() == ids.len() {
+                return done;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "only {} of {} sagas ended within {within:?}",
+                    done.len(),
+                    ids.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: &str, status: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let now = self.status(id).await;
+            if now.as_deref() == Some(status) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "saga {id} is {now:?}, wanted {status} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// History event names of a saga, in order.
+    pub async fn history(&self, id: &str) -> Vec<String> {
+        sagaflow::store::sagas::history(&self.pool, id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|h| h.event)
+            .collect()
+    }
+
+    /// (activity, calls) of the demo effects of one saga, sorted by activity.
+    pub async fn effects(&self, id: &str) -> Vec<(String, i32)> {
+        sqlx::query_as(
+            "SELECT activity, calls FROM demo_effects WHERE saga_id = $1 ORDER BY activity",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Messages currently in `queue` (0 when it does not exist).
+    pub async fn depth(&self, queue: &str) -> u32 {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let n = ch
+            .queue_declare(queue.into(), opts, FieldTable::default())
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0);
+        let _ = conn.close(200, "ok".into()).await;
+        n
+    }
+
+    /// Waits for one message in `queue` and returns its reason header and body.
+    pub async fn get_dead_letter(&self, queue: &str, within: Duration) -> (String, Vec<u8>) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(m) = ch
+                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                let reason = sagaflow::dlq::reason(m.delivery.properties.headers().as_ref());
+                return (reason, m.delivery.data.clone());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing dead-lettered in {queue} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A queue bound to `<ns>.events` for `saga.#`; returns a consumer of it.
+    pub async fn subscribe_events(&self) -> (lapin::Connection, lapin::Consumer) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        sagaflow::broker::topology::declare_exchanges(&ch, &self.names)
+            .await
+            .unwrap();
+        let q = format!("{}.test.events", self.names.namespace());
+        let opts = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        ch.queue_declare(q.as_str().into(), opts, FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_bind(
+            q.as_str().into(),
+            self.names.events().as_str().into(),
+            "saga.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let c = ch
+            .basic_consume(
+                q.as_str().into(),
+                "events".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        (conn, c)
+    }
+
+    /// Stops in-process services, drops the database and deletes the namespace's queues.
+    pub async fn cleanup(mut self) {
+        for (token, handle) in self.tasks.drain(..) {
+            token.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
+        }
+        self.pool.close().await;
+        let _ = sagaflow::store::drop_database(&self.settings.database.url).await;
+        let conn = self.connect().await;
+        let mut activities: Vec<String> = self.catalog.activities().into_iter().collect();
+        activities.push(sagaflow::demo::NOOP_ACTIVITY.into());
+        let _ = sagaflow::broker::topology::delete_namespace(&conn, &self.names, &activities).await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Next event from an events consumer, as (saga_id, status).
+pub async fn next_event(consumer: &mut lapin::Consumer, within: Duration) -> (String, String) {
+    let d = tokio::time::timeout(within, consumer.next())
+        .await
+        .expect("event in time")
+        .expect("stream open")
+        .expect("delivery");
+    d.ack(BasicAckOptions::default()).await.unwrap();
+    let e: sagaflow::messages::SagaEvent = serde_json::from_slice(&d.data).unwrap();
+    (e.saga_id, e.status)
+}
