@@ -55,9 +55,13 @@ impl Client {
         let bodies: Vec<Vec<u8>> = starts
             .iter()
             .map(|(saga, input, o)| {
+                // An id chosen here, not by the coordinator, makes a redelivered start idempotent.
+                let id =
+                    o.id.clone()
+                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
                 let e = StartEvent {
                     saga: Some(saga.clone()),
-                    id: o.id.clone(),
+                    id: Some(id),
                     input: input.clone(),
                     delay: o.delay.clone(),
                     start_at: o.start_at,

@@ -151,7 +151,7 @@ async fn non_retryable_code_and_failed_compensation_end_failed() {
         1,
         "{h:?}"
     );
-    assert!(h.contains(&"compensation_failed".to_string()) == false);
+    assert!(!h.contains(&"compensation_failed".to_string()));
     assert!(env
         .history("o-f")
         .await

@@ -577,7 +577,7 @@ impl<'a> Run<'a> {
         let Some(st) = self.state.steps.get(i) else {
             return;
         };
-        if !st.until.is_some_and(|u| u <= now) {
+        if st.until.is_none_or(|u| u > now) {
             return;
         }
         match st.status {

@@ -284,7 +284,12 @@ async fn execute(handler: super::Handler, task: &TaskMessage) -> Result<Value, E
     }
     let limit = Duration::from_millis(task.deadlines.start_to_close_ms.max(1));
     let fut = handler(ActivityContext::from_task(task), task.input.clone());
-    let joined = tokio::time::timeout(limit, tokio::spawn(fut)).await;
+    let mut handle = tokio::spawn(fut);
+    let joined = tokio::time::timeout(limit, &mut handle).await;
+    if joined.is_err() {
+        // Stop the handler at its next await point so it cannot overlap the next attempt.
+        handle.abort();
+    }
     match joined {
         Err(_) => Err(ActivityError::retryable(
             "timeout.start_to_close",
