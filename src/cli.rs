@@ -198,9 +198,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 crate::saga::definition::parse_duration(d)
                     .map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
             }
+            let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
             let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
             let opts = StartOptions {
-                id: id.clone(),
+                id: Some(id.clone()),
                 delay,
                 start_at,
                 version: None,
@@ -208,8 +209,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             client.start(&saga, input, opts).await?;
             client.close().await;
             println!(
-                "start event for {saga} published{}",
-                id.map(|i| format!(" (id {i})")).unwrap_or_default()
+                "start event for {saga} published (id {id}); follow it with: sagaflow status {id}"
             );
         }
         Cmd::Status { id, json } => status(&settings, &id, json).await?,

@@ -471,7 +471,7 @@ impl<'a> Run<'a> {
 
     fn begin_compensation(&mut self, from: Option<usize>, why: &str) {
         self.state.status = SagaStatus::Compensating;
-        self.record("compensation_started", None, None, json!({ "reason": why }));
+        self.record("saga_compensating", None, None, json!({ "reason": why }));
         self.continue_compensation(from);
     }
 
