@@ -97,7 +97,11 @@ impl Coordinator {
     }
 
     async fn run_connected(&self, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
-        let conn = crate::broker::connect(&self.settings.amqp.url, "sagaflow-coordinator").await?;
+        let conn = crate::broker::connect(
+            &self.settings.amqp.url,
+            &format!("sagaflow-coordinator@{}", self.settings.namespace),
+        )
+        .await?;
         self.declare(&conn).await?;
         let relay_pub = Publisher::open(&conn).await?;
         let sweep_pub = Publisher::open(&conn).await?;

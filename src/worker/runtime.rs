@@ -90,7 +90,11 @@ async fn run_connected(
         return Err(WorkerError::NothingToDo);
     }
     let names = Names::new(&settings.namespace);
-    let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-worker").await?;
+    let conn = crate::broker::connect(
+        &settings.amqp.url,
+        &format!("sagaflow-worker@{}", settings.namespace),
+    )
+    .await?;
     declare(&conn, &names, &activities, &settings).await?;
     let publisher = Publisher::open(&conn).await?;
     let ch = conn.create_channel().await?;
