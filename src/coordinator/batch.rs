@@ -106,13 +106,12 @@ impl<'a> Work<'a> {
         self.take(id, d);
     }
 
-    fn event(&mut self, pos: usize, id: &str, event: Event) {
+    fn event(&mut self, id: &str, event: Event) {
         let Some(entry) = self.entries.get(id) else {
             tracing::warn!(saga_id = id, ?event, "input for an unknown saga ignored");
             return;
         };
         let d = machine::apply(&entry.def, entry.state.clone(), event, self.now);
-        let _ = pos;
         self.take(id, d);
     }
 
@@ -177,16 +176,7 @@ pub async fn run_inputs(
     ids.sort();
     ids.dedup();
     let locked = sagas::lock(&mut tx, &ids).await?;
-    let mut work = Work {
-        names,
-        catalog,
-        now,
-        entries: BTreeMap::new(),
-        history: vec![],
-        commands: vec![],
-        rejected: vec![],
-    };
-    load(&mut work, locked);
+    let mut work = Work::loaded(names, catalog, now, locked);
     for (pos, input) in inputs {
         match input {
             Input::Start {
@@ -199,7 +189,7 @@ pub async fn run_inputs(
             other => {
                 let id = other.saga_id().to_string();
                 if let Some(e) = to_event(other) {
-                    work.event(pos, &id, e);
+                    work.event(&id, e);
                 }
             }
         }
@@ -225,18 +215,9 @@ pub async fn run_wakeups(
         return Ok((0, Committed::default()));
     }
     let ids: Vec<String> = due.iter().map(|s| s.state.id.clone()).collect();
-    let mut work = Work {
-        names,
-        catalog,
-        now,
-        entries: BTreeMap::new(),
-        history: vec![],
-        commands: vec![],
-        rejected: vec![],
-    };
-    load(&mut work, due);
+    let mut work = Work::loaded(names, catalog, now, due);
     for id in ids {
-        work.event(0, &id, Event::Wake);
+        work.event(&id, Event::Wake);
         // A wake-up that changed nothing must still move wake_at, or it would spin.
         if let Some(e) = work.entries.get_mut(&id) {
             e.changed = true;
@@ -247,25 +228,44 @@ pub async fn run_wakeups(
     Ok((n, committed))
 }
 
-fn load(work: &mut Work<'_>, rows: Vec<sagas::StoredSaga>) {
-    for row in rows {
-        let s = row.state;
-        match work.catalog.get(&s.saga, s.version) {
-            Some(def) => {
-                work.entries.insert(
-                    s.id.clone(),
-                    Entry {
-                        state: s,
-                        def,
-                        version: Some(row.row_version),
-                        changed: false,
-                    },
-                );
-            }
-            None => {
-                tracing::error!(saga_id = %s.id, saga = %s.saga, version = s.version, "definition not loaded: saga left untouched")
+impl<'a> Work<'a> {
+    /// A batch holding the locked sagas whose definitions are loaded.
+    fn loaded(
+        names: &'a Names,
+        catalog: &'a Catalog,
+        now: DateTime<Utc>,
+        rows: Vec<sagas::StoredSaga>,
+    ) -> Self {
+        let mut work = Work {
+            names,
+            catalog,
+            now,
+            entries: BTreeMap::new(),
+            history: vec![],
+            commands: vec![],
+            rejected: vec![],
+        };
+        for row in rows {
+            let s = row.state;
+            match catalog.get(&s.saga, s.version) {
+                Some(def) => {
+                    let version = Some(row.row_version);
+                    work.entries.insert(
+                        s.id.clone(),
+                        Entry {
+                            state: s,
+                            def,
+                            version,
+                            changed: false,
+                        },
+                    );
+                }
+                None => {
+                    tracing::error!(saga_id = %s.id, saga = %s.saga, version = s.version, "definition not loaded: saga left untouched")
+                }
             }
         }
+        work
     }
 }
 
