@@ -216,13 +216,21 @@ pub async fn run_wakeups(
     }
     let ids: Vec<String> = due.iter().map(|s| s.state.id.clone()).collect();
     let mut work = Work::loaded(names, catalog, now, due);
-    for id in ids {
-        work.event(&id, Event::Wake);
+    for id in &ids {
+        work.event(id, Event::Wake);
         // A wake-up that changed nothing must still move wake_at, or it would spin.
-        if let Some(e) = work.entries.get_mut(&id) {
+        if let Some(e) = work.entries.get_mut(id) {
             e.changed = true;
         }
     }
+    // Sagas whose definition this coordinator lacks: look again in a minute instead of
+    // picking them up on every poll (another coordinator may have the definition).
+    let orphans: Vec<String> = ids
+        .iter()
+        .filter(|id| !work.entries.contains_key(*id))
+        .cloned()
+        .collect();
+    sagas::postpone_wake(&mut tx, &orphans, now + chrono::Duration::minutes(1)).await?;
     let committed = write(&mut tx, work, lease).await?;
     tx.commit().await.map_err(crate::store::ctx("commit"))?;
     Ok((n, committed))

@@ -189,6 +189,24 @@ pub async fn append_history(
     Ok(())
 }
 
+/// Moves the wake-up of `ids` to `until` (sagas this coordinator cannot handle now).
+pub async fn postpone_wake(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[String],
+    until: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("UPDATE sagas SET wake_at = $2 WHERE id = ANY($1)")
+        .bind(ids)
+        .bind(until)
+        .execute(&mut **tx)
+        .await
+        .map_err(ctx("postpone wake-up"))?;
+    Ok(())
+}
+
 /// One saga, without locking (operator reads).
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredSaga>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM sagas WHERE id = $1");
