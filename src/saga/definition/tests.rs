@@ -1,7 +1,9 @@
 //! Unit tests of definition parsing and validation: one or more per rule.
+use super::raw::line_column;
 use super::*;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 /// Minimal valid top of a file (top-level keys must precede any table).
 macro_rules! head {

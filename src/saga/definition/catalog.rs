@@ -1,0 +1,138 @@
+//! The catalog of loaded definitions and loading a directory of definition files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    def: Arc<Definition>,
+    origin: String,
+}
+
+/// A set of loaded definitions; several versions of one name may coexist (a running saga
+/// keeps the version it started with).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<(String, u32), Entry>,
+}
+
+impl Catalog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a definition after validating it (so the catalog only ever holds valid ones).
+    /// Refuses a second definition with the same name and version; the error names both
+    /// origins.
+    pub fn insert(&mut self, def: Definition, origin: &str) -> Result<(), DefinitionError> {
+        def.validate(origin)?;
+        let key = (def.name.clone(), def.version);
+        if let Some(existing) = self.entries.get(&key) {
+            return Err(DefinitionError {
+                file: origin.to_string(),
+                field: "version".to_string(),
+                reason: format!(
+                    "`{}` version {} is already defined in {}",
+                    def.name, def.version, existing.origin
+                ),
+            });
+        }
+        let entry = Entry {
+            def: Arc::new(def),
+            origin: origin.to_string(),
+        };
+        self.entries.insert(key, entry);
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str, version: u32) -> Option<Arc<Definition>> {
+        self.entries
+            .get(&(name.to_string(), version))
+            .map(|e| Arc::clone(&e.def))
+    }
+
+    /// The highest loaded version of `name`.
+    pub fn latest(&self, name: &str) -> Option<Arc<Definition>> {
+        self.entries
+            .range((name.to_string(), 0)..=(name.to_string(), u32::MAX))
+            .next_back()
+            .map(|(_, e)| Arc::clone(&e.def))
+    }
+
+    /// All definitions, ordered by name, then version.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Definition>> {
+        self.entries.values().map(|e| &e.def)
+    }
+
+    /// Union of [`Definition::activities`] over all definitions.
+    pub fn activities(&self) -> BTreeSet<String> {
+        self.iter().flat_map(|d| d.activities()).collect()
+    }
+
+    pub fn names(&self) -> BTreeSet<String> {
+        self.entries.keys().map(|(name, _)| name.clone()).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Loads every `*.toml` in `dir` (sorted by file name, not recursive). Returns ALL errors
+    /// found, across files, so an operator can fix everything in one round.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, Vec<DefinitionError>> {
+        let files = toml_files(dir).map_err(|e| vec![e])?;
+        let mut catalog = Catalog::new();
+        let mut errors = Vec::new();
+        for path in files {
+            let origin = path.display().to_string();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) => {
+                    errors.push(io_error(&origin, &e));
+                    continue;
+                }
+            };
+            match parse_all(&origin, &text) {
+                Ok(def) => {
+                    if let Err(e) = catalog.insert(def, &origin) {
+                        errors.push(e);
+                    }
+                }
+                Err(mut errs) => errors.append(&mut errs),
+            }
+        }
+        if errors.is_empty() {
+            Ok(catalog)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn io_error(origin: &str, e: &std::io::Error) -> DefinitionError {
+    DefinitionError {
+        file: origin.to_string(),
+        field: "<io>".to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Regular files (symlinks followed) ending in `.toml`, sorted by file name.
+fn toml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, DefinitionError> {
+    let origin = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| io_error(&origin, &e))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(&origin, &e))?;
+        let path = entry.path();
+        let is_toml = path.extension().is_some_and(|ext| ext == "toml");
+        if is_toml && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    Ok(files)
+}

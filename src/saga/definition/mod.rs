@@ -1,0 +1,289 @@
+//! Saga definitions: the validated model, its TOML loader and the catalog of loaded versions.
+//!
+//! A definition reaches the rest of sagaflow only through [`parse`], [`Definition::validate`]
+//! or [`Catalog`], so every consumer can rely on the invariants checked here (names usable as
+//! AMQP words, positive timeouts, attempts >= 1, parseable cron, ...). The TOML path and the
+//! code path share one set of semantic checks; the TOML path additionally remembers *where*
+//! each resolved value was written, so an error points at the line the operator has to fix
+//! (`defaults.retry.max_attempts`, not the step that merely inherited it).
+//!
+//! Loading works in three stages:
+//! 1. serde into private `Raw*` structs (unknown fields refused, paths via `serde_path_to_error`);
+//! 2. resolution: shape rules (exactly one step kind, keys valid for that kind) and merging of
+//!    step > `[defaults]` > built-in values, recording the source path of each value;
+//! 3. semantic checks on the resolved [`Definition`], shared with [`Definition::validate`].
+
+mod catalog;
+mod cron_expr;
+mod durations;
+mod raw;
+mod resolve;
+mod validate;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+pub use catalog::Catalog;
+pub use cron_expr::normalize_cron;
+pub use durations::parse_duration;
+
+use raw::deserialize_raw;
+use resolve::resolve;
+use validate::{check_definition, Problems, Provenance};
+
+/// Longest accepted name (saga, step, schedule, activity, signal). Names become parts of AMQP
+/// queue names and routing keys, which are limited to 255 bytes including the namespace prefix.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Longest accepted duration (100 years). Far beyond any sensible timer, yet small enough that
+/// adding it to "now" can never overflow a `chrono` timestamp elsewhere in the crate.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 31_557_600);
+
+// ---------------------------------------------------------------------------------------------
+// Public model
+// ---------------------------------------------------------------------------------------------
+
+/// A validated, fully resolved saga definition (one name, one version).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    pub name: String,
+    pub version: u32,
+    pub description: Option<String>,
+    pub steps: Vec<Step>,
+    pub schedules: Vec<ScheduleSpec>,
+}
+
+/// One step of a saga, in execution order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: String,
+    pub kind: StepKind,
+}
+
+/// What a step does.
+// A definition holds a handful of steps, so the size gap between variants costs nothing;
+// boxing `ActivityStep` would only make pattern matching clumsier for every consumer.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// Run an activity on a worker, optionally with a compensation.
+    Activity(ActivityStep),
+    /// Durable timer.
+    Sleep(Duration),
+    /// Wait for a named signal.
+    Wait(WaitStep),
+}
+
+/// An activity step with its policies already resolved (step over defaults over built-in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivityStep {
+    pub activity: String,
+    pub compensate: Option<String>,
+    pub retry: RetryPolicy,
+    pub compensate_retry: RetryPolicy,
+    pub timeouts: Timeouts,
+}
+
+/// A step that waits for a signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitStep {
+    pub signal: String,
+    pub timeout: Option<Duration>,
+    pub on_timeout: OnTimeout,
+}
+
+/// What happens when a wait step times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// The step fails, which compensates the saga.
+    Fail,
+    /// The saga goes on without the signal.
+    Continue,
+}
+
+impl OnTimeout {
+    /// The spelling used in definition files (`fail` / `continue`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Fail => "fail",
+            OnTimeout::Continue => "continue",
+        }
+    }
+}
+
+/// Activity timeouts with Temporal's meaning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timeouts {
+    /// How long a task may wait in the queue before a worker starts it.
+    pub schedule_to_start: Option<Duration>,
+    /// How long one attempt may run.
+    pub start_to_close: Duration,
+    /// How long all attempts together may take.
+    pub schedule_to_close: Option<Duration>,
+    /// How long a running attempt may go without heartbeating.
+    pub heartbeat: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            schedule_to_start: None,
+            start_to_close: Duration::from_secs(60),
+            schedule_to_close: None,
+            heartbeat: None,
+        }
+    }
+}
+
+/// Retry policy for one activity (action or compensation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay before the second attempt.
+    pub initial_interval: Duration,
+    /// Factor applied to the delay after every attempt (>= 1.0).
+    pub backoff_coefficient: f64,
+    /// Upper bound for the delay between attempts.
+    pub max_interval: Duration,
+    /// Total attempts including the first one (>= 1).
+    pub max_attempts: u32,
+    /// Error codes that are never retried.
+    pub non_retryable: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_interval: Duration::from_secs(1),
+            backoff_coefficient: 2.0,
+            max_interval: Duration::from_secs(100),
+            max_attempts: 5,
+            non_retryable: Vec::new(),
+        }
+    }
+}
+
+/// A cron schedule that starts sagas of its definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleSpec {
+    pub name: String,
+    /// Normalised to the 6/7-field form (seconds first, optional year) that the `cron` crate
+    /// parses; see [`normalize_cron`].
+    pub cron: String,
+    pub timezone: chrono_tz::Tz,
+    /// Saga input for every tick; always a JSON object.
+    pub input: serde_json::Value,
+    pub overlap: OverlapPolicy,
+    /// How far in the past a missed tick may lie and still be started (e.g. after downtime).
+    pub catch_up_window: Duration,
+}
+
+/// What a schedule does when a tick arrives while the previous run is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlapPolicy {
+    Skip,
+    BufferOne,
+    AllowAll,
+}
+
+impl OverlapPolicy {
+    /// The spelling used in definition files (`skip` / `buffer_one` / `allow_all`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverlapPolicy::Skip => "skip",
+            OverlapPolicy::BufferOne => "buffer_one",
+            OverlapPolicy::AllowAll => "allow_all",
+        }
+    }
+}
+
+/// Why a definition was refused: the file, the field path and the reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}: {field}: {reason}")]
+pub struct DefinitionError {
+    pub file: String,
+    pub field: String,
+    pub reason: String,
+}
+
+impl Definition {
+    /// Index of the step with this name.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// Every activity name the definition uses (actions and compensations), sorted,
+    /// deduplicated. Workers and the coordinator declare one task queue per entry.
+    pub fn activities(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for step in &self.steps {
+            if let StepKind::Activity(a) = &step.kind {
+                out.insert(a.activity.clone());
+                if let Some(c) = &a.compensate {
+                    out.insert(c.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs every semantic validation rule on a definition built in code (the TOML path calls
+    /// this too). `origin` is what errors name as the file (e.g. "sagas/order.toml" or
+    /// "<code>"). Returns the first problem; see [`Definition::validation_errors`] for all.
+    pub fn validate(&self, origin: &str) -> Result<(), DefinitionError> {
+        match self.validation_errors(origin).into_iter().next() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem [`Definition::validate`] would report, in definition order.
+    pub fn validation_errors(&self, origin: &str) -> Vec<DefinitionError> {
+        let mut out = Problems::new(origin);
+        check_definition(self, &Provenance::for_code(self), &mut out);
+        out.into_vec()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------------
+
+/// Parse and validate one definition file's text. `file` is used in errors. Returns the first
+/// problem; [`parse_all`] returns every one.
+pub fn parse(file: &str, text: &str) -> Result<Definition, DefinitionError> {
+    parse_all(file, text).map_err(|errs| {
+        // parse_all never returns an empty list; the fallback only avoids a panic path.
+        errs.into_iter().next().unwrap_or_else(|| DefinitionError {
+            file: file.to_string(),
+            field: "<toml>".to_string(),
+            reason: "refused".to_string(),
+        })
+    })
+}
+
+/// Like [`parse`], but reports every problem found (never an empty list on error). A TOML or
+/// serde error stops at that error, since nothing after it can be trusted.
+pub fn parse_all(file: &str, text: &str) -> Result<Definition, Vec<DefinitionError>> {
+    let raw = deserialize_raw(file, text).map_err(|e| vec![e])?;
+    let mut shape = Problems::new(file);
+    let (def, prov) = resolve(raw, &mut shape);
+    let mut semantic = Problems::new(file);
+    check_definition(&def, &prov, &mut semantic);
+    // A field already refused while resolving holds a placeholder; checking it again would
+    // only add noise ("name: must not be empty" after "name: is required").
+    let reported = shape.fields();
+    for err in semantic.into_vec() {
+        if !reported.contains(&err.field) {
+            shape.push(err.field, err.reason);
+        }
+    }
+    let errors = shape.into_vec();
+    if errors.is_empty() {
+        Ok(def)
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,470 @@
+//! Resolution of the raw TOML shapes: shape rules (exactly one step kind, keys valid for that
+//! kind) and merging step > `[defaults]` > built-in values, recording the source of each value.
+
+use super::cron_expr::normalize_cron;
+use super::raw::{
+    RawDefaults, RawDefinition, RawDuration, RawOnTimeout, RawOverlap, RawRetry, RawSchedule,
+    RawStep,
+};
+use super::validate::{
+    check_retry, check_timeouts, Problems, Provenance, RetrySources, Source, StepSources,
+    TimeoutSources, RANK_DEFAULTS, RANK_DEFAULTS_COMPENSATE, RANK_STEP,
+};
+use super::*;
+
+/// One layer of retry settings, most specific first in a resolution chain.
+struct RetryLayer<'a> {
+    raw: Option<&'a RawRetry>,
+    prefix: &'a str,
+    rank: u8,
+}
+
+/// Picks each key from the first layer that sets it, else the built-in default.
+fn resolve_retry(layers: &[RetryLayer]) -> (RetryPolicy, RetrySources) {
+    fn pick<T>(
+        layers: &[RetryLayer],
+        key: &str,
+        get: impl Fn(&RawRetry) -> Option<T>,
+        builtin: T,
+    ) -> (T, Source) {
+        for layer in layers {
+            if let Some(value) = layer.raw.and_then(&get) {
+                return (
+                    value,
+                    Source::new(layer.rank, format!("{}.{key}", layer.prefix)),
+                );
+            }
+        }
+        (builtin, Source::builtin())
+    }
+    let b = RetryPolicy::default();
+    let (initial_interval, s_init) = pick(
+        layers,
+        "initial_interval",
+        |r| r.initial_interval.map(|d| d.0),
+        b.initial_interval,
+    );
+    let (backoff_coefficient, s_coef) = pick(
+        layers,
+        "backoff_coefficient",
+        |r| r.backoff_coefficient,
+        b.backoff_coefficient,
+    );
+    let (max_interval, s_max) = pick(
+        layers,
+        "max_interval",
+        |r| r.max_interval.map(|d| d.0),
+        b.max_interval,
+    );
+    let (max_attempts, s_att) = pick(layers, "max_attempts", |r| r.max_attempts, b.max_attempts);
+    let (non_retryable, s_nr) = pick(
+        layers,
+        "non_retryable",
+        |r| r.non_retryable.clone(),
+        b.non_retryable,
+    );
+    let policy = RetryPolicy {
+        initial_interval,
+        backoff_coefficient,
+        max_interval,
+        max_attempts,
+        non_retryable,
+    };
+    let sources = RetrySources {
+        initial_interval: s_init,
+        backoff_coefficient: s_coef,
+        max_interval: s_max,
+        max_attempts: s_att,
+        non_retryable: s_nr,
+    };
+    (policy, sources)
+}
+
+/// The four timeout keys as written at one level.
+#[derive(Clone, Copy)]
+struct RawTimeouts {
+    schedule_to_start: Option<RawDuration>,
+    start_to_close: Option<RawDuration>,
+    schedule_to_close: Option<RawDuration>,
+    heartbeat: Option<RawDuration>,
+}
+
+impl RawTimeouts {
+    fn of_defaults(d: &RawDefaults) -> Self {
+        RawTimeouts {
+            schedule_to_start: d.schedule_to_start,
+            start_to_close: d.start_to_close,
+            schedule_to_close: d.schedule_to_close,
+            heartbeat: d.heartbeat,
+        }
+    }
+
+    fn of_step(s: &RawStep) -> Self {
+        RawTimeouts {
+            schedule_to_start: s.schedule_to_start,
+            start_to_close: s.start_to_close,
+            schedule_to_close: s.schedule_to_close,
+            heartbeat: s.heartbeat,
+        }
+    }
+}
+
+/// Timeouts: each key from the step, else `[defaults]`, else built-in.
+fn resolve_timeouts(layers: &[(RawTimeouts, &str, u8)]) -> (Timeouts, TimeoutSources) {
+    fn pick(
+        layers: &[(RawTimeouts, &str, u8)],
+        key: &str,
+        get: impl Fn(&RawTimeouts) -> Option<RawDuration>,
+    ) -> (Option<Duration>, Source) {
+        for (raw, prefix, rank) in layers {
+            if let Some(d) = get(raw) {
+                return (Some(d.0), Source::new(*rank, format!("{prefix}.{key}")));
+            }
+        }
+        (None, Source::builtin())
+    }
+    let (schedule_to_start, s_sts) = pick(layers, "schedule_to_start", |t| t.schedule_to_start);
+    let (start_to_close, s_stc) = pick(layers, "start_to_close", |t| t.start_to_close);
+    let (schedule_to_close, s_stcl) = pick(layers, "schedule_to_close", |t| t.schedule_to_close);
+    let (heartbeat, s_hb) = pick(layers, "heartbeat", |t| t.heartbeat);
+    let timeouts = Timeouts {
+        schedule_to_start,
+        start_to_close: start_to_close.unwrap_or(Timeouts::default().start_to_close),
+        schedule_to_close,
+        heartbeat,
+    };
+    let sources = TimeoutSources {
+        schedule_to_start: s_sts,
+        start_to_close: s_stc,
+        schedule_to_close: s_stcl,
+        heartbeat: s_hb,
+    };
+    (timeouts, sources)
+}
+
+/// Checks `[defaults]` on its own, so a bad default is refused even when no step inherits it.
+fn check_defaults(d: &RawDefaults, out: &mut Problems) {
+    let retry_layers = [RetryLayer {
+        raw: d.retry.as_ref(),
+        prefix: "defaults.retry",
+        rank: RANK_DEFAULTS,
+    }];
+    let (retry, sources) = resolve_retry(&retry_layers);
+    check_retry(out, &retry, &sources);
+    let (comp, comp_sources) = resolve_retry(&compensate_layers(None, "", d));
+    check_retry(out, &comp, &comp_sources);
+    let (timeouts, t_sources) =
+        resolve_timeouts(&[(RawTimeouts::of_defaults(d), "defaults", RANK_DEFAULTS)]);
+    check_timeouts(out, &timeouts, &t_sources);
+}
+
+/// Resolution chain for compensations: step.compensate_retry > defaults.compensate_retry >
+/// defaults.retry > built-in. The step's own `retry` is deliberately not in the chain: the
+/// compensation is a different activity with its own failure modes.
+fn compensate_layers<'a>(
+    step: Option<&'a RawRetry>,
+    step_prefix: &'a str,
+    d: &'a RawDefaults,
+) -> [RetryLayer<'a>; 3] {
+    [
+        RetryLayer {
+            raw: step,
+            prefix: step_prefix,
+            rank: RANK_STEP,
+        },
+        RetryLayer {
+            raw: d.compensate_retry.as_ref(),
+            prefix: "defaults.compensate_retry",
+            rank: RANK_DEFAULTS_COMPENSATE,
+        },
+        RetryLayer {
+            raw: d.retry.as_ref(),
+            prefix: "defaults.retry",
+            rank: RANK_DEFAULTS,
+        },
+    ]
+}
+
+/// Builds the definition from the raw file, reporting shape problems. Missing values get
+/// placeholders so that semantic checks can still run on the rest.
+pub(super) fn resolve(raw: RawDefinition, out: &mut Problems) -> (Definition, Provenance) {
+    if raw.name.is_none() {
+        out.push("name", "is required");
+    }
+    if raw.version.is_none() {
+        out.push("version", "is required");
+    }
+    if raw.steps.is_none() {
+        out.push("steps", "is required: at least one [[steps]] entry");
+    }
+    let defaults = raw.defaults.unwrap_or_default();
+    check_defaults(&defaults, out);
+    let mut steps = Vec::new();
+    let mut sources = Vec::new();
+    for (i, raw_step) in raw.steps.unwrap_or_default().into_iter().enumerate() {
+        let (step, src) = resolve_step(i, raw_step, &defaults, out);
+        steps.push(step);
+        sources.push(src);
+    }
+    let schedules = raw
+        .schedules
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| resolve_schedule(i, s, out))
+        .collect();
+    let def = Definition {
+        name: raw.name.unwrap_or_default(),
+        version: raw.version.unwrap_or(0),
+        description: raw.description,
+        steps,
+        schedules,
+    };
+    (def, Provenance { steps: sources })
+}
+
+/// Keys valid only on activity steps that this raw step sets.
+fn activity_only_keys(s: &RawStep) -> Vec<&'static str> {
+    let keys = [
+        ("compensate", s.compensate.is_some()),
+        ("retry", s.retry.is_some()),
+        ("compensate_retry", s.compensate_retry.is_some()),
+        ("start_to_close", s.start_to_close.is_some()),
+        ("schedule_to_start", s.schedule_to_start.is_some()),
+        ("schedule_to_close", s.schedule_to_close.is_some()),
+        ("heartbeat", s.heartbeat.is_some()),
+    ];
+    keys.iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+/// Keys valid only on wait steps that this raw step sets.
+fn wait_only_keys(s: &RawStep) -> Vec<&'static str> {
+    let keys = [
+        ("timeout", s.timeout.is_some()),
+        ("on_timeout", s.on_timeout.is_some()),
+    ];
+    keys.iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+/// The step kinds this raw step sets (`activity`, `sleep`, `wait`).
+fn kind_keys(s: &RawStep) -> Vec<&'static str> {
+    let keys = [
+        ("activity", s.activity.is_some()),
+        ("sleep", s.sleep.is_some()),
+        ("wait", s.wait.is_some()),
+    ];
+    keys.iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
+fn refuse_keys(out: &mut Problems, i: usize, keys: &[&str], valid_on: &str, kind: &str) {
+    for key in keys {
+        out.push(
+            format!("steps[{i}].{key}"),
+            format!("only valid on {valid_on} steps (this is a {kind} step)"),
+        );
+    }
+}
+
+fn resolve_step(
+    i: usize,
+    raw: RawStep,
+    defaults: &RawDefaults,
+    out: &mut Problems,
+) -> (Step, StepSources) {
+    if raw.name.is_none() {
+        out.push(format!("steps[{i}].name"), "is required");
+    }
+    let kinds = kind_keys(&raw);
+    let placeholder = StepKind::Sleep(Duration::from_secs(1));
+    let (kind, sources) = match kinds.as_slice() {
+        ["activity"] => resolve_activity(i, &raw, defaults, out),
+        ["sleep"] => {
+            refuse_keys(out, i, &activity_only_keys(&raw), "activity", "sleep");
+            refuse_keys(out, i, &wait_only_keys(&raw), "wait", "sleep");
+            let d = raw.sleep.map_or(Duration::ZERO, |d| d.0);
+            (StepKind::Sleep(d), StepSources::code(i))
+        }
+        ["wait"] => {
+            refuse_keys(out, i, &activity_only_keys(&raw), "activity", "wait");
+            (
+                StepKind::Wait(resolve_wait(i, &raw, out)),
+                StepSources::code(i),
+            )
+        }
+        [] => {
+            out.push(
+                format!("steps[{i}]"),
+                "a step needs exactly one of `activity`, `sleep` or `wait`; it has none",
+            );
+            (placeholder, StepSources::code(i))
+        }
+        many => {
+            let list: Vec<String> = many.iter().map(|k| format!("`{k}`")).collect();
+            out.push(
+                format!("steps[{i}]"),
+                format!(
+                    "a step needs exactly one of `activity`, `sleep` or `wait`; it has {}",
+                    list.join(" and ")
+                ),
+            );
+            (placeholder, StepSources::code(i))
+        }
+    };
+    let step = Step {
+        name: raw.name.unwrap_or_default(),
+        kind,
+    };
+    (step, sources)
+}
+
+fn resolve_activity(
+    i: usize,
+    raw: &RawStep,
+    defaults: &RawDefaults,
+    out: &mut Problems,
+) -> (StepKind, StepSources) {
+    refuse_keys(out, i, &wait_only_keys(raw), "wait", "activity");
+    if raw.compensate_retry.is_some() && raw.compensate.is_none() {
+        out.push(
+            format!("steps[{i}].compensate_retry"),
+            "needs `compensate`: this step has no compensation to retry",
+        );
+    }
+    let retry_prefix = format!("steps[{i}].retry");
+    let (retry, retry_sources) = resolve_retry(&[
+        RetryLayer {
+            raw: raw.retry.as_ref(),
+            prefix: &retry_prefix,
+            rank: RANK_STEP,
+        },
+        RetryLayer {
+            raw: defaults.retry.as_ref(),
+            prefix: "defaults.retry",
+            rank: RANK_DEFAULTS,
+        },
+    ]);
+    let comp_prefix = format!("steps[{i}].compensate_retry");
+    let (compensate_retry, comp_sources) = resolve_retry(&compensate_layers(
+        raw.compensate_retry.as_ref(),
+        &comp_prefix,
+        defaults,
+    ));
+    let step_prefix = format!("steps[{i}]");
+    let (timeouts, timeout_sources) = resolve_timeouts(&[
+        (RawTimeouts::of_step(raw), &step_prefix, RANK_STEP),
+        (
+            RawTimeouts::of_defaults(defaults),
+            "defaults",
+            RANK_DEFAULTS,
+        ),
+    ]);
+    let kind = StepKind::Activity(ActivityStep {
+        activity: raw.activity.clone().unwrap_or_default(),
+        compensate: raw.compensate.clone(),
+        retry,
+        compensate_retry,
+        timeouts,
+    });
+    let sources = StepSources {
+        retry: retry_sources,
+        compensate_retry: comp_sources,
+        timeouts: timeout_sources,
+    };
+    (kind, sources)
+}
+
+fn resolve_wait(i: usize, raw: &RawStep, out: &mut Problems) -> WaitStep {
+    if raw.on_timeout.is_some() && raw.timeout.is_none() {
+        out.push(
+            format!("steps[{i}].on_timeout"),
+            "needs `timeout`: without a timeout the wait never times out",
+        );
+    }
+    let on_timeout = match raw.on_timeout {
+        Some(RawOnTimeout::Continue) => OnTimeout::Continue,
+        Some(RawOnTimeout::Fail) | None => OnTimeout::Fail,
+    };
+    WaitStep {
+        signal: raw.wait.clone().unwrap_or_default(),
+        timeout: raw.timeout.map(|d| d.0),
+        on_timeout,
+    }
+}
+
+fn resolve_schedule(i: usize, raw: RawSchedule, out: &mut Problems) -> ScheduleSpec {
+    if raw.name.is_none() {
+        out.push(format!("schedules[{i}].name"), "is required");
+    }
+    let cron = match raw.cron.as_deref().map(normalize_cron) {
+        Some(Ok(normalised)) => normalised,
+        Some(Err(reason)) => {
+            out.push(format!("schedules[{i}].cron"), reason);
+            String::new()
+        }
+        None => {
+            out.push(format!("schedules[{i}].cron"), "is required");
+            String::new()
+        }
+    };
+    let input_path = format!("schedules[{i}].input");
+    let input = match raw.input {
+        Some(value) => toml_to_json(value, &input_path, out),
+        None => serde_json::Value::Object(serde_json::Map::new()),
+    };
+    ScheduleSpec {
+        name: raw.name.unwrap_or_default(),
+        cron,
+        timezone: raw.timezone.map_or(chrono_tz::Tz::UTC, |t| t.0),
+        input,
+        overlap: match raw.overlap {
+            None | Some(RawOverlap::Skip) => OverlapPolicy::Skip,
+            Some(RawOverlap::BufferOne) => OverlapPolicy::BufferOne,
+            Some(RawOverlap::AllowAll) => OverlapPolicy::AllowAll,
+        },
+        catch_up_window: raw
+            .catch_up_window
+            .map_or(Duration::from_secs(300), |d| d.0),
+    }
+}
+
+/// Converts a TOML value to JSON. Datetimes become RFC 3339 strings; NaN and infinity, which
+/// JSON cannot carry, are reported at their path.
+fn toml_to_json(value: toml::Value, path: &str, out: &mut Problems) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(n) => J::from(n),
+        toml::Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(J::Number)
+            .unwrap_or_else(|| {
+                out.push(path, format!("{f} cannot be represented in JSON"));
+                J::Null
+            }),
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(dt) => J::String(dt.to_string()),
+        toml::Value::Array(items) => J::Array(
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| toml_to_json(v, &format!("{path}[{i}]"), out))
+                .collect(),
+        ),
+        toml::Value::Table(table) => J::Object(
+            table
+                .into_iter()
+                .map(|(k, v)| {
+                    let child = toml_to_json(v, &format!("{path}.{k}"), out);
+                    (k, child)
+                })
+                .collect(),
+        ),
+    }
+}
