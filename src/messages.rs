@@ -82,6 +82,17 @@ pub struct TaskMessage {
     /// When this attempt was scheduled (after any retry delay).
     pub scheduled_at: DateTime<Utc>,
     pub deadlines: Deadlines,
+    /// Details of the last heartbeat of an earlier attempt, so a retry can resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_details: Option<Value>,
+}
+
+impl TaskMessage {
+    /// Whether the worker must report `started` (and heartbeats): only tasks whose
+    /// deadlines the coordinator can enforce only by knowing when the attempt began.
+    pub fn reports_progress(&self) -> bool {
+        self.deadlines.schedule_to_start.is_some() || self.deadlines.heartbeat_ms.is_some()
+    }
 }
 
 /// Time limits of one attempt (Temporal's meanings).
@@ -114,12 +125,19 @@ fn default_true() -> bool {
     true
 }
 
-/// Success or failure of one attempt.
+/// What a message on the results exchange reports about an attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// The attempt succeeded; `output` holds its value.
     Ok,
+    /// The attempt failed; `error` says how.
     Error,
+    /// The attempt began (sent when the task has `schedule_to_start` or `heartbeat_ms`
+    /// deadlines, so the coordinator can enforce them).
+    Started,
+    /// A long attempt is alive; `details` is kept and handed to the next attempt.
+    Heartbeat,
 }
 
 /// A worker's answer, published to `<ns>.results` with the task's `reply_to` as routing key.
@@ -135,15 +153,33 @@ pub struct ResultMessage {
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// Heartbeat details (outcome `heartbeat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 impl ResultMessage {
-    /// The result as a plain `Result`, or why the body is inconsistent.
+    /// The result of a finished attempt as a plain `Result`, or why the body is
+    /// inconsistent (also for `started`/`heartbeat` reports, which are not results).
     pub fn into_outcome(self) -> Result<Result<Value, ErrorInfo>, String> {
         match (self.outcome, self.error) {
             (Outcome::Ok, _) => Ok(Ok(self.output.unwrap_or(Value::Null))),
             (Outcome::Error, Some(e)) => Ok(Err(e)),
             (Outcome::Error, None) => Err("outcome \"error\" without an \"error\" object".into()),
+            (other, _) => Err(format!("outcome {other:?} is a report, not a result")),
+        }
+    }
+
+    /// A `started` or `heartbeat` report for `task`.
+    pub fn report(task: &TaskMessage, outcome: Outcome, details: Option<Value>) -> Self {
+        ResultMessage {
+            task_id: task.task_id.clone(),
+            saga_id: task.saga_id.clone(),
+            attempt: Some(task.attempt),
+            outcome,
+            output: None,
+            error: None,
+            details,
         }
     }
 }

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use crate::broker::topology::delay_level;
 use crate::broker::Names;
 use crate::coordinator::input::Input;
+use crate::messages::Outcome;
 use crate::saga::definition::{Catalog, Definition};
 use crate::saga::machine::{self, Command, Decision, Event, HistoryEntry};
 use crate::saga::state::SagaState;
@@ -146,11 +147,18 @@ fn to_event(input: Input) -> Option<Event> {
         Input::Result(r) => {
             let task_id = r.task_id.clone();
             let attempt = r.attempt;
-            let result = r.into_outcome().ok()?;
-            Event::Result {
-                task_id,
-                attempt,
-                result,
+            match r.outcome {
+                Outcome::Started => Event::Started { task_id, attempt },
+                Outcome::Heartbeat => Event::Heartbeat {
+                    task_id,
+                    attempt,
+                    details: r.details,
+                },
+                Outcome::Ok | Outcome::Error => Event::Result {
+                    task_id,
+                    attempt,
+                    result: r.into_outcome().ok()?,
+                },
             }
         }
         Input::Signal { name, payload, .. } => Event::Signal { name, payload },

@@ -67,13 +67,13 @@ pub fn worker(pool: PgPool) -> Worker {
 }
 
 /// The injected failure for this activity and attempt, if any.
-fn injected_failure(ctx: &ActivityContext, saga_input: &Value) -> Option<ActivityError> {
-    let spec = saga_input.get("fail")?.get(&ctx.activity)?;
+fn injected_failure(activity: &str, attempt: u32, saga_input: &Value) -> Option<ActivityError> {
+    let spec = saga_input.get("fail")?.get(activity)?;
     let times = spec
         .get("times")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    if u64::from(ctx.attempt) > times {
+    if u64::from(attempt) > times {
         return None;
     }
     let code = spec
@@ -85,10 +85,7 @@ fn injected_failure(ctx: &ActivityContext, saga_input: &Value) -> Option<Activit
         .get("retryable")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let message = format!(
-        "injected failure of {} (attempt {})",
-        ctx.activity, ctx.attempt
-    );
+    let message = format!("injected failure of {activity} (attempt {attempt})");
     Some(ActivityError {
         code,
         message,
@@ -101,7 +98,7 @@ async fn effect(
     ctx: &ActivityContext,
     saga_input: &Value,
 ) -> Result<Value, ActivityError> {
-    if let Some(e) = injected_failure(ctx, saga_input) {
+    if let Some(e) = injected_failure(&ctx.activity, ctx.attempt, saga_input) {
         return Err(e);
     }
     sqlx::query(
@@ -120,40 +117,19 @@ async fn effect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{Deadlines, TaskKind};
-
-    fn ctx(activity: &str, attempt: u32) -> ActivityContext {
-        ActivityContext {
-            task_id: "t".into(),
-            saga_id: "s".into(),
-            saga: "order".into(),
-            step: "x".into(),
-            activity: activity.into(),
-            kind: TaskKind::Action,
-            attempt,
-            max_attempts: 5,
-            idempotency_key: "s:x:action".into(),
-            deadlines: Deadlines {
-                schedule_to_start: None,
-                start_to_close_ms: 1000,
-                schedule_to_close: None,
-                heartbeat_ms: None,
-            },
-        }
-    }
 
     #[test]
     fn failure_injection_by_activity_and_attempt() {
         let input = json!({"fail": {"payments.charge": {"code": "card_declined", "retryable": false}, "shipping.ship": {"times": 2}}});
-        let e = injected_failure(&ctx("payments.charge", 7), &input).unwrap();
+        let e = injected_failure("payments.charge", 7, &input).unwrap();
         assert_eq!((e.code.as_str(), e.retryable), ("card_declined", false));
         assert!(
-            injected_failure(&ctx("shipping.ship", 2), &input)
+            injected_failure("shipping.ship", 2, &input)
                 .unwrap()
                 .retryable
         );
-        assert!(injected_failure(&ctx("shipping.ship", 3), &input).is_none());
-        assert!(injected_failure(&ctx("inventory.reserve", 1), &input).is_none());
-        assert!(injected_failure(&ctx("inventory.reserve", 1), &json!({})).is_none());
+        assert!(injected_failure("shipping.ship", 3, &input).is_none());
+        assert!(injected_failure("inventory.reserve", 1, &input).is_none());
+        assert!(injected_failure("inventory.reserve", 1, &json!({})).is_none());
     }
 }

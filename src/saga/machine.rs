@@ -39,6 +39,17 @@ pub enum Event {
     Signal { name: String, payload: Value },
     /// Stop the saga and undo its completed steps.
     Cancel { reason: String },
+    /// A worker began an attempt (reported for tasks with schedule-to-start or heartbeat).
+    Started {
+        task_id: String,
+        attempt: Option<u32>,
+    },
+    /// A long attempt is alive.
+    Heartbeat {
+        task_id: String,
+        attempt: Option<u32>,
+        details: Option<Value>,
+    },
 }
 
 /// An effect the coordinator performs after committing the decision.
@@ -66,12 +77,14 @@ pub struct Decision {
     pub state: SagaState,
     pub commands: Vec<Command>,
     pub history: Vec<HistoryEntry>,
+    /// The state changed without history (a heartbeat moved a deadline).
+    pub touched: bool,
 }
 
 impl Decision {
     /// True when the event was a duplicate or stale and nothing must be written.
     pub fn is_noop(&self) -> bool {
-        self.history.is_empty() && self.commands.is_empty()
+        !self.touched && self.history.is_empty() && self.commands.is_empty()
     }
 }
 
@@ -130,6 +143,12 @@ pub fn apply(def: &Definition, state: SagaState, event: Event, now: DateTime<Utc
             Event::Wake => run.on_wake(),
             Event::Signal { name, payload } => run.on_signal(name, payload),
             Event::Cancel { reason } => run.on_cancel(reason),
+            Event::Started { task_id, attempt } => run.on_progress(&task_id, attempt, None, true),
+            Event::Heartbeat {
+                task_id,
+                attempt,
+                details,
+            } => run.on_progress(&task_id, attempt, details, false),
         }
     }
     run.finish()
@@ -142,6 +161,27 @@ struct Run<'a> {
     now: DateTime<Utc>,
     commands: Vec<Command>,
     history: Vec<HistoryEntry>,
+    touched: bool,
+}
+
+/// The four activity timeouts, in the order they are checked when several are due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timeout {
+    ScheduleToClose,
+    ScheduleToStart,
+    StartToClose,
+    Heartbeat,
+}
+
+impl Timeout {
+    fn as_str(self) -> &'static str {
+        match self {
+            Timeout::ScheduleToClose => "schedule_to_close",
+            Timeout::ScheduleToStart => "schedule_to_start",
+            Timeout::StartToClose => "start_to_close",
+            Timeout::Heartbeat => "heartbeat",
+        }
+    }
 }
 
 impl<'a> Run<'a> {
@@ -152,6 +192,7 @@ impl<'a> Run<'a> {
             now,
             commands: Vec::new(),
             history: Vec::new(),
+            touched: false,
         }
     }
 
@@ -160,6 +201,7 @@ impl<'a> Run<'a> {
             state: self.state,
             commands: self.commands,
             history: self.history,
+            touched: self.touched,
         }
     }
 
@@ -280,6 +322,11 @@ impl<'a> Run<'a> {
             attempt: 1,
             first_scheduled_at: self.now,
             dispatch_at: None,
+            scheduled_at: None,
+            started_at: None,
+            heartbeat_at: None,
+            heartbeat_details: None,
+            timeout_at: None,
         });
         self.dispatch(Duration::ZERO);
     }
@@ -299,18 +346,72 @@ impl<'a> Run<'a> {
         let Some(active) = self.state.active.clone() else {
             return;
         };
-        if delay > BROKER_DELAY_MAX {
-            let at = self.now + to_chrono(delay);
-            if let Some(a) = self.state.active.as_mut() {
-                a.dispatch_at = Some(at);
-            }
-            return;
-        }
+        let now = self.now;
+        let parked = delay > BROKER_DELAY_MAX;
         if let Some(a) = self.state.active.as_mut() {
-            a.dispatch_at = None;
+            a.dispatch_at = parked.then(|| now + to_chrono(delay));
+            a.scheduled_at = (!parked).then(|| now + to_chrono(delay));
+            a.started_at = None;
+            a.heartbeat_at = None;
         }
-        let task = self.task_message(&active, delay);
-        self.commands.push(Command::Dispatch { task, delay });
+        self.arm_timeouts();
+        if !parked {
+            let task = self.task_message(&active, delay);
+            self.commands.push(Command::Dispatch { task, delay });
+        }
+    }
+
+    /// The deadlines of the active attempt that apply now. Schedule-to-close holds from
+    /// the first attempt; the others need the attempt dispatched, and start-to-close
+    /// and heartbeat need the worker's `started` report.
+    fn deadlines(&self, a: &ActiveTask) -> Vec<(DateTime<Utc>, Timeout)> {
+        let mut out = Vec::new();
+        if let Some(d) = self.schedule_to_close(a) {
+            out.push((d, Timeout::ScheduleToClose));
+        }
+        let Some(t) = self.activity(a.step).map(|s| &s.timeouts) else {
+            return out;
+        };
+        if a.dispatch_at.is_some() {
+            return out;
+        }
+        match a.started_at {
+            None => {
+                if let (Some(sts), Some(at)) = (t.schedule_to_start, a.scheduled_at) {
+                    out.push((at + to_chrono(sts), Timeout::ScheduleToStart));
+                }
+            }
+            Some(started) => {
+                out.push((started + to_chrono(t.start_to_close), Timeout::StartToClose));
+                if let Some(hb) = t.heartbeat {
+                    let last = a.heartbeat_at.unwrap_or(started);
+                    out.push((last + to_chrono(hb), Timeout::Heartbeat));
+                }
+            }
+        }
+        out
+    }
+
+    /// Records the earliest deadline of the active attempt, so `wake_at` covers it.
+    fn arm_timeouts(&mut self) {
+        let Some(a) = self.state.active.clone() else {
+            return;
+        };
+        let at = self.deadlines(&a).into_iter().map(|(d, _)| d).min();
+        if let Some(active) = self.state.active.as_mut() {
+            active.timeout_at = at;
+        }
+    }
+
+    /// The first timeout of the active attempt that has passed, if any.
+    fn due_timeout(&self, a: &ActiveTask) -> Option<Timeout> {
+        let mut due: Vec<(DateTime<Utc>, Timeout)> = self
+            .deadlines(a)
+            .into_iter()
+            .filter(|(d, _)| *d <= self.now)
+            .collect();
+        due.sort_by_key(|(_, kind)| *kind as u8);
+        due.first().map(|(_, kind)| *kind)
     }
 
     fn task_message(&self, active: &ActiveTask, delay: Duration) -> TaskMessage {
@@ -354,6 +455,7 @@ impl<'a> Run<'a> {
                 schedule_to_close: self.schedule_to_close(active),
                 heartbeat_ms: t.heartbeat.map(|d| d.as_millis() as u64),
             },
+            heartbeat_details: active.heartbeat_details.clone(),
         }
     }
 
@@ -374,16 +476,20 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn on_result(&mut self, task_id: &str, attempt: Option<u32>, result: Result<Value, ErrorInfo>) {
-        let Some(active) = self.state.active.clone() else {
-            return;
-        };
+    /// The active attempt, if `task_id`/`attempt` name it (anything else is a
+    /// duplicate or stale message: a later attempt or chain is in charge).
+    fn current(&self, task_id: &str, attempt: Option<u32>) -> Option<ActiveTask> {
+        let active = self.state.active.as_ref()?;
         let current = active.task_id == task_id
             && attempt.is_none_or(|a| a == active.attempt)
             && active.dispatch_at.is_none();
-        if !current {
-            return; // duplicate or stale: a later attempt or chain is in charge
-        }
+        current.then(|| active.clone())
+    }
+
+    fn on_result(&mut self, task_id: &str, attempt: Option<u32>, result: Result<Value, ErrorInfo>) {
+        let Some(active) = self.current(task_id, attempt) else {
+            return;
+        };
         match result {
             Ok(output) => self.on_task_ok(&active, output),
             Err(error) => self.on_task_error(&active, error),
@@ -420,6 +526,11 @@ impl<'a> Run<'a> {
             Some(active.attempt),
             json!({ "error": error }),
         );
+        self.after_failure(active, error);
+    }
+
+    /// Retries the failed attempt or gives the step (or compensation) up.
+    fn after_failure(&mut self, active: &ActiveTask, error: ErrorInfo) {
         let stop_retrying = self.state.cancel_requested && active.kind == TaskKind::Action;
         let decision = if stop_retrying {
             RetryDecision::GiveUp(retry::GiveUpReason::NotRetryable)
@@ -568,9 +679,12 @@ impl<'a> Run<'a> {
             }
             return;
         }
-        if let Some(a) = &self.state.active {
+        if let Some(a) = self.state.active.clone() {
             if a.dispatch_at.is_some_and(|at| at <= now) {
                 return self.dispatch(Duration::ZERO);
+            }
+            if let Some(kind) = self.due_timeout(&a) {
+                return self.on_timeout(&a, kind);
             }
         }
         let i = self.state.cursor;
@@ -585,6 +699,66 @@ impl<'a> Run<'a> {
             StepStatus::Waiting => self.wait_timed_out(i),
             _ => {}
         }
+    }
+
+    /// An activity timeout fired: the attempt failed (schedule-to-close: the step).
+    fn on_timeout(&mut self, active: &ActiveTask, kind: Timeout) {
+        let error = ErrorInfo {
+            code: format!("timeout.{}", kind.as_str()),
+            message: format!("{} timeout of attempt {}", kind.as_str(), active.attempt),
+            retryable: kind != Timeout::ScheduleToClose,
+        };
+        self.record(
+            "attempt_timed_out",
+            Some(active.step),
+            Some(active.attempt),
+            json!({ "timeout": kind.as_str(), "kind": active.kind }),
+        );
+        if kind == Timeout::ScheduleToClose {
+            return match active.kind {
+                TaskKind::Action => self.fail_step(active.step, error, "schedule_to_close"),
+                TaskKind::Compensation => {
+                    self.fail_compensation(active.step, error, "schedule_to_close")
+                }
+            };
+        }
+        self.after_failure(active, error);
+    }
+
+    /// A `started` report or a heartbeat of the active attempt: moves its deadlines.
+    fn on_progress(
+        &mut self,
+        task_id: &str,
+        attempt: Option<u32>,
+        details: Option<Value>,
+        started: bool,
+    ) {
+        let Some(active) = self.current(task_id, attempt) else {
+            return;
+        };
+        let now = self.now;
+        if let Some(a) = self.state.active.as_mut() {
+            if started && a.started_at.is_some() {
+                return; // a redelivered report
+            }
+            a.started_at.get_or_insert(now);
+            if !started {
+                a.heartbeat_at = Some(now);
+                if details.is_some() {
+                    a.heartbeat_details = details;
+                }
+            }
+        }
+        if started {
+            self.record(
+                "attempt_started",
+                Some(active.step),
+                Some(active.attempt),
+                json!({}),
+            );
+        }
+        self.touched = true;
+        self.arm_timeouts();
     }
 
     fn wait_timed_out(&mut self, i: usize) {

@@ -642,3 +642,144 @@ fn state_round_trips_through_json() {
     let back: SagaState = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
     assert_eq!(back, s);
 }
+
+fn with_timeouts(t: Timeouts) -> Definition {
+    let mut def = order();
+    if let StepKind::Activity(a) = &mut def.steps[0].kind {
+        a.timeouts = t;
+    }
+    def
+}
+
+fn timeouts(sts: Option<u64>, stc: u64, total: Option<u64>, hb: Option<u64>) -> Timeouts {
+    Timeouts {
+        schedule_to_start: sts.map(Duration::from_secs),
+        start_to_close: Duration::from_secs(stc),
+        schedule_to_close: total.map(Duration::from_secs),
+        heartbeat: hb.map(Duration::from_secs),
+    }
+}
+
+fn started_ev(task: &str, attempt: u32) -> Event {
+    Event::Started {
+        task_id: task.into(),
+        attempt: Some(attempt),
+    }
+}
+
+fn beat(task: &str, attempt: u32, details: Value) -> Event {
+    Event::Heartbeat {
+        task_id: task.into(),
+        attempt: Some(attempt),
+        details: Some(details),
+    }
+}
+
+#[test]
+fn schedule_to_start_fires_when_no_worker_took_the_task() {
+    let def = with_timeouts(timeouts(Some(5), 60, None, None));
+    let s = started(&def);
+    assert_eq!(s.next_wake(), Some(secs(5)));
+    assert!(apply(&def, s.clone(), Event::Wake, secs(4)).is_noop());
+    let d = apply(&def, s, Event::Wake, secs(5));
+    assert_eq!(events(&d), vec!["attempt_timed_out", "retry_scheduled"]);
+    assert_eq!(d.history[0].detail["timeout"], "schedule_to_start");
+    assert_eq!(
+        tasks(&d),
+        vec![(
+            "inventory.reserve".into(),
+            TaskKind::Action,
+            2,
+            Duration::from_secs(1)
+        )]
+    );
+    // The late answer of the timed-out attempt is ignored.
+    assert!(apply(&def, d.state, ok(R, 1), secs(6)).is_noop());
+}
+
+#[test]
+fn started_report_swaps_schedule_to_start_for_start_to_close() {
+    let def = with_timeouts(timeouts(Some(5), 30, None, None));
+    let d = apply(&def, started(&def), started_ev(R, 1), secs(2));
+    assert_eq!(events(&d), vec!["attempt_started"]);
+    assert_eq!(d.state.next_wake(), Some(secs(32)));
+    assert!(
+        apply(&def, d.state.clone(), started_ev(R, 1), secs(3)).is_noop(),
+        "duplicate report"
+    );
+    assert!(apply(&def, d.state.clone(), Event::Wake, secs(5)).is_noop());
+    let t = apply(&def, d.state, Event::Wake, secs(32));
+    assert_eq!(t.history[0].detail["timeout"], "start_to_close");
+    assert_eq!(tasks(&t)[0].2, 2);
+}
+
+#[test]
+fn heartbeats_keep_an_attempt_alive_and_their_details_reach_the_retry() {
+    let def = with_timeouts(timeouts(None, 60, None, Some(10)));
+    let s = started(&def);
+    assert!(
+        s.next_wake().is_none(),
+        "no deadline before the worker reports"
+    );
+    let s = apply(&def, s, started_ev(R, 1), secs(1)).state;
+    assert_eq!(s.next_wake(), Some(secs(11)));
+    let d = apply(&def, s, beat(R, 1, json!({"done": 40})), secs(8));
+    assert!(
+        d.history.is_empty() && !d.is_noop(),
+        "a heartbeat is written without history"
+    );
+    assert_eq!(d.state.next_wake(), Some(secs(18)));
+    assert!(apply(&def, d.state.clone(), Event::Wake, secs(11)).is_noop());
+    let t = apply(&def, d.state, Event::Wake, secs(18));
+    assert_eq!(t.history[0].detail["timeout"], "heartbeat");
+    let Command::Dispatch { task, .. } = &t.commands[0] else {
+        panic!()
+    };
+    assert_eq!(task.heartbeat_details, Some(json!({"done": 40})));
+    assert_eq!(task.attempt, 2);
+}
+
+#[test]
+fn heartbeat_of_a_stale_attempt_is_ignored() {
+    let def = with_timeouts(timeouts(None, 60, None, Some(10)));
+    let s = apply(&def, started(&def), fail(R, 1, "x", true), secs(1)).state;
+    assert!(apply(&def, s, beat(R, 1, json!(1)), secs(2)).is_noop());
+}
+
+#[test]
+fn schedule_to_close_timeout_fails_the_step_without_retry() {
+    let def = with_timeouts(timeouts(None, 60, Some(30), None));
+    let s = started(&def);
+    assert_eq!(s.next_wake(), Some(secs(30)));
+    let d = apply(&def, s, Event::Wake, secs(30));
+    assert_eq!(d.state.steps[0].status, StepStatus::Failed);
+    assert_eq!(
+        d.state.steps[0].error.as_ref().unwrap().code,
+        "timeout.schedule_to_close"
+    );
+    assert_eq!(d.state.status, SagaStatus::Compensated);
+}
+
+#[test]
+fn timeouts_apply_to_compensations_too() {
+    let def = with_timeouts(timeouts(Some(5), 60, None, None));
+    let s = drive(
+        &def,
+        started(&def),
+        vec![started_ev(R, 1), ok(R, 1), fail(C, 1, "x", false)],
+    )
+    .state;
+    assert_eq!(s.status, SagaStatus::Compensating);
+    let at = s.next_wake().unwrap();
+    let d = apply(&def, s, Event::Wake, at);
+    assert_eq!(d.history[0].event, "attempt_timed_out");
+    assert_eq!(
+        tasks(&d),
+        vec![(
+            "inventory.release".into(),
+            TaskKind::Compensation,
+            2,
+            Duration::from_secs(1)
+        )]
+    );
+}

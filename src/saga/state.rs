@@ -159,6 +159,21 @@ pub struct ActiveTask {
     /// the wake-up scan dispatches the attempt at this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch_at: Option<DateTime<Utc>>,
+    /// When the current attempt was scheduled (after its retry delay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<DateTime<Utc>>,
+    /// When the worker reported the current attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the current attempt last heartbeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<DateTime<Utc>>,
+    /// The last heartbeat details of this chain, handed to the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_details: Option<Value>,
+    /// The earliest activity timeout of the current attempt, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_at: Option<DateTime<Utc>>,
 }
 
 /// Everything the machine knows about one saga.
@@ -199,7 +214,10 @@ impl SagaState {
             StepStatus::Sleeping | StepStatus::Waiting => s.until,
             _ => None,
         });
-        let dispatch = self.active.as_ref().and_then(|a| a.dispatch_at);
+        let dispatch = self
+            .active
+            .as_ref()
+            .and_then(|a| a.dispatch_at.or(a.timeout_at));
         [
             self.run_at.filter(|_| self.status == SagaStatus::Scheduled),
             step_until,

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::messages::{Deadlines, ErrorInfo, TaskKind, TaskMessage};
+use crate::messages::{Deadlines, ErrorInfo, Outcome, ResultMessage, TaskKind, TaskMessage};
 
 pub use runtime::WorkerError;
 
@@ -42,9 +42,70 @@ pub struct ActivityContext {
     /// `<saga_id>:<step>:<kind>`, identical across attempts: give it to outside systems.
     pub idempotency_key: String,
     pub deadlines: Deadlines,
+    /// Details of the last heartbeat of an earlier attempt: where to resume.
+    pub heartbeat_details: Option<Value>,
+    reporter: Option<Reporter>,
+}
+
+/// Sends heartbeats of one attempt to the coordinator, at most one per third of the
+/// heartbeat timeout (more would only load the coordinator).
+#[derive(Clone)]
+pub(crate) struct Reporter {
+    tx: tokio::sync::mpsc::UnboundedSender<(String, ResultMessage)>,
+    task: Arc<TaskMessage>,
+    last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    every: std::time::Duration,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter")
+            .field("every", &self.every)
+            .finish()
+    }
+}
+
+impl Reporter {
+    pub(crate) fn new(
+        tx: tokio::sync::mpsc::UnboundedSender<(String, ResultMessage)>,
+        task: &TaskMessage,
+    ) -> Self {
+        let every =
+            std::time::Duration::from_millis(task.deadlines.heartbeat_ms.unwrap_or(3_000) / 3);
+        Reporter {
+            tx,
+            task: Arc::new(task.clone()),
+            last: Default::default(),
+            every,
+        }
+    }
+
+    fn heartbeat(&self, details: Value) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < self.every) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let report = ResultMessage::report(&self.task, Outcome::Heartbeat, Some(details));
+        let _ = self.tx.send((self.task.reply_to.clone(), report));
+    }
 }
 
 impl ActivityContext {
+    /// Tells the coordinator this attempt is alive (needed when the step has a
+    /// `heartbeat` timeout). `details` is handed to the next attempt if this one fails.
+    /// Cheap to call often: sends are throttled.
+    pub fn heartbeat(&self, details: Value) {
+        if let Some(r) = &self.reporter {
+            r.heartbeat(details);
+        }
+    }
+
+    pub(crate) fn with_reporter(mut self, reporter: Reporter) -> Self {
+        self.reporter = Some(reporter);
+        self
+    }
+
     fn from_task(t: &TaskMessage) -> Self {
         ActivityContext {
             task_id: t.task_id.clone(),
@@ -57,6 +118,8 @@ impl ActivityContext {
             max_attempts: t.max_attempts,
             idempotency_key: t.idempotency_key.clone(),
             deadlines: t.deadlines.clone(),
+            heartbeat_details: t.heartbeat_details.clone(),
+            reporter: None,
         }
     }
 }

@@ -122,6 +122,17 @@ async fn run_connected(
         names.clone(),
         done_rx,
     ));
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    tokio::spawn(report_loop(publisher.clone(), names.results(), reports_rx));
+    let session = Session {
+        worker,
+        pool,
+        publisher,
+        ch: ch.clone(),
+        names,
+        done_tx,
+        reports_tx,
+    };
     let mut in_flight = tokio::task::JoinSet::new();
     let result = loop {
         let batch = tokio::select! {
@@ -134,18 +145,7 @@ async fn run_connected(
             Err(e) => break Err(e.into()),
         };
         while in_flight.try_join_next().is_some() {}
-        if let Err(e) = intake(
-            &worker,
-            &pool,
-            &publisher,
-            &ch,
-            &names,
-            batch,
-            &done_tx,
-            &mut in_flight,
-        )
-        .await
-        {
+        if let Err(e) = intake(&session, batch, &mut in_flight).await {
             break Err(e);
         }
     };
@@ -154,7 +154,7 @@ async fn run_connected(
             .basic_cancel(format!("worker.{a}").as_str().into(), Default::default())
             .await;
     }
-    drain(in_flight, done_tx, completer).await;
+    drain(in_flight, session.done_tx, completer).await;
     let _ = conn.close(200, "worker stopping".into()).await;
     result
 }
@@ -203,18 +203,32 @@ trait NowOrNever: std::future::Future + Sized {
 }
 impl<F: std::future::Future> NowOrNever for F {}
 
+/// What the intake stage of one connection works with.
+struct Session {
+    worker: Arc<Worker>,
+    pool: PgPool,
+    publisher: Publisher,
+    ch: Channel,
+    names: Names,
+    done_tx: mpsc::Sender<Done>,
+    /// `started` and heartbeat reports: (routing key, report).
+    reports_tx: mpsc::UnboundedSender<(String, ResultMessage)>,
+}
+
 /// Parses a batch, answers tasks already in the ledger, starts handlers for the rest.
-#[allow(clippy::too_many_arguments)]
 async fn intake(
-    worker: &Worker,
-    pool: &PgPool,
-    publisher: &Publisher,
-    ch: &Channel,
-    names: &Names,
+    s: &Session,
     batch: Vec<Delivery>,
-    done_tx: &mpsc::Sender<Done>,
     in_flight: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), WorkerError> {
+    let (worker, pool, publisher, ch, names, done_tx) = (
+        &s.worker,
+        &s.pool,
+        &s.publisher,
+        &s.ch,
+        &s.names,
+        &s.done_tx,
+    );
     let mut tasks = Vec::with_capacity(batch.len());
     for d in batch {
         match serde_json::from_slice::<TaskMessage>(&d.data) {
@@ -252,10 +266,17 @@ async fn intake(
         }
         let handler = worker.handler(&task.activity).expect("checked above");
         let done_tx = done_tx.clone();
+        let reporter = task
+            .reports_progress()
+            .then(|| super::Reporter::new(s.reports_tx.clone(), &task));
+        if task.reports_progress() {
+            let started = ResultMessage::report(&task, Outcome::Started, None);
+            let _ = s.reports_tx.send((task.reply_to.clone(), started));
+        }
         let span = tracing::info_span!("task", saga_id = %task.saga_id, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = task.attempt);
         in_flight.spawn(
             async move {
-                let outcome = execute(handler, &task).await;
+                let outcome = execute(handler, &task, reporter).await;
                 if let Err(e) = &outcome {
                     tracing::info!(code = %e.code, retryable = e.retryable, "attempt failed");
                 }
@@ -276,7 +297,11 @@ async fn intake(
 
 /// Runs one handler, enforcing schedule-to-start and start-to-close and turning a
 /// panic into a retryable error.
-async fn execute(handler: super::Handler, task: &TaskMessage) -> Result<Value, ErrorInfo> {
+async fn execute(
+    handler: super::Handler,
+    task: &TaskMessage,
+    reporter: Option<super::Reporter>,
+) -> Result<Value, ErrorInfo> {
     if let Some(deadline) = task.deadlines.schedule_to_start {
         if chrono::Utc::now() > deadline {
             return Err(ActivityError::retryable(
@@ -287,7 +312,11 @@ async fn execute(handler: super::Handler, task: &TaskMessage) -> Result<Value, E
         }
     }
     let limit = Duration::from_millis(task.deadlines.start_to_close_ms.max(1));
-    let fut = handler(ActivityContext::from_task(task), task.input.clone());
+    let mut ctx = ActivityContext::from_task(task);
+    if let Some(r) = reporter {
+        ctx = ctx.with_reporter(r);
+    }
+    let fut = handler(ctx, task.input.clone());
     let mut handle = tokio::spawn(fut);
     let joined = tokio::time::timeout(limit, &mut handle).await;
     if joined.is_err() {
@@ -306,6 +335,41 @@ async fn execute(handler: super::Handler, task: &TaskMessage) -> Result<Value, E
         )
         .into_info()),
         Ok(Ok(r)) => r.map_err(ActivityError::into_info),
+    }
+}
+
+/// Publishes `started` and heartbeat reports. They are hints that move deadlines: a
+/// lost one can only make a timeout fire early, never lose a result.
+async fn report_loop(
+    publisher: Publisher,
+    exchange: String,
+    mut rx: mpsc::UnboundedReceiver<(String, ResultMessage)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let bodies: Vec<Vec<u8>> = batch
+            .iter()
+            .map(|(_, r)| serde_json::to_vec(r).expect("report serialises"))
+            .collect();
+        let msgs: Vec<Outgoing> = batch
+            .iter()
+            .zip(&bodies)
+            .map(|((key, _), body)| Outgoing {
+                exchange: &exchange,
+                routing_key: key,
+                body,
+                mandatory: true,
+                headers: None,
+            })
+            .collect();
+        for r in publisher.publish_all(&msgs).await {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "progress report not delivered");
+            }
+        }
     }
 }
 
@@ -408,6 +472,7 @@ fn result_message(d: &Done) -> ResultMessage {
         outcome,
         output,
         error,
+        details: None,
     }
 }
 
