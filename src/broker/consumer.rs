@@ -57,6 +57,36 @@ pub async fn ack_through(ch: &Channel, tag: u64) -> lapin::Result<()> {
     ch.basic_ack(tag, BasicAckOptions { multiple: true }).await
 }
 
+/// Returns one delivery to its queue (for another consumer).
+pub async fn requeue(ch: &Channel, tag: u64) -> lapin::Result<()> {
+    ch.basic_nack(
+        tag,
+        lapin::options::BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        },
+    )
+    .await
+}
+
+/// How often the message was delivered before (quorum queues count in `x-delivery-count`).
+pub fn delivery_count(d: &Delivery) -> u32 {
+    use lapin::types::AMQPValue;
+    let Some(headers) = d.properties.headers().as_ref() else {
+        return 0;
+    };
+    match headers.inner().get("x-delivery-count") {
+        Some(AMQPValue::LongLongInt(n)) => *n as u32,
+        Some(AMQPValue::LongInt(n)) => *n as u32,
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::ShortInt(n)) => *n as u32,
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        Some(AMQPValue::ShortShortInt(n)) => *n as u32,
+        Some(AMQPValue::ShortShortUInt(n)) => u32::from(*n),
+        _ => 0,
+    }
+}
+
 /// Acks one delivery.
 pub async fn ack_one(ch: &Channel, tag: u64) -> lapin::Result<()> {
     ch.basic_ack(tag, BasicAckOptions { multiple: false }).await

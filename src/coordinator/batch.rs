@@ -27,6 +27,9 @@ pub struct Committed {
     pub outbox: Vec<OutboxRow>,
     /// Inputs refused with a reason (position in the batch, reason): to dead-letter.
     pub rejected: Vec<(usize, String)>,
+    /// Inputs this coordinator lacks the definition for (a rolling upgrade: another
+    /// coordinator may have it): hand back to the queue, dead-letter when none can.
+    pub unhandled: Vec<(usize, String)>,
     /// Sagas that reached a terminal status (for logs and metrics).
     pub finished: Vec<(String, &'static str)>,
 }
@@ -49,6 +52,9 @@ struct Work<'a> {
     history: Vec<(String, HistoryEntry)>,
     commands: Vec<(String, Command)>,
     rejected: Vec<(usize, String)>,
+    unhandled: Vec<(usize, String)>,
+    /// Locked sagas whose definition version is not loaded here.
+    no_definition: BTreeMap<String, String>,
 }
 
 impl<'a> Work<'a> {
@@ -90,7 +96,7 @@ impl<'a> Work<'a> {
         };
         let Some(def) = def else {
             let v = version.map(|v| format!(" version {v}")).unwrap_or_default();
-            self.rejected
+            self.unhandled
                 .push((pos, format!("unknown saga `{saga}`{v}")));
             return;
         };
@@ -107,9 +113,15 @@ impl<'a> Work<'a> {
         self.take(id, d);
     }
 
-    fn event(&mut self, id: &str, event: Event) {
+    fn event(&mut self, pos: usize, id: &str, event: Event) {
         let Some(entry) = self.entries.get(id) else {
-            tracing::warn!(saga_id = id, ?event, "input for an unknown saga ignored");
+            match self.no_definition.get(id) {
+                Some(def) => self.unhandled.push((
+                    pos,
+                    format!("definition {def} of saga `{id}` is not loaded"),
+                )),
+                None => self.rejected.push((pos, format!("no saga with id `{id}`"))),
+            }
             return;
         };
         let d = machine::apply(&entry.def, entry.state.clone(), event, self.now);
@@ -197,7 +209,7 @@ pub async fn run_inputs(
             other => {
                 let id = other.saga_id().to_string();
                 if let Some(e) = to_event(other) {
-                    work.event(&id, e);
+                    work.event(pos, &id, e);
                 }
             }
         }
@@ -225,7 +237,7 @@ pub async fn run_wakeups(
     let ids: Vec<String> = due.iter().map(|s| s.state.id.clone()).collect();
     let mut work = Work::loaded(names, catalog, now, due);
     for id in &ids {
-        work.event(id, Event::Wake);
+        work.event(0, id, Event::Wake);
         // A wake-up that changed nothing must still move wake_at, or it would spin.
         if let Some(e) = work.entries.get_mut(id) {
             e.changed = true;
@@ -260,6 +272,8 @@ impl<'a> Work<'a> {
             history: vec![],
             commands: vec![],
             rejected: vec![],
+            unhandled: vec![],
+            no_definition: BTreeMap::new(),
         };
         for row in rows {
             let s = row.state;
@@ -277,7 +291,9 @@ impl<'a> Work<'a> {
                     );
                 }
                 None => {
-                    tracing::error!(saga_id = %s.id, saga = %s.saga, version = s.version, "definition not loaded: saga left untouched")
+                    tracing::warn!(saga_id = %s.id, saga = %s.saga, version = s.version, "definition not loaded here");
+                    work.no_definition
+                        .insert(s.id.clone(), format!("{} v{}", s.saga, s.version));
                 }
             }
         }
@@ -341,6 +357,7 @@ async fn write(
     Ok(Committed {
         outbox,
         rejected: work.rejected,
+        unhandled: work.unhandled,
         finished,
     })
 }

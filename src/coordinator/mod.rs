@@ -136,7 +136,10 @@ impl Coordinator {
             let Some(batch) = batch else {
                 return Err(CoordinatorError::ConsumerEnded);
             };
-            let rows = self.handle_batch(&dead_pub, &batch).await?;
+            let (rows, hand_back) = self.handle_batch(&dead_pub, &batch).await?;
+            for tag in hand_back {
+                consumer::requeue(&ch, tag).await?;
+            }
             let last = batch.last().map(|d| d.delivery_tag).unwrap_or(0);
             consumer::ack_through(&ch, last).await?;
             if !rows.is_empty() && tx.send(rows).await.is_err() {
@@ -147,12 +150,13 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Parses, commits and dead-letters one batch; returns outbox rows to publish.
+    /// Parses, commits and dead-letters one batch; returns outbox rows to publish and
+    /// the delivery tags to hand back to the queue for another coordinator.
     async fn handle_batch(
         &self,
         dead_pub: &Publisher,
         batch: &[Delivery],
-    ) -> Result<Vec<crate::store::outbox::OutboxRow>, CoordinatorError> {
+    ) -> Result<(Vec<crate::store::outbox::OutboxRow>, Vec<u64>), CoordinatorError> {
         let now = chrono::Utc::now();
         let mut inputs = Vec::with_capacity(batch.len());
         let mut poison = Vec::new();
@@ -172,11 +176,25 @@ impl Coordinator {
         }
         let committed = self.commit_isolating(inputs).await?;
         poison.extend(committed.rejected.iter().cloned());
+        let mut hand_back = Vec::new();
+        let limit = self.settings.queues.delivery_limit;
+        for (pos, reason) in &committed.unhandled {
+            let d = &batch[*pos];
+            if consumer::delivery_count(d) + 1 < limit {
+                tracing::warn!(reason = %reason, "handing the input back for another coordinator");
+                hand_back.push(d.delivery_tag);
+            } else {
+                poison.push((
+                    *pos,
+                    format!("{reason} (on every coordinator that received it)"),
+                ));
+            }
+        }
         self.dead_letter(dead_pub, batch, &poison).await?;
         for (id, status) in &committed.finished {
             tracing::debug!(saga_id = %id, status, "saga finished");
         }
-        Ok(committed.outbox)
+        Ok((committed.outbox, hand_back))
     }
 
     /// Commits the batch; on a non-transient failure, retries input by input so one
@@ -196,6 +214,7 @@ impl Coordinator {
                         Ok(c) => {
                             all.outbox.extend(c.outbox);
                             all.rejected.extend(c.rejected);
+                            all.unhandled.extend(c.unhandled);
                             all.finished.extend(c.finished);
                         }
                         Err(e) if e.is_transient() => return Err(e.into()),

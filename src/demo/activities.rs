@@ -4,6 +4,8 @@
 //! Failures are injected through the saga input, so every path can be shown by hand:
 //! `{"fail": {"payments.charge": {"code": "card_declined", "retryable": false}}}` fails
 //! that activity on every attempt; add `"times": 2` to fail only the first two attempts.
+//! `{"slow": {"shipping.ship": {"ms": 3000, "times": 1, "heartbeat": true}}}` makes the
+//! first attempt take 3 s (heartbeating every 100 ms when asked), to show timeouts.
 //!
 //! Each effect is a row in `demo_effects` keyed by the task's idempotency key — what a
 //! real downstream system does with the key. Running a handler again for a key whose
@@ -56,6 +58,7 @@ pub fn worker(pool: PgPool) -> Worker {
         NOOP_ACTIVITY,
         |_ctx: ActivityContext, _input: Value| async move { Ok::<_, ActivityError>(Value::Null) },
     );
+    w = super::newsletter::register(w, pool.clone());
     for activity in ORDER_ACTIVITIES {
         let pool = pool.clone();
         w = w.activity(activity, move |ctx: ActivityContext, input: DemoInput| {
@@ -98,20 +101,67 @@ async fn effect(
     ctx: &ActivityContext,
     saga_input: &Value,
 ) -> Result<Value, ActivityError> {
-    if let Some(e) = injected_failure(&ctx.activity, ctx.attempt, saga_input) {
-        return Err(e);
+    behave(ctx, saga_input).await?;
+    record_effect(pool, &ctx.idempotency_key, ctx).await?;
+    Ok(json!({ "activity": ctx.activity, "ref": ctx.idempotency_key }))
+}
+
+/// Applies the injected slowness and failure for this activity and attempt.
+pub(super) async fn behave(ctx: &ActivityContext, saga_input: &Value) -> Result<(), ActivityError> {
+    if let Some((ms, heartbeat)) = injected_delay(&ctx.activity, ctx.attempt, saga_input) {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        while tokio::time::Instant::now() < until {
+            if heartbeat {
+                ctx.heartbeat(json!({ "slow": true }));
+            }
+            tokio::time::sleep(
+                std::time::Duration::from_millis(100).min(until - tokio::time::Instant::now()),
+            )
+            .await;
+        }
     }
+    match injected_failure(&ctx.activity, ctx.attempt, saga_input) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The injected delay (milliseconds, whether to heartbeat) for this attempt, if any.
+fn injected_delay(activity: &str, attempt: u32, saga_input: &Value) -> Option<(u64, bool)> {
+    let spec = saga_input.get("slow")?.get(activity)?;
+    let times = spec
+        .get("times")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX);
+    if u64::from(attempt) > times {
+        return None;
+    }
+    let ms = spec.get("ms").and_then(Value::as_u64).unwrap_or(1000);
+    Some((
+        ms,
+        spec.get("heartbeat")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    ))
+}
+
+/// Records one effect under `key` (a downstream system's idempotent write).
+pub(super) async fn record_effect(
+    pool: &PgPool,
+    key: &str,
+    ctx: &ActivityContext,
+) -> Result<(), ActivityError> {
     sqlx::query(
         "INSERT INTO demo_effects (idempotency_key, saga_id, activity) VALUES ($1, $2, $3)
          ON CONFLICT (idempotency_key) DO UPDATE SET calls = demo_effects.calls + 1",
     )
-    .bind(&ctx.idempotency_key)
+    .bind(key)
     .bind(&ctx.saga_id)
     .bind(&ctx.activity)
     .execute(pool)
     .await
     .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))?;
-    Ok(json!({ "activity": ctx.activity, "ref": ctx.idempotency_key }))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -131,5 +181,20 @@ mod tests {
         assert!(injected_failure("shipping.ship", 3, &input).is_none());
         assert!(injected_failure("inventory.reserve", 1, &input).is_none());
         assert!(injected_failure("inventory.reserve", 1, &json!({})).is_none());
+    }
+
+    #[test]
+    fn delay_injection_by_activity_and_attempt() {
+        let input = json!({"slow": {"shipping.ship": {"ms": 250, "times": 1, "heartbeat": true}, "payments.charge": {}}});
+        assert_eq!(
+            injected_delay("shipping.ship", 1, &input),
+            Some((250, true))
+        );
+        assert_eq!(injected_delay("shipping.ship", 2, &input), None);
+        assert_eq!(
+            injected_delay("payments.charge", 9, &input),
+            Some((1000, false))
+        );
+        assert_eq!(injected_delay("inventory.reserve", 1, &input), None);
     }
 }

@@ -43,6 +43,27 @@ fn scenarios(n: usize) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// Two deferred newsletters: one sleeps in the saga until `send_at`, one whose whole
+/// run is deferred with a delayed start.
+fn newsletters(run_id: &str) -> Vec<(&'static str, String, Value, Option<String>)> {
+    let send_at = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let input = json!({"group": "climbers", "recipients": ["ann@example.org", "bob@example.org", "eve@example.org"], "send_at": send_at});
+    vec![
+        (
+            "newsletter: sleeps until send_at (3 s)",
+            format!("news-{run_id}-1"),
+            input.clone(),
+            None,
+        ),
+        (
+            "newsletter: delayed start (2 s)",
+            format!("news-{run_id}-2"),
+            input,
+            Some("2s".to_string()),
+        ),
+    ]
+}
+
 /// Runs the demo with `n` sagas.
 pub async fn run(settings: &Settings, pool: &PgPool, n: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(".demo")?;
@@ -82,8 +103,20 @@ async fn drive(settings: &Settings, pool: &PgPool, n: usize) -> anyhow::Result<(
             },
         ));
     }
+    for (label, id, input, delay) in newsletters(&run_id) {
+        ids.insert(id.clone(), label.to_string());
+        starts.push((
+            "group_newsletter".to_string(),
+            input,
+            StartOptions {
+                id: Some(id),
+                delay,
+                ..Default::default()
+            },
+        ));
+    }
     client.start_many(&starts).await?;
-    println!("started {n} order_fulfillment sagas (run {run_id})");
+    println!("started {n} order_fulfillment and 2 group_newsletter sagas (run {run_id})");
     let all: Vec<String> = ids.keys().cloned().collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {

@@ -249,12 +249,18 @@ impl<'a> Run<'a> {
                 );
                 self.begin_task(i, TaskKind::Action);
             }
-            StepKind::Sleep(d) => {
-                let until = self.now + to_chrono(*d);
-                self.state.steps[i].status = StepStatus::Sleeping;
-                self.state.steps[i].until = Some(until);
-                self.record("sleep_started", Some(i), None, json!({ "until": until }));
-            }
+            StepKind::Sleep(d) => self.sleep(i, self.now + to_chrono(*d)),
+            StepKind::SleepUntil(path) => match self.instant_at(path) {
+                Ok(until) => self.sleep(i, until),
+                Err(message) => {
+                    let error = ErrorInfo {
+                        code: "bad_sleep_until".into(),
+                        message,
+                        retryable: false,
+                    };
+                    self.fail_step(i, error, "bad_sleep_until");
+                }
+            },
             StepKind::Wait(w) => {
                 self.state.steps[i].status = StepStatus::Waiting;
                 self.state.steps[i].until = w.timeout.map(|t| self.now + to_chrono(t));
@@ -264,6 +270,45 @@ impl<'a> Run<'a> {
                 }
             }
         }
+    }
+
+    /// Parks step `i` until `until` (at once when that has passed: the wake-up scan
+    /// picks it up on its next poll).
+    fn sleep(&mut self, i: usize, until: DateTime<Utc>) {
+        self.state.steps[i].status = StepStatus::Sleeping;
+        self.state.steps[i].until = Some(until);
+        self.record("sleep_started", Some(i), None, json!({ "until": until }));
+    }
+
+    /// The RFC 3339 instant at a `sleep_until` path (`input.…` or `steps.<step>.…`).
+    fn instant_at(&self, path: &str) -> Result<DateTime<Utc>, String> {
+        let mut parts = path.split('.');
+        let mut value = match parts.next() {
+            Some("input") => &self.state.input,
+            Some("steps") => {
+                let step = parts.next().unwrap_or_default();
+                let i = self
+                    .def
+                    .step_index(step)
+                    .ok_or_else(|| format!("no step `{step}`"))?;
+                self.state.steps[i]
+                    .output
+                    .as_ref()
+                    .ok_or_else(|| format!("step `{step}` has no output"))?
+            }
+            _ => return Err(format!("bad path `{path}`")),
+        };
+        for field in parts {
+            value = value
+                .get(field)
+                .ok_or_else(|| format!("`{path}` is missing"))?;
+        }
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("`{path}` is not a string"))?;
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("`{path}` = `{text}` is not an RFC 3339 instant: {e}"))
     }
 
     fn complete_step(&mut self, i: usize, output: Value, event: &'static str) {

@@ -783,3 +783,69 @@ fn timeouts_apply_to_compensations_too() {
         )]
     );
 }
+
+fn deferred() -> Definition {
+    def_with(vec![
+        activity("render", "newsletter.render", None),
+        Step {
+            name: "deferred".into(),
+            kind: StepKind::SleepUntil("steps.render.send_at".into()),
+        },
+        activity("send", "newsletter.send", None),
+    ])
+}
+
+fn rendered(send_at: Value) -> Event {
+    Event::Result {
+        task_id: "o-1:render:action#1".into(),
+        attempt: Some(1),
+        result: Ok(json!({ "send_at": send_at })),
+    }
+}
+
+#[test]
+fn sleep_until_waits_for_an_instant_from_an_earlier_step() {
+    let def = deferred();
+    let d = apply(
+        &def,
+        started(&def),
+        rendered(json!("2026-01-03T00:00:00Z")),
+        secs(1),
+    );
+    let due = DateTime::parse_from_rfc3339("2026-01-03T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert_eq!(d.state.next_wake(), Some(due));
+    assert!(tasks(&d).is_empty());
+    let woke = apply(&def, d.state, Event::Wake, due);
+    assert_eq!(tasks(&woke)[0].0, "newsletter.send");
+}
+
+#[test]
+fn sleep_until_a_past_instant_wakes_on_the_next_scan() {
+    let def = deferred();
+    let d = apply(
+        &def,
+        started(&def),
+        rendered(json!("2020-01-01T00:00:00Z")),
+        secs(1),
+    );
+    assert!(d.state.next_wake().unwrap() <= secs(1));
+    assert_eq!(
+        tasks(&apply(&def, d.state, Event::Wake, secs(1)))[0].0,
+        "newsletter.send"
+    );
+}
+
+#[test]
+fn sleep_until_without_an_instant_fails_the_step() {
+    let def = deferred();
+    for bad in [json!(null), json!("tomorrow"), json!(5)] {
+        let d = apply(&def, started(&def), rendered(bad.clone()), secs(1));
+        assert_eq!(d.state.steps[1].status, StepStatus::Failed, "{bad}");
+        assert_eq!(
+            d.state.steps[1].error.as_ref().unwrap().code,
+            "bad_sleep_until"
+        );
+    }
+}

@@ -37,7 +37,7 @@ pub struct TestEnv {
     pub names: Names,
     pub dir: PathBuf,
     pub catalog: Catalog,
-    tasks: Vec<(CancellationToken, JoinHandle<()>)>,
+    tasks: Vec<(&'static str, CancellationToken, JoinHandle<()>)>,
 }
 
 impl TestEnv {
@@ -109,8 +109,11 @@ impl TestEnv {
         );
         let token = CancellationToken::new();
         let t = token.clone();
-        self.tasks
-            .push((token, tokio::spawn(async move { c.run(t).await })));
+        self.tasks.push((
+            "coordinator",
+            token,
+            tokio::spawn(async move { c.run(t).await }),
+        ));
         self.wait_consumer(&self.names.coordinator_queue()).await;
     }
 
@@ -119,10 +122,28 @@ impl TestEnv {
         let w = sagaflow::demo::worker(self.pool.clone());
         let token = CancellationToken::new();
         let (s, p, t) = (self.settings.clone(), self.pool.clone(), token.clone());
-        self.tasks
-            .push((token, tokio::spawn(async move { w.run(s, p, t).await })));
+        self.tasks.push((
+            "worker",
+            token,
+            tokio::spawn(async move { w.run(s, p, t).await }),
+        ));
         self.wait_consumer(&self.names.task_queue("inventory.reserve"))
             .await;
+    }
+
+    /// Stops every in-process service of `kind` ("coordinator" or "worker") and waits
+    /// until it has let go of the broker.
+    pub async fn stop(&mut self, kind: &str) {
+        let (stopping, kept): (Vec<_>, Vec<_>) =
+            self.tasks.drain(..).partition(|(k, _, _)| *k == kind);
+        self.tasks = kept;
+        for (_, token, handle) in stopping {
+            token.cancel();
+            tokio::time::timeout(Duration::from_secs(30), handle)
+                .await
+                .expect("stops in time")
+                .unwrap();
+        }
     }
 
     pub async fn wait_consumer(&self, queue: &str) {
@@ -303,7 +324,7 @@ impl TestEnv {
 
     /// Stops in-process services, drops the database and deletes the namespace's queues.
     pub async fn cleanup(mut self) {
-        for (token, handle) in self.tasks.drain(..) {
+        for (_, token, handle) in self.tasks.drain(..) {
             token.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
         }

@@ -70,6 +70,10 @@ pub enum StepKind {
     Activity(ActivityStep),
     /// Durable timer.
     Sleep(Duration),
+    /// Durable timer until an instant read from the saga input or an earlier step's
+    /// output: a dotted path such as `input.send_at` or `steps.render.send_at` naming an
+    /// RFC 3339 string.
+    SleepUntil(String),
     /// Wait for a named signal.
     Wait(WaitStep),
 }

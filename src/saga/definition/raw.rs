@@ -93,6 +93,7 @@ pub(super) struct RawStep {
     pub(super) name: Option<String>,
     pub(super) activity: Option<String>,
     pub(super) sleep: Option<RawDuration>,
+    pub(super) sleep_until: Option<String>,
     pub(super) wait: Option<String>,
     pub(super) compensate: Option<String>,
     pub(super) retry: Option<RawRetry>,

@@ -256,6 +256,7 @@ fn kind_keys(s: &RawStep) -> Vec<&'static str> {
     let keys = [
         ("activity", s.activity.is_some()),
         ("sleep", s.sleep.is_some()),
+        ("sleep_until", s.sleep_until.is_some()),
         ("wait", s.wait.is_some()),
     ];
     keys.iter()
@@ -292,6 +293,12 @@ fn resolve_step(
             let d = raw.sleep.map_or(Duration::ZERO, |d| d.0);
             (StepKind::Sleep(d), StepSources::code(i))
         }
+        ["sleep_until"] => {
+            refuse_keys(out, i, &activity_only_keys(&raw), "activity", "sleep_until");
+            refuse_keys(out, i, &wait_only_keys(&raw), "wait", "sleep_until");
+            let path = raw.sleep_until.clone().unwrap_or_default();
+            (StepKind::SleepUntil(path), StepSources::code(i))
+        }
         ["wait"] => {
             refuse_keys(out, i, &activity_only_keys(&raw), "activity", "wait");
             (
@@ -302,7 +309,7 @@ fn resolve_step(
         [] => {
             out.push(
                 format!("steps[{i}]"),
-                "a step needs exactly one of `activity`, `sleep` or `wait`; it has none",
+                "a step needs exactly one of `activity`, `sleep`, `sleep_until` or `wait`; it has none",
             );
             (placeholder, StepSources::code(i))
         }
@@ -311,7 +318,7 @@ fn resolve_step(
             out.push(
                 format!("steps[{i}]"),
                 format!(
-                    "a step needs exactly one of `activity`, `sleep` or `wait`; it has {}",
+                    "a step needs exactly one of `activity`, `sleep`, `sleep_until` or `wait`; it has {}",
                     list.join(" and ")
                 ),
             );

@@ -1378,3 +1378,59 @@ fn load_dir_empty_directory_is_an_empty_catalog() {
     assert!(cat.is_empty());
     assert_eq!(cat.iter().count(), 0);
 }
+
+const SLEEP_UNTIL: &str = r#"
+name = "newsletter"
+version = 1
+[[steps]]
+name = "render"
+activity = "newsletter.render"
+[[steps]]
+name = "deferred"
+sleep_until = "steps.render.send_at"
+[[steps]]
+name = "later"
+sleep_until = "input.deadline"
+"#;
+
+#[test]
+fn sleep_until_reads_input_or_an_earlier_step() {
+    let def = ok(SLEEP_UNTIL);
+    assert_eq!(
+        def.steps[1].kind,
+        StepKind::SleepUntil("steps.render.send_at".into())
+    );
+    assert_eq!(
+        def.steps[2].kind,
+        StepKind::SleepUntil("input.deadline".into())
+    );
+}
+
+#[test]
+fn sleep_until_refuses_unknown_or_later_step_references_and_bad_paths() {
+    let later = SLEEP_UNTIL.replace("steps.render.send_at", "steps.later.at");
+    assert_refused(
+        &later,
+        "steps[1].sleep_until",
+        "unknown step reference `later`",
+    );
+    let unknown = SLEEP_UNTIL.replace("steps.render.send_at", "steps.nope.at");
+    assert_refused(
+        &unknown,
+        "steps[1].sleep_until",
+        "unknown step reference `nope`",
+    );
+    let bare = SLEEP_UNTIL.replace("steps.render.send_at", "send_at");
+    assert_refused(&bare, "steps[1].sleep_until", "starting with `input.`");
+    let empty_part = SLEEP_UNTIL.replace("steps.render.send_at", "input..x");
+    assert_refused(&empty_part, "steps[1].sleep_until", "dotted path");
+    let with_retry = SLEEP_UNTIL.replace(
+        "sleep_until = \"input.deadline\"",
+        "sleep_until = \"input.deadline\"\nretry = { max_attempts = 2 }",
+    );
+    assert_refused(
+        &with_retry,
+        "steps[2].retry",
+        "only valid on activity steps",
+    );
+}

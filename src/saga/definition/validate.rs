@@ -313,8 +313,9 @@ pub(super) fn check_definition(def: &Definition, prov: &Provenance, out: &mut Pr
         out.push("steps", "at least one [[steps]] entry is required");
     }
     check_step_names(def, out);
+    let names: Vec<&str> = def.steps.iter().map(|s| s.name.as_str()).collect();
     for (i, step) in def.steps.iter().enumerate() {
-        check_step(out, i, step, &prov.step(i));
+        check_step(out, i, step, &prov.step(i), &names[..i]);
     }
     check_schedules(def, out);
 }
@@ -341,7 +342,27 @@ fn check_step_names(def: &Definition, out: &mut Problems) {
     }
 }
 
-fn check_step(out: &mut Problems, i: usize, step: &Step, sources: &StepSources) {
+/// A `sleep_until` path: `input.<field>…` or `steps.<earlier step>.<field>…`.
+fn check_value_path(path: &str, earlier: &[&str]) -> Result<(), String> {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!(
+            "expected a dotted path like `input.send_at` or `steps.render.send_at`, got `{path}`"
+        ));
+    }
+    match parts.as_slice() {
+        ["input", _, ..] => Ok(()),
+        ["steps", step, _, ..] if earlier.contains(step) => Ok(()),
+        ["steps", step, _, ..] => Err(format!(
+            "unknown step reference `{step}`: it must name an earlier step"
+        )),
+        _ => Err(format!(
+            "expected a path starting with `input.` or `steps.<step>.`, got `{path}`"
+        )),
+    }
+}
+
+fn check_step(out: &mut Problems, i: usize, step: &Step, sources: &StepSources, earlier: &[&str]) {
     match &step.kind {
         StepKind::Activity(a) => {
             check_name(
@@ -358,6 +379,11 @@ fn check_step(out: &mut Problems, i: usize, step: &Step, sources: &StepSources) 
             check_timeouts(out, &a.timeouts, &sources.timeouts);
         }
         StepKind::Sleep(d) => check_positive(out, &format!("steps[{i}].sleep"), *d),
+        StepKind::SleepUntil(path) => {
+            if let Err(reason) = check_value_path(path, earlier) {
+                out.push(format!("steps[{i}].sleep_until"), reason);
+            }
+        }
         StepKind::Wait(w) => {
             check_name(out, &format!("steps[{i}].wait"), &w.signal, Charset::Dotted);
             match w.timeout {
