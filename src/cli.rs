@@ -97,6 +97,14 @@ pub enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+    /// Benchmark durable timers: N sleeping sagas all due within one second.
+    BenchTimers {
+        #[arg(long, default_value_t = 100_000)]
+        sagas: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +239,16 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Cmd::Demo { sagas } => {
             let pool = pool(&settings).await?;
             crate::demo::run::run(&settings, &pool, sagas).await?;
+        }
+        Cmd::BenchTimers { sagas, timeout } => {
+            if sagas == 0 {
+                anyhow::bail!("--sagas must be at least 1");
+            }
+            let args = crate::bench::timers::TimerArgs {
+                sagas,
+                timeout: Duration::from_secs(timeout),
+            };
+            println!("{}", crate::bench::timers::run(&settings, &args).await?);
         }
         Cmd::Bench {
             sagas,

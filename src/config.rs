@@ -52,6 +52,8 @@ pub struct CoordinatorSettings {
     pub sweep_interval_ms: u64,
     /// How often due wake-ups (sleeps, delayed starts, wait timeouts) are looked for.
     pub timer_poll_ms: u64,
+    /// Wake-up scanners running side by side (they split due sagas with SKIP LOCKED).
+    pub wake_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,6 +97,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("coordinator.outbox_lease_ms", "10000"),
     ("coordinator.sweep_interval_ms", "1000"),
     ("coordinator.timer_poll_ms", "200"),
+    ("coordinator.wake_concurrency", "4"),
     ("worker.prefetch", "64"),
     ("queues.delivery_limit", "5"),
     ("queues.dlq_max_length", "1000000"),

@@ -118,7 +118,11 @@ impl Coordinator {
             self.lease(),
             background.clone(),
         ));
-        tokio::spawn(self.clone().wake_loop(tx.clone(), background.clone()));
+        // Several scanners share due wake-ups through SKIP LOCKED, so a burst of timers
+        // falling due together is worked off on every core (Postgres and ours).
+        for _ in 0..c.wake_concurrency.max(1) {
+            tokio::spawn(self.clone().wake_loop(tx.clone(), background.clone()));
+        }
         let (ch, mut consumer) = consumer::consume(
             &conn,
             &self.names.coordinator_queue(),
@@ -290,7 +294,7 @@ impl Coordinator {
             self.settings.coordinator.timer_poll_ms,
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        const LIMIT: i64 = 1000;
+        const LIMIT: i64 = 500;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,

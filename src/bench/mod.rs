@@ -1,0 +1,194 @@
+//! Benchmarks through the real stack: `throughput` (sagas of no-op steps) and
+//! `timers` (many sleeping sagas waking in the same second). Both run a coordinator
+//! (and a worker) as child processes in a fresh namespace and database.
+
+pub mod throughput;
+pub mod timers;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+use crate::broker::Names;
+use crate::config::Settings;
+use crate::launch;
+use crate::messages::SagaEvent;
+
+pub use throughput::{run, BenchArgs};
+
+/// A throwaway deployment: namespace, database, definitions directory, children.
+pub struct Sandbox {
+    pub namespace: String,
+    pub db_url: String,
+    pub dir: PathBuf,
+    children: Vec<tokio::process::Child>,
+}
+
+impl Sandbox {
+    /// Creates the database and writes `definitions` (file name, TOML) to a fresh directory.
+    pub async fn new(
+        settings: &Settings,
+        kind: &str,
+        definitions: &[(String, String)],
+    ) -> anyhow::Result<Sandbox> {
+        let tag = format!("{kind}{}", std::process::id());
+        let namespace = format!("{}_{tag}", settings.namespace);
+        let db_url = with_database(&settings.database.url, &format!("sagaflow_{tag}"))?;
+        let dir = std::env::temp_dir().join(format!("sagaflow-{tag}"));
+        std::fs::create_dir_all(&dir)?;
+        for (file, text) in definitions {
+            std::fs::write(dir.join(file), text)?;
+        }
+        crate::store::connect(&db_url, 2).await?.close().await;
+        Ok(Sandbox {
+            namespace,
+            db_url,
+            dir,
+            children: vec![],
+        })
+    }
+
+    /// Starts `sagaflow <args>` against this sandbox.
+    pub fn spawn(&mut self, args: &[&str], extra_env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut env: launch::Env = vec![
+            ("SAGAFLOW__NAMESPACE".into(), self.namespace.clone()),
+            ("SAGAFLOW__SAGAS_DIR".into(), self.dir.display().to_string()),
+            ("SAGAFLOW__DATABASE__URL".into(), self.db_url.clone()),
+        ];
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        let log = self
+            .dir
+            .join(format!("{}-{}.log", args[0], self.children.len()));
+        self.children.push(launch::spawn(args, &env, &log)?);
+        Ok(())
+    }
+
+    /// Stops the children, drops the database, deletes the queues and the directory.
+    pub async fn teardown(
+        mut self,
+        settings: &Settings,
+        activities: &[String],
+    ) -> anyhow::Result<()> {
+        for child in self.children.iter_mut() {
+            launch::stop(child, Duration::from_secs(10)).await;
+        }
+        let _ = crate::store::drop_database(&self.db_url).await;
+        let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-bench-cleanup").await?;
+        crate::broker::topology::delete_namespace(&conn, &Names::new(&self.namespace), activities)
+            .await?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+/// A consumer of `saga.<saga>.*` events, declared before anything starts.
+pub async fn subscribe(
+    conn: &lapin::Connection,
+    names: &Names,
+    saga: &str,
+) -> anyhow::Result<lapin::Consumer> {
+    let ch = conn.create_channel().await?;
+    crate::broker::topology::declare_exchanges(&ch, names).await?;
+    let q = format!("{}.bench.events", names.namespace());
+    let opts = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..Default::default()
+    };
+    ch.queue_declare(q.as_str().into(), opts, FieldTable::default())
+        .await?;
+    let key = format!("saga.{saga}.*");
+    ch.queue_bind(
+        q.as_str().into(),
+        names.events().as_str().into(),
+        key.as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(ch
+        .basic_consume(
+            q.as_str().into(),
+            "bench".into(),
+            // Auto-ack: the benchmark must not load the broker with one ack per event.
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+/// Receives events until `n` arrived or `timeout` passed; calls `seen` with each event.
+pub async fn collect(
+    events: &mut lapin::Consumer,
+    n: usize,
+    timeout: Duration,
+    mut seen: impl FnMut(SagaEvent),
+) -> anyhow::Result<usize> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut got = 0;
+    while got < n {
+        let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, events.next()).await else {
+            break;
+        };
+        if let Ok(e) = serde_json::from_slice::<SagaEvent>(&d.data) {
+            got += 1;
+            seen(e);
+        }
+    }
+    Ok(got)
+}
+
+/// The `p`-quantile (0..=1) of sorted values.
+pub fn quantile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `url` with its database name replaced.
+pub fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
+    let (base, _) = url
+        .rsplit_once('/')
+        .ok_or_else(|| anyhow::anyhow!("database.url has no database name: {url}"))?;
+    let query = url
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    Ok(format!("{base}/{db}{query}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced_keeping_the_query() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/a?sslmode=disable", "b").unwrap(),
+            "postgres://u@h:5432/b?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/a", "b").unwrap(),
+            "postgres://u@h/b"
+        );
+    }
+
+    #[test]
+    fn quantiles_of_sorted_values() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 51.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert!(quantile(&[], 0.5).is_nan());
+    }
+}
