@@ -301,12 +301,17 @@ impl TestEnv {
         (conn, c)
     }
 
-    /// Stops in-process services, drops the database and deletes the namespace's queues.
-    pub async fn cleanup(mut self) {
+    /// Stops the in-process coordinators and workers started so far (a clean shutdown).
+    pub async fn stop_services(&mut self) {
         for (token, handle) in self.tasks.drain(..) {
             token.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
         }
+    }
+
+    /// Stops in-process services, drops the database and deletes the namespace's queues.
+    pub async fn cleanup(mut self) {
+        self.stop_services().await;
         self.pool.close().await;
         let _ = sagaflow::store::drop_database(&self.settings.database.url).await;
         let conn = self.connect().await;
