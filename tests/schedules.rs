@@ -464,3 +464,91 @@ async fn trigger_runs_a_paused_schedule_once_and_operator_errors_are_clear() {
     assert!(ops::trigger(&env.pool, "manual").await.is_err());
     env.cleanup().await;
 }
+
+#[test]
+fn the_nightly_example_fires_at_midnight_utc() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sagas");
+    let catalog = sagaflow::saga::definition::Catalog::load_dir(&dir).expect("sagas/ loads");
+    let now = DateTime::parse_from_rfc3339("2026-11-30T13:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let rows = sync::file_schedules(&catalog, now);
+    let nightly = rows
+        .iter()
+        .find(|r| r.name == "nightly_cleanup.nightly")
+        .expect("the nightly example");
+    assert_eq!(
+        (nightly.cron.as_str(), nightly.timezone.as_str()),
+        ("0 0 0 * * *", "UTC")
+    );
+    assert_eq!(nightly.overlap, "skip");
+    assert_eq!(
+        nightly
+            .next_fire_at
+            .map(|t| id("nightly_cleanup.nightly", t)),
+        Some("nightly_cleanup.nightly@2026-12-01T00:00:00Z".to_string())
+    );
+}
+
+/// Runs the `sagaflow` binary against this test's deployment.
+async fn sagaflow(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(args)
+        .envs(env.child_env())
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn the_schedule_cli_validates_input_and_exits_non_zero_on_errors() {
+    let env = TestEnv::new(&[("slow.toml", SLOW)]).await;
+    let (code, _, err) = sagaflow(&env, &["schedule", "pause", "nope"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no schedule named `nope`"), "{err}");
+    let bad = [
+        "schedule", "add", "r", "--saga", "slow", "--cron", "0 0 * *",
+    ];
+    let (code, _, err) = sagaflow(&env, &bad).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--cron") && err.contains("expected 5"),
+        "{err}"
+    );
+    let ok = [
+        "schedule",
+        "add",
+        "r",
+        "--saga",
+        "slow",
+        "--cron",
+        "0 0 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--overlap",
+        "buffer_one",
+        "--catch-up-window",
+        "10m",
+    ];
+    let (code, out, err) = sagaflow(&env, &ok).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("schedule r added"), "{out}");
+    let (code, out, _) = sagaflow(&env, &["schedule", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["name"], "r");
+    assert_eq!(listed[0]["cron"], "0 0 0 * * *");
+    assert_eq!(listed[0]["catch_up_window_ms"], 600_000);
+    let (code, out, _) = sagaflow(&env, &["schedule", "trigger", "r"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("r@manual-"), "{out}");
+    let (code, _, _) = sagaflow(&env, &["schedule", "delete", "r"]).await;
+    assert_eq!(code, 0);
+    env.cleanup().await;
+}
