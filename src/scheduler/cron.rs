@@ -163,31 +163,36 @@ impl Cron {
             .local_minus_utc()
     }
 
-    /// The first whole second in `(from, to]` whose offset differs from `offset`.
+    fn offset_at_second(&self, second: i64) -> i32 {
+        DateTime::from_timestamp(second, 0).map_or(0, |t| self.offset_at(t))
+    }
+
+    /// The first whole second in `(from, to]` whose offset differs from `offset`. Works
+    /// on whole seconds (zone changes fall on them), so the search always narrows.
     fn offset_change(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         offset: i32,
     ) -> Option<DateTime<Utc>> {
-        let mut lo = from;
+        let probe = OFFSET_PROBE.num_seconds();
+        let (mut lo, to) = (from.timestamp(), to.timestamp());
         while lo < to {
-            let hi = (lo + OFFSET_PROBE).min(to);
-            if self.offset_at(hi) != offset {
-                return Some(self.bisect(lo, hi, offset));
+            let hi = (lo + probe).min(to);
+            if self.offset_at_second(hi) != offset {
+                return DateTime::from_timestamp(self.bisect(lo, hi, offset), 0);
             }
             lo = hi;
         }
         None
     }
 
-    /// The first whole second in `(lo, hi]` whose offset differs from `offset`, given
-    /// that `hi`'s does and at most one change lies in between.
-    fn bisect(&self, mut lo: DateTime<Utc>, mut hi: DateTime<Utc>, offset: i32) -> DateTime<Utc> {
-        while hi - lo > chrono::Duration::seconds(1) {
+    /// The first second in `(lo, hi]` whose offset differs from `offset`, given that
+    /// `hi`'s does and at most one change lies in between.
+    fn bisect(&self, mut lo: i64, mut hi: i64, offset: i32) -> i64 {
+        while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            let mid = DateTime::from_timestamp(mid.timestamp(), 0).unwrap_or(mid);
-            if self.offset_at(mid) != offset {
+            if self.offset_at_second(mid) != offset {
                 hi = mid;
             } else {
                 lo = mid;

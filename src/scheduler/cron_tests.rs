@@ -107,6 +107,22 @@ fn spring_forward_skips_the_missing_wall_clock_time() {
 }
 
 #[test]
+fn a_search_from_a_fractional_instant_crosses_an_offset_change() {
+    // One day after the start of the search is 0.25 s past the spring-forward change
+    // (01:00Z): the bisection must still converge on whole seconds.
+    let sunday_noon = cron("0 0 12 * * Sun", "Europe/Berlin");
+    assert_eq!(
+        sunday_noon.next_after(at("2026-03-28T01:00:00.250Z")),
+        Some(at("2026-03-29T10:00:00Z"))
+    );
+    let noon = cron("0 0 12 * * *", "Europe/Berlin");
+    assert_eq!(
+        noon.first_at_or_after(at("2026-10-24T22:59:59.999Z")),
+        Some(at("2026-10-25T11:00:00Z"))
+    );
+}
+
+#[test]
 fn fall_back_fires_the_repeated_wall_clock_time_twice_in_order() {
     // Berlin 2026-10-25: 03:00 CEST goes back to 02:00 CET at 01:00Z.
     let daily = cron("0 30 2 * * *", "Europe/Berlin");
