@@ -59,7 +59,7 @@ use crate::coordinator::input::Input;
 use crate::saga::definition::Catalog;
 use crate::saga::state::SagaStatus;
 use crate::store::outbox::OutboxRow;
-use crate::store::schedules::{self, ScheduleRow};
+use crate::store::schedules::{self, Advance, ScheduleRow};
 use crate::store::{ctx, StoreError};
 
 /// Schedule rows locked per pass transaction.
@@ -156,30 +156,7 @@ impl Scheduler {
             return Ok(Pass::default());
         }
         let open = open_runs(&mut tx, &rows).await?;
-        let mut inputs = vec![];
-        let mut advances = vec![];
-        for row in &rows {
-            let previous_open = row.last_saga_id.as_ref().is_some_and(|id| open[id]);
-            match decide::decide(row, previous_open, now, self.min_window()) {
-                Ok(d) => {
-                    for s in d.starts {
-                        tracing::info!(schedule = %row.name, saga_id = %s.id, "scheduled start");
-                        let input = Input::Start {
-                            saga: s.saga,
-                            id: s.id,
-                            version: None,
-                            input: s.input,
-                            run_at: None,
-                        };
-                        inputs.push((inputs.len(), input));
-                    }
-                    advances.extend(d.advance);
-                }
-                Err(e) => {
-                    tracing::error!(schedule = %row.name, error = %e, "schedule row unreadable; left alone")
-                }
-            }
-        }
+        let (inputs, advances) = self.decide_rows(&rows, &open, now);
         let committed =
             apply_inputs(&mut tx, &self.names, &self.catalog, inputs, self.lease, now).await?;
         log_rejected(&committed);
@@ -190,6 +167,41 @@ impl Scheduler {
             advanced: advances.len(),
             outbox: committed.outbox,
         })
+    }
+
+    /// Decides every locked row: the start inputs (numbered as a batch) and the row
+    /// updates. A row that cannot be read is logged and left as it is.
+    fn decide_rows(
+        &self,
+        rows: &[ScheduleRow],
+        open: &HashMap<String, bool>,
+        now: DateTime<Utc>,
+    ) -> (Vec<(usize, Input)>, Vec<Advance>) {
+        let mut inputs = vec![];
+        let mut advances = vec![];
+        for row in rows {
+            let previous_open = row.last_saga_id.as_ref().is_some_and(|id| open[id]);
+            let d = match decide::decide(row, previous_open, now, self.min_window()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(schedule = %row.name, error = %e, "schedule row unreadable; left alone");
+                    continue;
+                }
+            };
+            for s in d.starts {
+                tracing::info!(schedule = %row.name, saga_id = %s.id, "scheduled start");
+                let input = Input::Start {
+                    saga: s.saga,
+                    id: s.id,
+                    version: None,
+                    input: s.input,
+                    run_at: None,
+                };
+                inputs.push((inputs.len(), input));
+            }
+            advances.extend(d.advance);
+        }
+        (inputs, advances)
     }
 }
 
