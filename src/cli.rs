@@ -12,6 +12,8 @@ use crate::config::Settings;
 use crate::saga::definition::Catalog;
 use crate::store::{self, sagas};
 
+pub mod schedule;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sagaflow",
@@ -74,6 +76,11 @@ pub enum Cmd {
         id: String,
         #[arg(long, default_value = "cancelled by operator")]
         reason: String,
+    },
+    /// Cron schedules: add, list, pause, resume, trigger, delete.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCmd,
     },
     /// Inspect dead-letter queues.
     Dlq {
@@ -171,6 +178,16 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                     d.steps.len(),
                     d.activities()
                 );
+                for s in &d.schedules {
+                    println!(
+                        "  schedule {}.{}: cron `{}` in {}, overlap {}",
+                        d.name,
+                        s.name,
+                        s.cron,
+                        s.timezone,
+                        s.overlap.as_str()
+                    );
+                }
             }
         }
         Cmd::Coordinator => {
@@ -233,6 +250,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             client.close().await;
             println!("cancel sent to {id}");
         }
+        Cmd::Schedule { command } => schedule::run(&settings, command).await?,
         Cmd::Dlq {
             command: DlqCmd::List { limit, json },
         } => dlq_list(&settings, limit, json).await?,

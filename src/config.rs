@@ -50,7 +50,8 @@ pub struct CoordinatorSettings {
     /// An outbox row whose publisher vanished is republished after this lease.
     pub outbox_lease_ms: u64,
     pub sweep_interval_ms: u64,
-    /// How often due wake-ups (sleeps, delayed starts, wait timeouts) are looked for.
+    /// How often due wake-ups (sleeps, delayed starts, wait timeouts) and cron schedules
+    /// are looked for.
     pub timer_poll_ms: u64,
     /// Wake-up scanners running side by side (they split due sagas with SKIP LOCKED).
     pub wake_concurrency: usize,

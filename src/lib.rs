@@ -11,5 +11,6 @@ pub mod launch;
 pub mod messages;
 pub mod runtime;
 pub mod saga;
+pub mod scheduler;
 pub mod store;
 pub mod worker;

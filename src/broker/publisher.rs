@@ -49,6 +49,11 @@ impl Publisher {
         Ok(Publisher { channel })
     }
 
+    /// The underlying channel (for declarations that must precede a publish).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// Publishes `batch` and waits for every confirm; one result per message, in order.
     pub async fn publish_all(&self, batch: &[Outgoing<'_>]) -> Vec<Result<(), PublishError>> {
         let mut pending = Vec::with_capacity(batch.len());

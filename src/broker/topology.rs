@@ -90,6 +90,14 @@ impl Names {
     pub fn delay(&self, level_ms: u64) -> String {
         format!("{}.delay.{level_ms}", self.ns)
     }
+    /// The delay level an exchange name stands for, if it is one of ours.
+    pub fn delay_level_of(&self, exchange: &str) -> Option<u64> {
+        let ms: u64 = exchange
+            .strip_prefix(&format!("{}.delay.", self.ns))?
+            .parse()
+            .ok()?;
+        DELAY_LEVELS_MS.contains(&ms).then_some(ms)
+    }
     /// Routing key on the DLX for an activity's dead letters.
     pub fn dlx_key_task(activity: &str) -> String {
         format!("task.{activity}")
@@ -230,22 +238,21 @@ pub async fn declare_activity(
     bind(ch, &q, &n.tasks(), activity).await
 }
 
-/// Declares the delay exchanges and queues of every level.
-pub async fn declare_delays(ch: &Channel, n: &Names) -> lapin::Result<()> {
-    for &ms in DELAY_LEVELS_MS {
-        let name = n.delay(ms);
-        exchange(ch, &name, ExchangeKind::Fanout, FieldTable::default()).await?;
-        let a = args(&[
-            ("x-queue-type", text("quorum")),
-            ("x-message-ttl", AMQPValue::LongLongInt(ms as i64)),
-            ("x-dead-letter-exchange", text(&n.tasks())),
-            ("x-dead-letter-strategy", text("at-least-once")),
-            ("x-overflow", text("reject-publish")),
-        ]);
-        queue(ch, &name, a).await?;
-        bind(ch, &name, &name, "").await?;
-    }
-    Ok(())
+/// Declares one delay level: its fanout exchange and its TTL queue. Levels are
+/// declared on first use (see `coordinator::relay::DelayLevels`): a deployment uses a
+/// few of them, and every level is a quorum queue, which costs the broker file handles.
+pub async fn declare_delay_level(ch: &Channel, n: &Names, ms: u64) -> lapin::Result<()> {
+    let name = n.delay(ms);
+    exchange(ch, &name, ExchangeKind::Fanout, FieldTable::default()).await?;
+    let a = args(&[
+        ("x-queue-type", text("quorum")),
+        ("x-message-ttl", AMQPValue::LongLongInt(ms as i64)),
+        ("x-dead-letter-exchange", text(&n.tasks())),
+        ("x-dead-letter-strategy", text("at-least-once")),
+        ("x-overflow", text("reject-publish")),
+    ]);
+    queue(ch, &name, a).await?;
+    bind(ch, &name, &name, "").await
 }
 
 /// Declares the coordinator's input queue and binds it to starts of `sagas`, results
@@ -359,5 +366,9 @@ mod tests {
         assert_eq!(n.dlq("payments.charge"), "ns1.dlq.payments.charge");
         assert_eq!(n.dlq_coordinator(), "ns1.dlq.coordinator");
         assert_eq!(n.delay(1000), "ns1.delay.1000");
+        assert_eq!(n.delay_level_of("ns1.delay.1000"), Some(1000));
+        assert_eq!(n.delay_level_of("ns1.delay.1234"), None);
+        assert_eq!(n.delay_level_of("ns2.delay.1000"), None);
+        assert_eq!(n.delay_level_of("ns1.tasks"), None);
     }
 }

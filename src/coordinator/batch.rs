@@ -188,14 +188,31 @@ pub async fn run_inputs(
     lease: Duration,
 ) -> Result<Committed, StoreError> {
     let mut tx = pool.begin().await.map_err(crate::store::ctx("begin"))?;
-    let now = Utc::now();
+    let committed = apply_inputs(&mut tx, names, catalog, inputs, lease, Utc::now()).await?;
+    tx.commit().await.map_err(crate::store::ctx("commit"))?;
+    Ok(committed)
+}
+
+/// Applies parsed inputs inside a transaction the caller owns and commits: lock the
+/// sagas, run the machine, write state, history and outbox. The scheduler uses it to
+/// start sagas in the same transaction that advances its schedules, so a tick and
+/// its saga commit together or not at all. The result's outbox rows may be published
+/// only after that commit.
+pub async fn apply_inputs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    names: &Names,
+    catalog: &Catalog,
+    inputs: Vec<(usize, Input)>,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Committed, StoreError> {
     let mut ids: Vec<String> = inputs
         .iter()
         .map(|(_, i)| i.saga_id().to_string())
         .collect();
     ids.sort();
     ids.dedup();
-    let locked = sagas::lock(&mut tx, &ids).await?;
+    let locked = sagas::lock(tx, &ids).await?;
     let mut work = Work::loaded(names, catalog, now, locked);
     for (pos, input) in inputs {
         match input {
@@ -214,9 +231,7 @@ pub async fn run_inputs(
             }
         }
     }
-    let committed = write(&mut tx, work, lease).await?;
-    tx.commit().await.map_err(crate::store::ctx("commit"))?;
-    Ok(committed)
+    write(tx, work, lease).await
 }
 
 /// Wakes up to `limit` due sagas in one transaction.

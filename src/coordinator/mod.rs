@@ -1,7 +1,8 @@
 //! The coordinator: consumes starts, results and signals in batches; each batch is
 //! one Postgres transaction (state + history + outbox), acked after commit, and its
-//! outbox is published with confirms right after. Also runs the outbox sweeper and
-//! the wake-up scan (delayed starts, sleeps, wait timeouts, parked retries).
+//! outbox is published with confirms right after. Also runs the outbox sweeper, the
+//! wake-up scan (delayed starts, sleeps, wait timeouts, parked retries) and the cron
+//! scheduler (`crate::scheduler`).
 //!
 //! Crash safety, step by step: killed before commit -> nothing written, inputs
 //! redelivered; after commit before ack -> inputs redelivered, the machine sees them
@@ -70,6 +71,17 @@ impl Coordinator {
         }
     }
 
+    /// The cron scheduler: it shares this coordinator's pool, catalog and relay.
+    fn scheduler(&self) -> crate::scheduler::Scheduler {
+        crate::scheduler::Scheduler {
+            pool: self.pool.clone(),
+            names: self.names.clone(),
+            catalog: self.catalog.clone(),
+            lease: self.lease(),
+            poll: Duration::from_millis(self.settings.coordinator.timer_poll_ms),
+        }
+    }
+
     fn lease(&self) -> Duration {
         Duration::from_millis(self.settings.coordinator.outbox_lease_ms)
     }
@@ -86,7 +98,6 @@ impl Coordinator {
     pub async fn declare(&self, conn: &lapin::Connection) -> Result<(), CoordinatorError> {
         let ch = conn.create_channel().await?;
         topology::declare_exchanges(&ch, &self.names).await?;
-        topology::declare_delays(&ch, &self.names).await?;
         for activity in self.catalog.activities() {
             topology::declare_activity(&ch, &self.names, &activity, self.limits()).await?;
         }
@@ -110,10 +121,17 @@ impl Coordinator {
         let background = shutdown.child_token();
         let _stop_background = background.clone().drop_guard();
         let c = &self.settings.coordinator;
-        tokio::spawn(relay::relay(self.pool.clone(), relay_pub, rx));
+        let delays = relay::DelayLevels::new(self.names.clone());
+        tokio::spawn(relay::relay(
+            self.pool.clone(),
+            relay_pub,
+            delays.clone(),
+            rx,
+        ));
         tokio::spawn(relay::sweep(
             self.pool.clone(),
             sweep_pub,
+            delays,
             Duration::from_millis(c.sweep_interval_ms),
             self.lease(),
             background.clone(),
@@ -123,6 +141,7 @@ impl Coordinator {
         for _ in 0..c.wake_concurrency.max(1) {
             tokio::spawn(self.clone().wake_loop(tx.clone(), background.clone()));
         }
+        tokio::spawn(self.scheduler().run(tx.clone(), background.clone()));
         let (ch, mut consumer) = consumer::consume(
             &conn,
             &self.names.coordinator_queue(),

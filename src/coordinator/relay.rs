@@ -9,13 +9,65 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Outgoing, Publisher};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::broker::topology;
+use crate::broker::{Names, Outgoing, Publisher};
 use crate::store::outbox::{self, OutboxRow};
 
+/// The delay levels declared on this connection.
+#[derive(Clone)]
+pub struct DelayLevels {
+    names: Names,
+    declared: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl DelayLevels {
+    pub fn new(names: Names) -> Self {
+        DelayLevels {
+            names,
+            declared: Default::default(),
+        }
+    }
+
+    /// Declares the delay levels `rows` go through that this connection has not declared yet.
+    async fn ensure(&self, publisher: &Publisher, rows: &[OutboxRow]) -> lapin::Result<()> {
+        for row in rows {
+            let Some(ms) = self.names.delay_level_of(&row.message.exchange) else {
+                continue;
+            };
+            if self
+                .declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&ms)
+            {
+                continue;
+            }
+            topology::declare_delay_level(publisher.channel(), &self.names, ms).await?;
+            self.declared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(ms);
+        }
+        Ok(())
+    }
+}
+
 /// Publishes `rows`; deletes those confirmed. Returns how many failed.
-pub async fn publish_rows(pool: &PgPool, publisher: &Publisher, rows: &[OutboxRow]) -> usize {
+pub async fn publish_rows(
+    pool: &PgPool,
+    publisher: &Publisher,
+    delays: &DelayLevels,
+    rows: &[OutboxRow],
+) -> usize {
     if rows.is_empty() {
         return 0;
+    }
+    if let Err(e) = delays.ensure(publisher, rows).await {
+        tracing::warn!(error = %e, "declaring a delay level failed; the sweeper retries after the lease");
+        return rows.len();
     }
     let batch: Vec<Outgoing> = rows
         .iter()
@@ -46,7 +98,12 @@ pub async fn publish_rows(pool: &PgPool, publisher: &Publisher, rows: &[OutboxRo
 }
 
 /// Publishes what committed batches hand over, in order.
-pub async fn relay(pool: PgPool, publisher: Publisher, mut rx: mpsc::Receiver<Vec<OutboxRow>>) {
+pub async fn relay(
+    pool: PgPool,
+    publisher: Publisher,
+    delays: DelayLevels,
+    mut rx: mpsc::Receiver<Vec<OutboxRow>>,
+) {
     while let Some(mut rows) = rx.recv().await {
         // Coalesce what queued up meanwhile: one confirm round trip for all of it.
         while rows.len() < 4096 {
@@ -55,7 +112,7 @@ pub async fn relay(pool: PgPool, publisher: Publisher, mut rx: mpsc::Receiver<Ve
                 Err(_) => break,
             }
         }
-        publish_rows(&pool, &publisher, &rows).await;
+        publish_rows(&pool, &publisher, &delays, &rows).await;
     }
 }
 
@@ -63,6 +120,7 @@ pub async fn relay(pool: PgPool, publisher: Publisher, mut rx: mpsc::Receiver<Ve
 pub async fn sweep(
     pool: PgPool,
     publisher: Publisher,
+    delays: DelayLevels,
     interval: Duration,
     lease: Duration,
     shutdown: CancellationToken,
@@ -87,7 +145,7 @@ pub async fn sweep(
             }
             tracing::info!(rows = rows.len(), "republishing outbox rows left behind");
             let n = rows.len();
-            if publish_rows(&pool, &publisher, &rows).await > 0 || n < 1000 {
+            if publish_rows(&pool, &publisher, &delays, &rows).await > 0 || n < 1000 {
                 break;
             }
         }

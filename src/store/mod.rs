@@ -1,4 +1,5 @@
-//! All SQL lives here: sagas and their history, the outbox, the idempotency ledger.
+//! All SQL lives here: sagas and their history, the outbox, the idempotency ledger,
+//! cron schedules.
 //!
 //! Writes are set-based (`UNNEST` of arrays) so one transaction carries a whole batch
 //! of saga transitions; updates are fenced by `row_version`.
@@ -6,6 +7,7 @@
 pub mod ledger;
 pub mod outbox;
 pub mod sagas;
+pub mod schedules;
 
 use std::str::FromStr;
 use std::time::Duration;

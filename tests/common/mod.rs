@@ -73,6 +73,16 @@ impl TestEnv {
         }
     }
 
+    /// Activities of this test's definitions that the demo worker hosts.
+    pub fn activities(&self) -> Vec<String> {
+        let hosted = sagaflow::demo::worker(self.pool.clone()).activities();
+        self.catalog
+            .activities()
+            .into_iter()
+            .filter(|a| hosted.contains(a))
+            .collect()
+    }
+
     /// Environment for child `sagaflow` processes pointing at this deployment.
     pub fn child_env(&self) -> Vec<(String, String)> {
         let s = &self.settings;
@@ -95,6 +105,10 @@ impl TestEnv {
             (
                 "SAGAFLOW__COORDINATOR__TIMER_POLL_MS".into(),
                 s.coordinator.timer_poll_ms.to_string(),
+            ),
+            (
+                "SAGAFLOW__WORKER__ACTIVITIES".into(),
+                self.activities().join(","),
             ),
             ("RUST_LOG".into(), "info,sqlx=warn".into()),
         ]
@@ -121,14 +135,23 @@ impl TestEnv {
     pub async fn start_worker(&mut self) {
         let w = sagaflow::demo::worker(self.pool.clone());
         let token = CancellationToken::new();
-        let (s, p, t) = (self.settings.clone(), self.pool.clone(), token.clone());
+        let mut settings = self.settings.clone();
+        // Only the activities this test's sagas use: every task queue is a quorum queue,
+        // and the broker's file handles bound how many can exist at once.
+        settings.worker.activities = self.activities();
+        let first = settings
+            .worker
+            .activities
+            .first()
+            .cloned()
+            .expect("an activity");
+        let (p, t) = (self.pool.clone(), token.clone());
         self.tasks.push((
             "worker",
             token,
-            tokio::spawn(async move { w.run(s, p, t).await }),
+            tokio::spawn(async move { w.run(settings, p, t).await }),
         ));
-        self.wait_consumer(&self.names.task_queue("inventory.reserve"))
-            .await;
+        self.wait_consumer(&self.names.task_queue(&first)).await;
     }
 
     /// Stops every in-process service of `kind` ("coordinator" or "worker") and waits
@@ -322,17 +345,23 @@ impl TestEnv {
         (conn, c)
     }
 
-    /// Stops in-process services, drops the database and deletes the namespace's queues.
-    pub async fn cleanup(mut self) {
+    /// Stops the in-process coordinators and workers started so far (a clean shutdown).
+    pub async fn stop_services(&mut self) {
         for (_, token, handle) in self.tasks.drain(..) {
             token.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
         }
+    }
+
+    /// Stops in-process services, drops the database and deletes the namespace's queues.
+    pub async fn cleanup(mut self) {
+        self.stop_services().await;
         self.pool.close().await;
         let _ = sagaflow::store::drop_database(&self.settings.database.url).await;
         let conn = self.connect().await;
+        // Every queue a coordinator or a demo worker may have declared here.
         let mut activities: Vec<String> = self.catalog.activities().into_iter().collect();
-        activities.push(sagaflow::demo::NOOP_ACTIVITY.into());
+        activities.extend(sagaflow::demo::worker(self.pool.clone()).activities());
         let _ = sagaflow::broker::topology::delete_namespace(&conn, &self.names, &activities).await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -1,0 +1,345 @@
+//! Schedule rows: the scheduler pass (lock due rows, advance them), the file sync, and
+//! the operator's reads and writes. Decisions are made in `crate::scheduler`; this
+//! module only moves rows.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::{ctx, StoreError};
+
+/// A schedule row as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScheduleRow {
+    pub name: String,
+    pub saga: String,
+    pub cron: String,
+    pub timezone: String,
+    pub input: serde_json::Value,
+    pub overlap: String,
+    pub catch_up_window_ms: i64,
+    pub paused: bool,
+    pub source: String,
+    pub next_fire_at: Option<DateTime<Utc>>,
+    pub last_fire_at: Option<DateTime<Utc>>,
+    pub last_saga_id: Option<String>,
+    pub missed_ticks: i64,
+    pub skipped_ticks: i64,
+    pub buffered_tick: Option<DateTime<Utc>>,
+    pub trigger_requested_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "name, saga, cron, timezone, input, overlap, catch_up_window_ms, paused, \
+     source, next_fire_at, last_fire_at, last_saga_id, missed_ticks, skipped_ticks, \
+     buffered_tick, trigger_requested_at, created_at, updated_at";
+
+fn decode(r: &PgRow) -> ScheduleRow {
+    ScheduleRow {
+        name: r.get("name"),
+        saga: r.get("saga"),
+        cron: r.get("cron"),
+        timezone: r.get("timezone"),
+        input: r.get("input"),
+        overlap: r.get("overlap"),
+        catch_up_window_ms: r.get("catch_up_window_ms"),
+        paused: r.get("paused"),
+        source: r.get("source"),
+        next_fire_at: r.get("next_fire_at"),
+        last_fire_at: r.get("last_fire_at"),
+        last_saga_id: r.get("last_saga_id"),
+        missed_ticks: r.get("missed_ticks"),
+        skipped_ticks: r.get("skipped_ticks"),
+        buffered_tick: r.get("buffered_tick"),
+        trigger_requested_at: r.get("trigger_requested_at"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+/// A schedule's definition, as written by the file sync or `schedule add`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSchedule {
+    pub name: String,
+    pub saga: String,
+    /// Normalised (6/7 fields).
+    pub cron: String,
+    pub timezone: String,
+    pub input: serde_json::Value,
+    pub overlap: String,
+    pub catch_up_window_ms: i64,
+    /// The first tick after the moment the row is written.
+    pub next_fire_at: Option<DateTime<Utc>>,
+}
+
+/// Locks up to `limit` rows with work for a pass: an unpaused row whose next tick is
+/// due or whose buffered tick may be released, or any row with a manual trigger.
+/// Rows another coordinator holds are skipped; rows of sagas this coordinator has not
+/// loaded are left to a coordinator that has.
+pub async fn lock_due(
+    tx: &mut Transaction<'_, Postgres>,
+    sagas: &[String],
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ScheduleRow>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM schedules
+         WHERE saga = ANY($1)
+           AND ((NOT paused AND (next_fire_at <= $2 OR buffered_tick IS NOT NULL))
+                OR trigger_requested_at IS NOT NULL)
+         ORDER BY next_fire_at NULLS LAST, name
+         LIMIT $3 FOR UPDATE SKIP LOCKED"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(sagas)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(ctx("lock due schedules"))?;
+    Ok(rows.iter().map(decode).collect())
+}
+
+/// Status of each given saga that exists, as (id, status).
+pub async fn saga_statuses(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    sqlx::query_as("SELECT id, status FROM sagas WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(ctx("read last runs"))
+}
+
+/// How a pass moved one schedule on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advance {
+    pub name: String,
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// Set when a run started: its tick and saga id.
+    pub last_fire: Option<(DateTime<Utc>, String)>,
+    /// Added to the counters.
+    pub missed: i64,
+    pub skipped: i64,
+    pub buffered_tick: Option<DateTime<Utc>>,
+    /// The manual trigger was honoured: clear it.
+    pub trigger_done: bool,
+}
+
+/// Writes what a pass decided for rows it holds locked.
+pub async fn advance(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Advance],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let next: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.next_fire_at).collect();
+    let last_at: Vec<Option<DateTime<Utc>>> = rows
+        .iter()
+        .map(|r| r.last_fire.as_ref().map(|l| l.0))
+        .collect();
+    let last_id: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.last_fire.as_ref().map(|l| l.1.as_str()))
+        .collect();
+    let missed: Vec<i64> = rows.iter().map(|r| r.missed).collect();
+    let skipped: Vec<i64> = rows.iter().map(|r| r.skipped).collect();
+    let buffered: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.buffered_tick).collect();
+    let triggered: Vec<bool> = rows.iter().map(|r| r.trigger_done).collect();
+    sqlx::query(
+        "UPDATE schedules s SET next_fire_at = u.next, buffered_tick = u.buffered,
+                last_fire_at = COALESCE(u.last_at, s.last_fire_at),
+                last_saga_id = COALESCE(u.last_id, s.last_saga_id),
+                missed_ticks = s.missed_ticks + u.missed,
+                skipped_ticks = s.skipped_ticks + u.skipped,
+                trigger_requested_at = CASE WHEN u.triggered THEN NULL ELSE s.trigger_requested_at END,
+                updated_at = now()
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::int8[],
+                     $6::int8[], $7::timestamptz[], $8::bool[])
+              AS u(name, next, last_at, last_id, missed, skipped, buffered, triggered)
+         WHERE s.name = u.name",
+    )
+    .bind(&names).bind(&next).bind(&last_at).bind(&last_id).bind(&missed)
+    .bind(&skipped).bind(&buffered).bind(&triggered)
+    .execute(&mut **tx)
+    .await
+    .map_err(ctx("advance schedules"))?;
+    Ok(())
+}
+
+/// Makes the file-sourced rows equal to `schedules` in one transaction: inserts new
+/// ones, rewrites changed ones, deletes those no file defines any more. A row keeps its
+/// next fire time and counters unless its cron or time zone changed. API rows are never
+/// touched. Safe when several coordinators sync at once: rows are written in name order
+/// (no deadlock) and the upsert leaves unchanged rows alone.
+pub async fn sync_file(pool: &PgPool, schedules: &[NewSchedule]) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await.map_err(ctx("begin"))?;
+    let col = |f: fn(&NewSchedule) -> String| -> Vec<String> { schedules.iter().map(f).collect() };
+    let names = col(|s| s.name.clone());
+    let inputs: Vec<&serde_json::Value> = schedules.iter().map(|s| &s.input).collect();
+    let windows: Vec<i64> = schedules.iter().map(|s| s.catch_up_window_ms).collect();
+    let next: Vec<Option<DateTime<Utc>>> = schedules.iter().map(|s| s.next_fire_at).collect();
+    sqlx::query(
+        "INSERT INTO schedules (name, saga, cron, timezone, input, overlap, catch_up_window_ms,
+                                source, next_fire_at)
+         SELECT n, s, c, z, i, o, w, 'file', f
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
+                     $7::int8[], $8::timestamptz[]) AS u(n, s, c, z, i, o, w, f)
+         ORDER BY n
+         ON CONFLICT (name) DO UPDATE SET
+            saga = EXCLUDED.saga, input = EXCLUDED.input, overlap = EXCLUDED.overlap,
+            catch_up_window_ms = EXCLUDED.catch_up_window_ms,
+            next_fire_at = CASE
+                WHEN schedules.cron = EXCLUDED.cron AND schedules.timezone = EXCLUDED.timezone
+                THEN schedules.next_fire_at ELSE EXCLUDED.next_fire_at END,
+            cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, updated_at = now()
+         WHERE schedules.source = 'file'
+           AND (schedules.saga, schedules.cron, schedules.timezone, schedules.input,
+                schedules.overlap, schedules.catch_up_window_ms)
+               IS DISTINCT FROM (EXCLUDED.saga, EXCLUDED.cron, EXCLUDED.timezone,
+                EXCLUDED.input, EXCLUDED.overlap, EXCLUDED.catch_up_window_ms)",
+    )
+    .bind(&names)
+    .bind(col(|s| s.saga.clone()))
+    .bind(col(|s| s.cron.clone()))
+    .bind(col(|s| s.timezone.clone()))
+    .bind(&inputs)
+    .bind(col(|s| s.overlap.clone()))
+    .bind(&windows)
+    .bind(&next)
+    .execute(&mut *tx)
+    .await
+    .map_err(ctx("sync file schedules"))?;
+    let deleted =
+        sqlx::query("DELETE FROM schedules WHERE source = 'file' AND NOT (name = ANY($1))")
+            .bind(&names)
+            .execute(&mut *tx)
+            .await
+            .map_err(ctx("delete stale file schedules"))?
+            .rows_affected();
+    tx.commit().await.map_err(ctx("commit"))?;
+    Ok(deleted)
+}
+
+/// Inserts an operator's schedule; `false` when the name is taken.
+pub async fn insert_api(pool: &PgPool, s: &NewSchedule) -> Result<bool, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO schedules (name, saga, cron, timezone, input, overlap, catch_up_window_ms,
+                                source, next_fire_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'api', $8)
+         ON CONFLICT (name) DO NOTHING RETURNING name",
+    )
+    .bind(&s.name)
+    .bind(&s.saga)
+    .bind(&s.cron)
+    .bind(&s.timezone)
+    .bind(&s.input)
+    .bind(&s.overlap)
+    .bind(s.catch_up_window_ms)
+    .bind(s.next_fire_at)
+    .fetch_optional(pool)
+    .await
+    .map_err(ctx("insert schedule"))?;
+    Ok(row.is_some())
+}
+
+/// One schedule.
+pub async fn get(pool: &PgPool, name: &str) -> Result<Option<ScheduleRow>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM schedules WHERE name = $1");
+    let row = sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(ctx("get schedule"))?;
+    Ok(row.as_ref().map(decode))
+}
+
+/// Every schedule by name, with the status of its last run (when that saga exists).
+pub async fn list(pool: &PgPool) -> Result<Vec<(ScheduleRow, Option<String>)>, StoreError> {
+    let columns: Vec<String> = COLUMNS
+        .split(", ")
+        .map(|c| format!("s.{}", c.trim()))
+        .collect();
+    let sql = format!(
+        "SELECT {}, g.status AS last_status FROM schedules s
+         LEFT JOIN sagas g ON g.id = s.last_saga_id ORDER BY s.name",
+        columns.join(", ")
+    );
+    let rows = sqlx::query(&sql)
+        .fetch_all(pool)
+        .await
+        .map_err(ctx("list schedules"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (decode(r), r.get("last_status")))
+        .collect())
+}
+
+/// Pauses a schedule; `None` when there is no such schedule.
+pub async fn pause(pool: &PgPool, name: &str) -> Result<Option<ScheduleRow>, StoreError> {
+    let sql = format!(
+        "UPDATE schedules SET paused = true, updated_at = now() WHERE name = $1 RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+        .map_err(ctx("pause schedule"))?;
+    Ok(row.as_ref().map(decode))
+}
+
+/// Resumes a paused schedule with a fresh next fire time; `false` when it was not paused
+/// (or does not exist).
+pub async fn resume(
+    pool: &PgPool,
+    name: &str,
+    next_fire_at: Option<DateTime<Utc>>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE schedules SET paused = false, next_fire_at = $2, updated_at = now()
+         WHERE name = $1 AND paused",
+    )
+    .bind(name)
+    .bind(next_fire_at)
+    .execute(pool)
+    .await
+    .map_err(ctx("resume schedule"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Asks the next pass for a manual run; returns the request time (whole seconds), which
+/// names the run. A request still pending is kept rather than replaced, so two quick
+/// triggers start one run. `None` when there is no such schedule.
+pub async fn request_trigger(
+    pool: &PgPool,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let row = sqlx::query(
+        "UPDATE schedules
+         SET trigger_requested_at = COALESCE(trigger_requested_at, date_trunc('second', now())),
+             updated_at = now()
+         WHERE name = $1 RETURNING trigger_requested_at",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await
+    .map_err(ctx("trigger schedule"))?;
+    Ok(row.map(|r| r.get("trigger_requested_at")))
+}
+
+/// Deletes an API schedule; `false` when there is no such API schedule.
+pub async fn delete_api(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query("DELETE FROM schedules WHERE name = $1 AND source = 'api'")
+        .bind(name)
+        .execute(pool)
+        .await
+        .map_err(ctx("delete schedule"))?;
+    Ok(done.rows_affected() == 1)
+}
