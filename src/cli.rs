@@ -302,6 +302,15 @@ async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()>
     let s = &saga.state;
     println!("saga     {} ({} v{})", s.id, s.saga, s.version);
     println!("status   {}", s.status);
+    if let Some(at) = s.run_at {
+        println!("runs at  {}", at.to_rfc3339());
+    }
+    if let Some(at) = s.next_wake().filter(|_| s.run_at.is_none()) {
+        println!(
+            "wakes at {} (sleep, wait timeout, activity timeout or parked retry)",
+            at.to_rfc3339()
+        );
+    }
     println!(
         "created  {}   updated {}",
         saga.created_at.to_rfc3339(),

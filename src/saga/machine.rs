@@ -861,7 +861,10 @@ impl<'a> Run<'a> {
         self.state.cancel_requested = true;
         self.record("cancel_requested", None, None, json!({ "reason": reason }));
         match self.state.status {
-            SagaStatus::Scheduled => self.finish_saga(SagaStatus::Cancelled),
+            SagaStatus::Scheduled => {
+                self.state.run_at = None;
+                self.finish_saga(SagaStatus::Cancelled)
+            }
             _ => self.cancel_running(),
         }
     }

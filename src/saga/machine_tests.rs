@@ -552,6 +552,10 @@ fn cancel_scheduled_saga_ends_cancelled_without_tasks() {
     assert_eq!(d.state.status, SagaStatus::Cancelled);
     assert!(tasks(&d).is_empty());
     assert!(d.state.next_wake().is_none());
+    assert!(
+        d.state.run_at.is_none(),
+        "a cancelled saga no longer runs at a time"
+    );
 }
 
 #[test]
