@@ -84,15 +84,7 @@ async fn signals_before_and_during_a_wait_are_delivered_with_their_payload() {
         .start("approval", json!({}), id("late"))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + T;
-    while !env
-        .history("late")
-        .await
-        .contains(&"wait_started".to_string())
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    env.wait_history("late", "wait_started").await;
     client
         .signal("late", "approved", json!({"by": "bob"}))
         .await
@@ -177,14 +169,7 @@ async fn cancel_stops_sleeping_waiting_and_scheduled_sagas_and_undoes_their_step
         ("waiting", "wait_started"),
         ("not-yet", "saga_scheduled"),
     ] {
-        let deadline = tokio::time::Instant::now() + T;
-        while !env.history(saga).await.contains(&event.to_string()) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{saga} never reached {event}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        env.wait_history(saga, event).await;
         client.cancel(saga, "test").await.unwrap();
     }
     for saga in ["asleep", "waiting", "not-yet"] {
@@ -362,14 +347,7 @@ async fn pending_sleeps_waits_and_signals_survive_a_coordinator_restart() {
         ("wait", "wait_started"),
         ("delayed", "saga_scheduled"),
     ] {
-        let deadline = tokio::time::Instant::now() + T;
-        while !env.history(saga).await.contains(&event.to_string()) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{saga} never reached {event}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        env.wait_history(saga, event).await;
     }
     env.stop("coordinator").await;
     // While no coordinator runs: the sleep and the delayed start fall due, a signal arrives.

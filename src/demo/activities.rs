@@ -69,16 +69,25 @@ pub fn worker(pool: PgPool) -> Worker {
     w
 }
 
-/// The injected failure for this activity and attempt, if any.
-fn injected_failure(activity: &str, attempt: u32, saga_input: &Value) -> Option<ActivityError> {
-    let spec = saga_input.get("fail")?.get(activity)?;
+/// The `kind` ("fail" or "slow") injection for this activity, if it applies to
+/// `attempt` (`"times": n` limits it to the first n attempts).
+fn injection<'a>(
+    kind: &str,
+    activity: &str,
+    attempt: u32,
+    saga_input: &'a Value,
+) -> Option<&'a Value> {
+    let spec = saga_input.get(kind)?.get(activity)?;
     let times = spec
         .get("times")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    if u64::from(attempt) > times {
-        return None;
-    }
+    (u64::from(attempt) <= times).then_some(spec)
+}
+
+/// The injected failure for this activity and attempt, if any.
+fn injected_failure(activity: &str, attempt: u32, saga_input: &Value) -> Option<ActivityError> {
+    let spec = injection("fail", activity, attempt, saga_input)?;
     let code = spec
         .get("code")
         .and_then(Value::as_str)
@@ -128,14 +137,7 @@ pub(super) async fn behave(ctx: &ActivityContext, saga_input: &Value) -> Result<
 
 /// The injected delay (milliseconds, whether to heartbeat) for this attempt, if any.
 fn injected_delay(activity: &str, attempt: u32, saga_input: &Value) -> Option<(u64, bool)> {
-    let spec = saga_input.get("slow")?.get(activity)?;
-    let times = spec
-        .get("times")
-        .and_then(Value::as_u64)
-        .unwrap_or(u64::MAX);
-    if u64::from(attempt) > times {
-        return None;
-    }
+    let spec = injection("slow", activity, attempt, saga_input)?;
     let ms = spec.get("ms").and_then(Value::as_u64).unwrap_or(1000);
     Some((
         ms,

@@ -248,6 +248,18 @@ impl TestEnv {
         }
     }
 
+    /// Waits until the history of `saga` contains `event`.
+    pub async fn wait_history(&self, saga: &str, event: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.history(saga).await.iter().any(|e| e == event) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{saga} never reached {event}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// History event names of a saga, in order.
     pub async fn history(&self, id: &str) -> Vec<String> {
         sagaflow::store::sagas::history(&self.pool, id)
