@@ -16,8 +16,9 @@ use lapin::{Channel, ExchangeKind};
 use crate::messages::COORDINATOR_REPLY_TO;
 
 /// Delay levels in milliseconds. A retry wait is rounded to the nearest level
-/// (geometric distance), so a wait is off by at most ~25%; waits above the last
-/// level are parked in Postgres instead (see `saga::machine::BROKER_DELAY_MAX`).
+/// (geometric distance), so a wait from 100 ms up is off by at most ~25% (waits of
+/// 50-100 ms take the 100 ms level; shorter ones go out at once); waits above the
+/// last level are parked in Postgres instead (see `saga::machine::BROKER_DELAY_MAX`).
 pub const DELAY_LEVELS_MS: &[u64] = &[
     100, 150, 200, 300, 450, 700, 1_000, 1_500, 2_000, 3_000, 4_500, 7_000, 10_000, 15_000, 20_000,
     30_000, 45_000, 60_000, 90_000, 120_000, 180_000, 270_000, 400_000, 600_000, 900_000,
