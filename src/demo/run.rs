@@ -1,6 +1,7 @@
 //! `sagaflow demo`: starts a coordinator and a demo worker as child processes, runs a
-//! mix of order sagas (completing, retrying, compensating, failing) and prints live
-//! progress until every saga has ended.
+//! mix of order sagas (completing, retrying, compensating, failing) and two deferred
+//! group newsletters (a durable sleep until `send_at`, a delayed start), and prints
+//! live progress until every saga has ended.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
