@@ -63,6 +63,9 @@ pub struct WorkerSettings {
     pub prefetch: u16,
     /// Activities to consume; empty means every registered handler.
     pub activities: Vec<String>,
+    /// After SIGTERM, how long in-flight handlers may run to completion (their results
+    /// are then published and acked) before they are abandoned and redelivered.
+    pub drain_grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +103,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("coordinator.timer_poll_ms", "200"),
     ("coordinator.wake_concurrency", "4"),
     ("worker.prefetch", "64"),
+    ("worker.drain_grace_ms", "30000"),
     ("queues.delivery_limit", "5"),
     ("queues.dlq_max_length", "1000000"),
 ];
@@ -177,6 +181,7 @@ mod tests {
         let s = Settings::load(None).unwrap();
         assert!(!s.namespace.is_empty());
         assert!(s.coordinator.batch_size >= 1);
+        assert_eq!(s.worker.drain_grace_ms, 30_000);
     }
 
     #[test]

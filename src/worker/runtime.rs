@@ -49,12 +49,23 @@ struct Done {
     recorded: bool,
 }
 
-/// How long in-flight tasks may finish after a shutdown request.
-const DRAIN_GRACE: Duration = Duration::from_secs(30);
+/// How long the completion stage may take, after the handlers are done, to record,
+/// publish and ack their results before the connection closes anyway.
+const COMPLETION_GRACE: Duration = Duration::from_secs(10);
 
 impl Worker {
     /// Consumes the task queues of the registered activities (or of
     /// `worker.activities` when set) until `shutdown`, reconnecting after failures.
+    ///
+    /// When `shutdown` fires (SIGTERM in the binary) the worker drains: it cancels
+    /// its consumers so no new task starts, lets the handlers already running finish
+    /// for up to `worker.drain_grace_ms`, records, publishes (with confirms) and acks
+    /// their results, and only then closes the connection. Tasks that were prefetched
+    /// but not started are never acked, so the broker returns them to the queue for
+    /// another replica. A handler still running when the grace period ends is
+    /// abandoned (stopped at its next await point): its task is not acked, the broker
+    /// redelivers it, and it runs again elsewhere — which is why handlers must be
+    /// idempotent (see `ActivityContext::idempotency_key`).
     pub async fn run(self, settings: Settings, pool: PgPool, shutdown: CancellationToken) {
         let worker = Arc::new(self);
         let settings = Arc::new(settings);
@@ -154,7 +165,9 @@ async fn run_connected(
             .basic_cancel(format!("worker.{a}").as_str().into(), Default::default())
             .await;
     }
-    drain(in_flight, session.done_tx, completer).await;
+    let grace = Duration::from_millis(settings.worker.drain_grace_ms);
+    drain(in_flight, session.done_tx, completer, grace).await;
+    // Closing returns every unacked delivery (prefetched, never started) to its queue.
     let _ = conn.close(200, "worker stopping".into()).await;
     result
 }
@@ -318,6 +331,8 @@ async fn execute(
     }
     let fut = handler(ctx, task.input.clone());
     let mut handle = tokio::spawn(fut);
+    // When this attempt is abandoned (drain grace over), stop the handler with it.
+    let _abort = AbortOnDrop(handle.abort_handle());
     let joined = tokio::time::timeout(limit, &mut handle).await;
     if joined.is_err() {
         // Stop the handler at its next await point so it cannot overlap the next attempt.
@@ -335,6 +350,15 @@ async fn execute(
         )
         .into_info()),
         Ok(Ok(r)) => r.map_err(ActivityError::into_info),
+    }
+}
+
+/// Aborts a spawned handler when dropped, so an abandoned attempt does not keep running.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -373,15 +397,17 @@ async fn report_loop(
     }
 }
 
-/// Records, publishes and acks finished tasks in batches.
+/// Records, publishes and acks finished tasks in batches until every sender is gone;
+/// returns how many tasks it acked.
 async fn complete_loop(
     pool: PgPool,
     publisher: Publisher,
     ch: Channel,
     names: Names,
     mut rx: mpsc::Receiver<Done>,
-) {
+) -> u64 {
     let results = names.results();
+    let mut acked = 0;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 512 {
@@ -390,12 +416,14 @@ async fn complete_loop(
                 Err(_) => break,
             }
         }
-        if let Err(e) = complete(&pool, &publisher, &ch, &results, batch).await {
+        match complete(&pool, &publisher, &ch, &results, batch).await {
+            Ok(n) => acked += n,
             // The tasks stay unacked; RabbitMQ redelivers them after reconnect and the
             // ledger answers those that completed.
-            tracing::warn!(error = %e, "completing tasks failed");
+            Err(e) => tracing::warn!(error = %e, "completing tasks failed"),
         }
     }
+    acked
 }
 
 async fn complete(
@@ -404,7 +432,7 @@ async fn complete(
     ch: &Channel,
     results_exchange: &str,
     mut batch: Vec<Done>,
-) -> Result<(), WorkerError> {
+) -> Result<u64, WorkerError> {
     let to_record: Vec<Completion> = batch
         .iter()
         .filter(|d| !d.recorded)
@@ -441,9 +469,13 @@ async fn complete(
         })
         .collect();
     let confirmed = publisher.publish_all(&msgs).await;
+    let mut acked = 0;
     for (d, res) in batch.iter().zip(confirmed) {
         match res {
-            Ok(()) => consumer::ack_one(ch, d.tag).await?,
+            Ok(()) => {
+                consumer::ack_one(ch, d.tag).await?;
+                acked += 1;
+            }
             Err(e) => {
                 tracing::warn!(task_id = %d.task.task_id, error = %e, "result not confirmed; task requeued");
                 ch.basic_nack(
@@ -457,7 +489,7 @@ async fn complete(
             }
         }
     }
-    Ok(())
+    Ok(acked)
 }
 
 fn result_message(d: &Done) -> ResultMessage {
@@ -506,20 +538,44 @@ async fn dead_letter(
     Ok(())
 }
 
-/// Stops intake and lets in-flight tasks finish (and be acked) within the grace period.
+/// Lets in-flight tasks finish within `grace` (intake has stopped), then waits for the
+/// completion stage to publish and ack their results. Handlers still running when the
+/// grace period ends are aborted and their tasks left unacked, so they are redelivered.
 async fn drain(
     mut in_flight: tokio::task::JoinSet<()>,
     done_tx: mpsc::Sender<Done>,
-    completer: tokio::task::JoinHandle<()>,
+    completer: tokio::task::JoinHandle<u64>,
+    grace: Duration,
 ) {
-    let waited = tokio::time::timeout(DRAIN_GRACE, async {
+    tracing::info!(
+        running = in_flight.len(),
+        grace_ms = grace.as_millis() as u64,
+        "worker draining: no new tasks, waiting for running handlers"
+    );
+    let waited = tokio::time::timeout(grace, async {
         while in_flight.join_next().await.is_some() {}
     })
     .await;
+    let abandoned = in_flight.len();
     if waited.is_err() {
-        tracing::warn!("drain grace period over; unfinished tasks will be redelivered");
+        tracing::warn!(
+            abandoned,
+            "drain grace period over; unfinished tasks will be redelivered"
+        );
         in_flight.abort_all();
+        // Wait for the aborted tasks to go, so their result senders are dropped.
+        while in_flight.join_next().await.is_some() {}
     }
     drop(done_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(10), completer).await;
+    match tokio::time::timeout(COMPLETION_GRACE, completer).await {
+        Ok(Ok(acked)) => tracing::info!(
+            acked,
+            abandoned,
+            "worker drained: finished tasks published and acked"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "completion stage failed while draining"),
+        Err(_) => tracing::warn!(
+            "completion stage did not finish in time; unacked tasks will be redelivered"
+        ),
+    }
 }
