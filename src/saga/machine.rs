@@ -910,6 +910,9 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+mod operator;
+pub use operator::{operate, OperatorAction};
+
 #[cfg(test)]
 #[path = "machine_tests.rs"]
 mod tests;

@@ -1,0 +1,187 @@
+//! Operator actions on one saga: what someone does at 3 a.m. about a saga that is
+//! stuck (its task dead-lettered) or `failed` (an operator must act). Each action is
+//! checked against the saga's state first, so a refused action changes nothing and
+//! says why; an accepted one is an ordinary decision (state, commands, history).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::{Decision, Run};
+use crate::messages::TaskKind;
+use crate::saga::definition::{Definition, StepKind};
+use crate::saga::state::{SagaState, SagaStatus, StepState, StepStatus};
+
+/// What an operator asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum OperatorAction {
+    /// Run the stuck or failed part again: a running saga's current task (a fresh
+    /// attempt chain), or a `failed` saga's failed compensation (then the rest of the
+    /// compensation).
+    Retry,
+    /// Run the saga again from `step` (steps before it must still be completed).
+    ResumeAt { step: String },
+    /// Treat the current step as completed with `output` and go on.
+    Skip {
+        #[serde(default)]
+        output: Value,
+    },
+    /// Stop going forward: undo the completed steps in reverse and end the saga.
+    Compensate,
+}
+
+impl OperatorAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OperatorAction::Retry => "retry",
+            OperatorAction::ResumeAt { .. } => "resume_at",
+            OperatorAction::Skip { .. } => "skip",
+            OperatorAction::Compensate => "compensate",
+        }
+    }
+}
+
+/// Applies `action`, or says why it does not apply to this saga now.
+pub fn operate(
+    def: &Definition,
+    state: SagaState,
+    action: &OperatorAction,
+    now: DateTime<Utc>,
+) -> Result<Decision, String> {
+    let mut run = Run::new(def, state, now);
+    let status = run.state.status;
+    run.record("operator_action", None, None, json!({ "action": action }));
+    match action {
+        OperatorAction::Retry => retry(&mut run)?,
+        OperatorAction::ResumeAt { step } => resume_at(&mut run, step)?,
+        OperatorAction::Skip { output } => skip(&mut run, output.clone())?,
+        OperatorAction::Compensate => compensate(&mut run, status)?,
+    }
+    Ok(run.finish())
+}
+
+fn retry(run: &mut Run<'_>) -> Result<(), String> {
+    match run.state.status {
+        SagaStatus::Running | SagaStatus::Compensating => {
+            let Some(active) = run.state.active.clone() else {
+                return Err(
+                    "nothing in flight to retry (the saga sleeps, waits or is between steps)"
+                        .into(),
+                );
+            };
+            let st = &mut run.state.steps[active.step];
+            match active.kind {
+                TaskKind::Action => st.attempts = 1,
+                TaskKind::Compensation => st.comp_attempts = 1,
+            }
+            run.begin_task(active.step, active.kind);
+            Ok(())
+        }
+        SagaStatus::Failed => {
+            let Some(j) = run
+                .state
+                .steps
+                .iter()
+                .position(|s| s.status == StepStatus::CompensationFailed)
+            else {
+                return Err("the saga failed because a completed step has no compensation: nothing to retry (use compensate or resume_at)".into());
+            };
+            run.state.status = SagaStatus::Compensating;
+            run.state.cursor = j;
+            run.state.steps[j].status = StepStatus::Compensating;
+            run.state.steps[j].comp_attempts = 1;
+            run.begin_task(j, TaskKind::Compensation);
+            Ok(())
+        }
+        other => Err(format!("a {other} saga has nothing to retry")),
+    }
+}
+
+fn resume_at(run: &mut Run<'_>, step: &str) -> Result<(), String> {
+    let Some(i) = run.def.step_index(step) else {
+        return Err(format!(
+            "no step `{step}` in {} v{}",
+            run.def.name, run.def.version
+        ));
+    };
+    if matches!(
+        run.state.status,
+        SagaStatus::Completed | SagaStatus::Cancelled | SagaStatus::Scheduled
+    ) {
+        return Err(format!("a {} saga cannot be resumed", run.state.status));
+    }
+    if let Some(k) = run.state.steps[..i]
+        .iter()
+        .position(|s| s.status != StepStatus::Completed)
+    {
+        return Err(format!(
+            "step `{}` before `{step}` is {:?}, not completed: resuming would skip undone work",
+            run.def.steps[k].name, run.state.steps[k].status
+        ));
+    }
+    for st in &mut run.state.steps[i..] {
+        // Keep the chain counters: new task ids must differ from the old chains', so a
+        // late answer of an old chain stays stale.
+        let (action_chains, comp_chains) = (st.action_chains, st.comp_chains);
+        *st = StepState {
+            action_chains,
+            comp_chains,
+            ..StepState::pending()
+        };
+    }
+    run.state.status = SagaStatus::Running;
+    run.state.active = None;
+    run.state.error = None;
+    run.enter_step(i);
+    Ok(())
+}
+
+fn skip(run: &mut Run<'_>, output: Value) -> Result<(), String> {
+    let i = run.state.cursor;
+    let current = run.state.steps.get(i).map(|s| s.status);
+    let skippable = run.state.status == SagaStatus::Running
+        && matches!(
+            current,
+            Some(StepStatus::Running | StepStatus::Sleeping | StepStatus::Waiting)
+        );
+    if !skippable {
+        return Err(format!(
+            "only the current step of a running saga can be skipped (the saga is {})",
+            run.state.status
+        ));
+    }
+    if matches!(run.def.steps[i].kind, StepKind::Activity(_)) {
+        run.state.steps[i].attempts = run.state.steps[i].attempts.max(1);
+    }
+    run.complete_step(i, output, "step_skipped");
+    Ok(())
+}
+
+fn compensate(run: &mut Run<'_>, status: SagaStatus) -> Result<(), String> {
+    match status {
+        SagaStatus::Running => {
+            let i = run.state.cursor;
+            // An in-flight action may still land: it is abandoned, not undone.
+            if let Some(st) = run.state.steps.get_mut(i) {
+                if matches!(
+                    st.status,
+                    StepStatus::Running | StepStatus::Sleeping | StepStatus::Waiting
+                ) {
+                    st.status = StepStatus::Failed;
+                    st.until = None;
+                }
+            }
+            run.state.active = None;
+            run.begin_compensation(i.checked_sub(1), "operator");
+            Ok(())
+        }
+        other => Err(format!(
+            "only a running saga can be compensated on request (this one is {other})"
+        )),
+    }
+}
+
+#[cfg(test)]
+#[path = "operator_tests.rs"]
+mod tests;
