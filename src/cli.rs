@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::saga::definition::Catalog;
 use crate::store::{self, sagas};
 
+pub mod operate;
 pub mod schedule;
 
 #[derive(Debug, Parser)]
@@ -82,6 +83,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: schedule::ScheduleCmd,
     },
+    /// Act on a stuck or failed saga: retry, resume --step, skip --output, compensate.
+    Saga {
+        #[command(subcommand)]
+        action: operate::SagaAction,
+    },
     /// Inspect dead-letter queues.
     Dlq {
         #[command(subcommand)]
@@ -123,6 +129,39 @@ pub enum DlqCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Publish dead letters again where they were going (the ledger and the saga
+    /// machine make a second replay harmless), then remove them.
+    Replay(DlqSelect),
+    /// Remove dead letters.
+    Purge(DlqSelect),
+}
+
+/// Which dead letters a bulk action touches.
+#[derive(Debug, clap::Args)]
+pub struct DlqSelect {
+    /// `coordinator`, an activity name, or a full queue name.
+    pub queue: String,
+    /// Only the dead letters of this saga.
+    #[arg(long)]
+    pub saga: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// List what would be touched and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl DlqSelect {
+    fn selection(&self) -> crate::dlq::Selection {
+        crate::dlq::Selection {
+            saga_id: self.saga.clone(),
+            limit: self.limit,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 fn parse_json(s: &str) -> Result<Value, String> {
@@ -254,6 +293,31 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Cmd::Dlq {
             command: DlqCmd::List { limit, json },
         } => dlq_list(&settings, limit, json).await?,
+        Cmd::Dlq {
+            command: DlqCmd::Replay(s),
+        } => {
+            operate::dlq_action(
+                &settings,
+                &s.queue,
+                s.selection(),
+                crate::dlq::DlqAction::Replay,
+                s.json,
+            )
+            .await?
+        }
+        Cmd::Dlq {
+            command: DlqCmd::Purge(s),
+        } => {
+            operate::dlq_action(
+                &settings,
+                &s.queue,
+                s.selection(),
+                crate::dlq::DlqAction::Purge,
+                s.json,
+            )
+            .await?
+        }
+        Cmd::Saga { action } => operate::saga_action(&settings, action).await?,
         Cmd::Demo { sagas } => {
             let pool = pool(&settings).await?;
             crate::demo::run::run(&settings, &pool, sagas).await?;
@@ -366,10 +430,19 @@ async fn dlq_list(settings: &Settings, limit: usize, json: bool) -> anyhow::Resu
         println!("{:<48} {:>8}", q.queue, q.messages);
     }
     for l in letters {
-        println!(
-            "\n[{}] reason: {}\n  routing key: {}\n  body: {}",
-            l.queue, l.reason, l.routing_key, l.body
-        );
+        let a = &l.about;
+        println!("\n[{}] reason: {}", l.queue, l.reason);
+        if let Some(saga) = &a.saga_id {
+            let attempt = a
+                .attempt
+                .map(|n| format!(", attempt {n}"))
+                .unwrap_or_default();
+            println!(
+                "  saga: {saga} (step {}{attempt}): sagaflow status {saga}",
+                a.step.as_deref().unwrap_or("-")
+            );
+        }
+        println!("  routing key: {}\n  body: {}", l.routing_key, l.body);
     }
     Ok(())
 }

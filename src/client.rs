@@ -106,6 +106,16 @@ impl Client {
             .await
     }
 
+    /// Sends an operator action (retry, resume_at, skip, compensate) to a saga.
+    pub async fn operate(
+        &self,
+        saga_id: &str,
+        action: &crate::saga::machine::OperatorAction,
+    ) -> Result<(), ClientError> {
+        self.control(json!({"saga_id": saga_id, "operator": action}))
+            .await
+    }
+
     /// Asks a saga to stop and undo its completed steps.
     pub async fn cancel(&self, saga_id: &str, reason: &str) -> Result<(), ClientError> {
         self.control(json!({"saga_id": saga_id, "cancel": true, "reason": reason}))

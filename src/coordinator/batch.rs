@@ -14,7 +14,7 @@ use crate::broker::Names;
 use crate::coordinator::input::Input;
 use crate::messages::Outcome;
 use crate::saga::definition::{Catalog, Definition};
-use crate::saga::machine::{self, Command, Decision, Event, HistoryEntry};
+use crate::saga::machine::{self, Command, Decision, Event, HistoryEntry, OperatorAction};
 use crate::saga::state::SagaState;
 use crate::store::outbox::{self, OutboxMessage, OutboxRow};
 use crate::store::sagas::{self, SagaWrite};
@@ -128,6 +128,31 @@ impl<'a> Work<'a> {
         self.take(id, d);
     }
 
+    /// An operator action; one that does not apply (any more) is dead-lettered with why.
+    fn operate(&mut self, pos: usize, id: &str, action: &OperatorAction) {
+        let Some(entry) = self.entries.get(id) else {
+            self.rejected.push((
+                pos,
+                format!("no saga with id `{id}` (or its definition is not loaded here)"),
+            ));
+            return;
+        };
+        match machine::operate(&entry.def, entry.state.clone(), action, self.now) {
+            Ok(d) => {
+                tracing::info!(
+                    saga_id = id,
+                    action = action.name(),
+                    "operator action applied"
+                );
+                self.take(id, d);
+            }
+            Err(why) => self.rejected.push((
+                pos,
+                format!("operator action `{}` refused: {why}", action.name()),
+            )),
+        }
+    }
+
     fn outbox_message(&self, cmd: &Command) -> OutboxMessage {
         match cmd {
             Command::Dispatch { task, delay } => OutboxMessage {
@@ -175,7 +200,7 @@ fn to_event(input: Input) -> Option<Event> {
         }
         Input::Signal { name, payload, .. } => Event::Signal { name, payload },
         Input::Cancel { reason, .. } => Event::Cancel { reason },
-        Input::Start { .. } => return None,
+        Input::Start { .. } | Input::Operator { .. } => return None,
     })
 }
 
@@ -223,6 +248,7 @@ pub async fn apply_inputs(
                 input,
                 run_at,
             } => work.start(pos, &saga, &id, version, input, run_at),
+            Input::Operator { saga_id, action } => work.operate(pos, &saga_id, &action),
             other => {
                 let id = other.saga_id().to_string();
                 if let Some(e) = to_event(other) {

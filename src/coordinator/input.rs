@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::broker::Names;
 use crate::messages::{Outcome, ResultMessage, StartEvent};
 use crate::saga::definition::parse_duration;
+use crate::saga::machine::OperatorAction;
 
 /// What a coordinator message asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,11 @@ pub enum Input {
         saga_id: String,
         reason: String,
     },
+    /// An operator action (retry, resume_at, skip, compensate).
+    Operator {
+        saga_id: String,
+        action: OperatorAction,
+    },
 }
 
 impl Input {
@@ -36,12 +42,14 @@ impl Input {
         match self {
             Input::Start { id, .. } => id,
             Input::Result(r) => &r.saga_id,
-            Input::Signal { saga_id, .. } | Input::Cancel { saga_id, .. } => saga_id,
+            Input::Signal { saga_id, .. }
+            | Input::Cancel { saga_id, .. }
+            | Input::Operator { saga_id, .. } => saga_id,
         }
     }
 }
 
-/// A message on `<ns>.signals`: a named signal, or a cancel request.
+/// A message on `<ns>.signals`: a named signal, a cancel request or an operator action.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignalMessage {
@@ -54,6 +62,8 @@ struct SignalMessage {
     cancel: bool,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    operator: Option<OperatorAction>,
 }
 
 /// Parses one delivery. `message_id` (an AMQP property) names the saga when a start
@@ -133,6 +143,15 @@ fn parse_start(
 fn parse_signal(body: &[u8]) -> Result<Input, String> {
     let m: SignalMessage = serde_json::from_slice(body).map_err(|e| format!("signal body: {e}"))?;
     check_id("saga_id", &m.saga_id)?;
+    if let Some(action) = m.operator {
+        if m.cancel || m.signal.is_some() {
+            return Err("an operator message carries only `operator`".into());
+        }
+        return Ok(Input::Operator {
+            saga_id: m.saga_id,
+            action,
+        });
+    }
     match (m.cancel, m.signal) {
         (true, None) => Ok(Input::Cancel {
             saga_id: m.saga_id,
@@ -294,6 +313,19 @@ mod tests {
             parse(&n(), "ns.signals", "", cancel.as_bytes(), None, now()),
             Ok(Input::Cancel { .. })
         ));
+        let op = json!({"saga_id": "s", "operator": {"action": "resume_at", "step": "charge"}})
+            .to_string();
+        assert_eq!(
+            parse(&n(), "ns.signals", "", op.as_bytes(), None, now()).unwrap(),
+            Input::Operator {
+                saga_id: "s".into(),
+                action: OperatorAction::ResumeAt {
+                    step: "charge".into()
+                }
+            }
+        );
+        let bad_op = json!({"saga_id": "s", "operator": {"action": "explode"}}).to_string();
+        assert!(parse(&n(), "ns.signals", "", bad_op.as_bytes(), None, now()).is_err());
         let neither = json!({"saga_id": "s"}).to_string();
         assert!(parse(&n(), "ns.signals", "", neither.as_bytes(), None, now()).is_err());
     }

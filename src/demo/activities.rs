@@ -6,6 +6,8 @@
 //! that activity on every attempt; add `"times": 2` to fail only the first two attempts.
 //! `{"slow": {"shipping.ship": {"ms": 3000, "times": 1, "heartbeat": true}}}` makes the
 //! first attempt take 3 s (heartbeating every 100 ms when asked), to show timeouts.
+//! Either may carry `"before": "<RFC 3339>"`: it applies only until then (an outage
+//! that ends, so an operator's retry succeeds).
 //!
 //! Each effect is a row in `demo_effects` keyed by the task's idempotency key — what a
 //! real downstream system does with the key. Running a handler again for a key whose
@@ -82,7 +84,13 @@ fn injection<'a>(
         .get("times")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    (u64::from(attempt) <= times).then_some(spec)
+    // `"before": "<RFC 3339>"`: only until then (an outage that ends).
+    let over = spec
+        .get("before")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|t| chrono::Utc::now() >= t);
+    (u64::from(attempt) <= times && !over).then_some(spec)
 }
 
 /// The injected failure for this activity and attempt, if any.
@@ -183,6 +191,10 @@ mod tests {
         assert!(injected_failure("shipping.ship", 3, &input).is_none());
         assert!(injected_failure("inventory.reserve", 1, &input).is_none());
         assert!(injected_failure("inventory.reserve", 1, &json!({})).is_none());
+        let ended = json!({"fail": {"payments.refund": {"before": "2000-01-01T00:00:00Z"}}});
+        assert!(injected_failure("payments.refund", 1, &ended).is_none());
+        let ongoing = json!({"fail": {"payments.refund": {"before": "2999-01-01T00:00:00Z"}}});
+        assert!(injected_failure("payments.refund", 1, &ongoing).is_some());
     }
 
     #[test]

@@ -1,0 +1,239 @@
+//! Operator actions end to end: dead letters that know their saga (replay, purge, dry
+//! runs), and acting on stuck and failed sagas (skip, retry).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestEnv, ORDER};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicNackOptions};
+use sagaflow::broker::Publisher;
+use sagaflow::client::StartOptions;
+use sagaflow::dlq::{self, DlqAction, Selection};
+use sagaflow::saga::machine::OperatorAction;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+const HAUNTED: &str = r#"
+name = "haunted"
+version = 1
+[[steps]]
+name = "reserve"
+activity = "inventory.reserve"
+compensate = "inventory.release"
+[[steps]]
+name = "haunt"
+activity = "ghost.work"
+[[steps]]
+name = "ship"
+activity = "shipping.ship"
+"#;
+
+fn id(s: &str) -> StartOptions {
+    StartOptions {
+        id: Some(s.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Nacks the next message of `queue` until the broker dead-letters it (delivery limit).
+async fn poison_next(env: &TestEnv, queue: &str) {
+    let conn = env.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut c = ch
+        .basic_consume(
+            queue.into(),
+            "nacker".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..=env.settings.queues.delivery_limit {
+        let d = tokio::time::timeout(T, c.next())
+            .await
+            .expect("a task")
+            .unwrap()
+            .unwrap();
+        d.nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+async fn wait_depth(env: &TestEnv, queue: &str, n: u32) {
+    let deadline = tokio::time::Instant::now() + T;
+    while env.depth(queue).await != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} never held {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
+    let mut env = TestEnv::new(&[("haunted.toml", HAUNTED)]).await;
+    env.start_coordinator().await;
+    env.start_worker().await;
+    let client = env.client().await;
+    client.start("haunted", json!({}), id("h-1")).await.unwrap();
+    let task_q = env.names.task_queue("ghost.work");
+    let dlq_q = env.names.dlq("ghost.work");
+    wait_depth(&env, &task_q, 1).await;
+    poison_next(&env, &task_q).await;
+    wait_depth(&env, &dlq_q, 1).await;
+
+    let conn = env.connect().await;
+    let publisher = Publisher::open(&conn).await.unwrap();
+    let sel = |saga: &str, dry_run| Selection {
+        saga_id: Some(saga.into()),
+        limit: 10,
+        dry_run,
+    };
+    // Dry run: lists the saga's dead letter, touches nothing.
+    let seen = dlq::act(
+        &conn,
+        &publisher,
+        &dlq_q,
+        &sel("h-1", true),
+        DlqAction::Replay,
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].about.saga_id.as_deref(), Some("h-1"));
+    assert_eq!(seen[0].about.step.as_deref(), Some("haunt"));
+    assert!(
+        seen[0].reason.contains("delivery_limit"),
+        "{}",
+        seen[0].reason
+    );
+    assert!(!seen[0].applied);
+    assert_eq!(env.depth(&dlq_q).await, 1);
+    // Another saga's filter touches nothing.
+    assert!(dlq::act(
+        &conn,
+        &publisher,
+        &dlq_q,
+        &sel("other", false),
+        DlqAction::Purge
+    )
+    .await
+    .unwrap()
+    .is_empty());
+    // Replay: back in the task queue, gone from the DLQ.
+    let replayed = dlq::act(
+        &conn,
+        &publisher,
+        &dlq_q,
+        &sel("h-1", false),
+        DlqAction::Replay,
+    )
+    .await
+    .unwrap();
+    assert!(replayed[0].applied);
+    wait_depth(&env, &task_q, 1).await;
+    assert_eq!(env.depth(&dlq_q).await, 0);
+    // Dead-letter it again, then purge it.
+    poison_next(&env, &task_q).await;
+    wait_depth(&env, &dlq_q, 1).await;
+    let purged = dlq::act(
+        &conn,
+        &publisher,
+        &dlq_q,
+        &sel("h-1", false),
+        DlqAction::Purge,
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.len(), 1);
+    assert_eq!(env.depth(&dlq_q).await, 0);
+
+    // The saga is stuck on `haunt`: skip it with an output; it goes on and completes.
+    client
+        .operate(
+            "h-1",
+            &OperatorAction::Skip {
+                output: json!({"manual": true}),
+            },
+        )
+        .await
+        .unwrap();
+    env.wait_status("h-1", "completed", T).await;
+    let saga = sagaflow::store::sagas::get(&env.pool, "h-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(saga.state.steps[1].output, Some(json!({"manual": true})));
+    assert!(env
+        .history("h-1")
+        .await
+        .contains(&"step_skipped".to_string()));
+    let _ = conn.close(200, "ok".into()).await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_failed_saga_is_retried_from_its_failed_compensation() {
+    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
+    env.start_coordinator().await;
+    env.start_worker().await;
+    let client = env.client().await;
+    // The refund fails for good until `before`; the operator retries after that.
+    let before = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "before": before}}});
+    client
+        .start("order_fulfillment", input, id("f-1"))
+        .await
+        .unwrap();
+    env.wait_status("f-1", "failed", T).await;
+    // Refused actions come back as dead letters with the reason.
+    client
+        .operate(
+            "f-1",
+            &OperatorAction::Skip {
+                output: json!(null),
+            },
+        )
+        .await
+        .unwrap();
+    let (reason, _) = env.get_dead_letter(&env.names.dlq_coordinator(), T).await;
+    assert!(
+        reason.contains("operator action `skip` refused"),
+        "{reason}"
+    );
+    let end = chrono::DateTime::parse_from_rfc3339(&before).unwrap();
+    while chrono::Utc::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.operate("f-1", &OperatorAction::Retry).await.unwrap();
+    env.wait_status("f-1", "compensated", T).await;
+    let names: Vec<String> = env
+        .effects("f-1")
+        .await
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "inventory.release",
+            "inventory.reserve",
+            "payments.charge",
+            "payments.refund"
+        ]
+    );
+    assert!(env
+        .history("f-1")
+        .await
+        .contains(&"operator_action".to_string()));
+    env.cleanup().await;
+}
