@@ -87,6 +87,8 @@ pub enum Cmd {
         #[command(subcommand)]
         command: DlqCmd,
     },
+    /// Serve the operator HTTP API and /metrics on `api.listen`.
+    Serve,
     /// Check the saga definitions in sagas_dir and exit.
     Check,
     /// Run the demo: a coordinator, a worker and example sagas, with live progress.
@@ -250,6 +252,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             client.close().await;
             println!("cancel sent to {id}");
         }
+        Cmd::Serve => serve(settings).await?,
         Cmd::Schedule { command } => schedule::run(&settings, command).await?,
         Cmd::Dlq {
             command: DlqCmd::List { limit, json },
@@ -285,6 +288,17 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             println!("{line}");
         }
     }
+    Ok(())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Bind first: a refused address is reported before any connection is made.
+    let listener = crate::api::bind(&settings).await?;
+    let catalog = load_catalog(&settings)?;
+    let pool = pool(&settings).await?;
+    let state = crate::api::ApiState::new(&settings, catalog, pool);
+    let shutdown = crate::runtime::shutdown_on_signals();
+    crate::api::serve(listener, state, shutdown).await?;
     Ok(())
 }
 
