@@ -10,9 +10,12 @@ use serde_json::Value;
 use crate::client::{Client, StartOptions};
 use crate::config::Settings;
 use crate::saga::definition::Catalog;
-use crate::store::{self, sagas};
+use crate::store::{self, sagas as saga_rows};
 
+pub mod sagas;
 pub mod schedule;
+
+pub use self::sagas::SagaNotFound;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +64,16 @@ pub enum Cmd {
     Status {
         id: String,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List sagas or show one.
+    Sagas {
+        #[command(subcommand)]
+        command: self::sagas::SagasCmd,
+    },
+    /// Ready messages and consumers of every task queue and the coordinator's queue.
+    Queues {
         #[arg(long)]
         json: bool,
     },
@@ -253,6 +266,8 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             println!("cancel sent to {id}");
         }
         Cmd::Serve => serve(settings).await?,
+        Cmd::Sagas { command } => self::sagas::run(&settings, command).await?,
+        Cmd::Queues { json } => self::sagas::queues(&settings, json).await?,
         Cmd::Schedule { command } => schedule::run(&settings, command).await?,
         Cmd::Dlq {
             command: DlqCmd::List { limit, json },
@@ -304,10 +319,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()> {
     let pool = pool(settings).await?;
-    let Some(saga) = sagas::get(&pool, id).await? else {
-        anyhow::bail!("no saga with id `{id}`");
+    let Some(saga) = saga_rows::get(&pool, id).await? else {
+        return Err(SagaNotFound(id.to_string()).into());
     };
-    let history = sagas::history(&pool, id).await?;
+    let history = saga_rows::history(&pool, id).await?;
     if json {
         let out = serde_json::json!({ "saga": saga.state, "created_at": saga.created_at, "updated_at": saga.updated_at, "history": history });
         println!("{}", serde_json::to_string_pretty(&out)?);

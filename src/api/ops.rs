@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::Params;
 use super::{ApiError, ApiState, ErrorBody};
-use crate::broker::inspect::{self, QueueInfo};
+use crate::broker::inspect::{self, TaskQueue};
 use crate::store::stats::{self, ActivityLoad};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -45,49 +45,16 @@ pub async fn readyz(State(st): State<ApiState>) -> (StatusCode, Json<Readiness>)
     (code, Json(Readiness { postgres, rabbitmq }))
 }
 
-/// A task queue (or the coordinator's queue) with its counts.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct QueueView {
-    /// The activity, or `coordinator` for the coordinator's input queue.
-    pub activity: String,
-    pub queue: String,
-    pub ready: u32,
-    pub consumers: u32,
-}
-
 /// Counts of every task queue of the loaded definitions plus the coordinator queue.
-pub async fn queue_views(st: &ApiState) -> Result<Vec<QueueView>, ApiError> {
-    let mut pairs: Vec<(String, String)> = st
-        .catalog
-        .activities()
-        .into_iter()
-        .map(|a| (st.names.task_queue(&a), a))
-        .collect();
-    pairs.push((st.names.coordinator_queue(), "coordinator".into()));
-    let queues: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
+pub async fn queue_views(st: &ApiState) -> Result<Vec<TaskQueue>, ApiError> {
+    let activities: Vec<String> = st.catalog.activities().into_iter().collect();
     let client = st.broker.client().await?;
-    let infos: BTreeMap<String, QueueInfo> = inspect::queue_infos(client.connection(), &queues)
-        .await?
-        .into_iter()
-        .map(|i| (i.queue.clone(), i))
-        .collect();
-    Ok(pairs
-        .into_iter()
-        .filter_map(|(queue, activity)| {
-            let i = infos.get(&queue)?;
-            Some(QueueView {
-                activity,
-                queue,
-                ready: i.ready,
-                consumers: i.consumers,
-            })
-        })
-        .collect())
+    Ok(inspect::task_queues(client.connection(), &st.names, &activities).await?)
 }
 
 #[utoipa::path(get, path = "/api/queues",
-    responses((status = 200, body = [QueueView]), (status = 503, body = ErrorBody)))]
-pub async fn queues(State(st): State<ApiState>) -> Result<Json<Vec<QueueView>>, ApiError> {
+    responses((status = 200, body = [TaskQueue]), (status = 503, body = ErrorBody)))]
+pub async fn queues(State(st): State<ApiState>) -> Result<Json<Vec<TaskQueue>>, ApiError> {
     Ok(Json(queue_views(&st).await?))
 }
 

@@ -41,3 +41,41 @@ pub async fn queue_infos(
     }
     Ok(out)
 }
+
+/// A task queue (or the coordinator's input queue) with its counts.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct TaskQueue {
+    /// The activity, or `coordinator` for the coordinator's input queue.
+    pub activity: String,
+    pub queue: String,
+    pub ready: u32,
+    pub consumers: u32,
+}
+
+/// Counts of the task queues of `activities` plus the coordinator's queue; queues
+/// not declared yet are left out.
+pub async fn task_queues(
+    conn: &lapin::Connection,
+    names: &crate::broker::Names,
+    activities: &[String],
+) -> lapin::Result<Vec<TaskQueue>> {
+    let mut pairs: Vec<(String, String)> = activities
+        .iter()
+        .map(|a| (names.task_queue(a), a.clone()))
+        .collect();
+    pairs.push((names.coordinator_queue(), "coordinator".into()));
+    let queues: Vec<String> = pairs.iter().map(|(q, _)| q.clone()).collect();
+    let infos = queue_infos(conn, &queues).await?;
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(queue, activity)| {
+            let i = infos.iter().find(|i| i.queue == queue)?;
+            Some(TaskQueue {
+                activity,
+                queue,
+                ready: i.ready,
+                consumers: i.consumers,
+            })
+        })
+        .collect())
+}
