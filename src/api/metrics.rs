@@ -15,7 +15,7 @@ use super::prom::Exposition;
 use super::{ApiError, ApiState};
 use crate::store::{outbox, stats};
 
-#[utoipa::path(get, path = "/metrics",
+#[utoipa::path(get, path = "/metrics", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn serve(State(st): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let mut e = Exposition::default();

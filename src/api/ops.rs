@@ -25,14 +25,14 @@ pub struct Readiness {
     pub rabbitmq: bool,
 }
 
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
     })
 }
 
-#[utoipa::path(get, path = "/readyz",
+#[utoipa::path(get, path = "/readyz", security(()),
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(st): State<ApiState>) -> (StatusCode, Json<Readiness>) {
     let postgres = sqlx::query("SELECT 1").execute(&st.pool).await.is_ok();
