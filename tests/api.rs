@@ -147,6 +147,25 @@ async fn operator_api_end_to_end() {
         (StatusCode::BAD_REQUEST, json!("bad_request"))
     );
 
+    // Bad bodies are JSON 400s too.
+    let (code, v) = post(&http, format!("{base}/api/sagas"), json!({"saga": "nope"})).await;
+    assert_eq!(
+        (code, v["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_request"))
+    );
+    let r = http
+        .post(format!("{base}/api/sagas"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "bad_request"
+    );
+
     // Signal one waiting saga, cancel another.
     for id in ["w-sig", "w-cancel"] {
         post(
