@@ -10,10 +10,13 @@ use serde_json::Value;
 use crate::client::{Client, StartOptions};
 use crate::config::Settings;
 use crate::saga::definition::Catalog;
-use crate::store::{self, sagas};
+use crate::store::{self, sagas as saga_rows};
 
 pub mod operate;
+pub mod sagas;
 pub mod schedule;
+
+pub use self::sagas::SagaNotFound;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +68,16 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List sagas or show one.
+    Sagas {
+        #[command(subcommand)]
+        command: self::sagas::SagasCmd,
+    },
+    /// Ready messages and consumers of every task queue and the coordinator's queue.
+    Queues {
+        #[arg(long)]
+        json: bool,
+    },
     /// Send a named signal to a saga.
     Signal {
         id: String,
@@ -93,6 +106,8 @@ pub enum Cmd {
         #[command(subcommand)]
         command: DlqCmd,
     },
+    /// Serve the operator HTTP API and /metrics on `api.listen`.
+    Serve,
     /// Check the saga definitions in sagas_dir and exit.
     Check,
     /// Run the demo: a coordinator, a worker and example sagas, with live progress.
@@ -289,6 +304,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             client.close().await;
             println!("cancel sent to {id}");
         }
+        Cmd::Serve => serve(settings).await?,
+        Cmd::Sagas { command } => self::sagas::run(&settings, command).await?,
+        Cmd::Queues { json } => self::sagas::queues(&settings, json).await?,
         Cmd::Schedule { command } => schedule::run(&settings, command).await?,
         Cmd::Dlq {
             command: DlqCmd::List { limit, json },
@@ -352,12 +370,23 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    // Bind first: a refused address is reported before any connection is made.
+    let listener = crate::api::bind(&settings).await?;
+    let catalog = load_catalog(&settings)?;
+    let pool = pool(&settings).await?;
+    let state = crate::api::ApiState::new(&settings, catalog, pool);
+    let shutdown = crate::runtime::shutdown_on_signals();
+    crate::api::serve(listener, state, shutdown).await?;
+    Ok(())
+}
+
 async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()> {
     let pool = pool(settings).await?;
-    let Some(saga) = sagas::get(&pool, id).await? else {
-        anyhow::bail!("no saga with id `{id}`");
+    let Some(saga) = saga_rows::get(&pool, id).await? else {
+        return Err(SagaNotFound(id.to_string()).into());
     };
-    let history = sagas::history(&pool, id).await?;
+    let history = saga_rows::history(&pool, id).await?;
     if json {
         let out = serde_json::json!({ "saga": saga.state, "created_at": saga.created_at, "updated_at": saga.updated_at, "history": history });
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -154,6 +154,16 @@ impl Client {
         Ok(())
     }
 
+    /// Whether the underlying connection is still open (readiness checks, reconnecting).
+    pub fn is_connected(&self) -> bool {
+        self.conn.status().connected()
+    }
+
+    /// The connection, for read-only inspection (passive queue declares).
+    pub fn connection(&self) -> &lapin::Connection {
+        &self.conn
+    }
+
     pub async fn close(self) {
         let _ = self.conn.close(200, "bye".into()).await;
     }

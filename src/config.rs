@@ -19,6 +19,7 @@ pub struct Settings {
     pub coordinator: CoordinatorSettings,
     pub worker: WorkerSettings,
     pub queues: QueueSettings,
+    pub api: ApiSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -76,6 +77,25 @@ pub struct QueueSettings {
     pub dlq_max_length: u64,
 }
 
+/// The operator HTTP API (`sagaflow serve`).
+#[derive(Clone, Deserialize)]
+pub struct ApiSettings {
+    /// Address the server binds; without tokens it must be a loopback address.
+    pub listen: String,
+    /// Bearer tokens accepted on `/api/*`; empty means unauthenticated, localhost only.
+    pub tokens: Vec<String>,
+}
+
+/// Tokens are secrets: `Debug` (and so any log of the settings) shows only their count.
+impl std::fmt::Debug for ApiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSettings")
+            .field("listen", &self.listen)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .finish()
+    }
+}
+
 /// A setting that is missing, mistyped or out of range.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -106,6 +126,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("worker.drain_grace_ms", "30000"),
     ("queues.delivery_limit", "5"),
     ("queues.dlq_max_length", "1000000"),
+    ("api.listen", "127.0.0.1:8080"),
 ];
 
 impl Settings {
@@ -116,6 +137,7 @@ impl Settings {
             builder = builder.set_default(*key, *value)?;
         }
         builder = builder.set_default("worker.activities", Vec::<String>::new())?;
+        builder = builder.set_default("api.tokens", Vec::<String>::new())?;
         let path = file.unwrap_or(Path::new("config/default.toml"));
         builder = builder.add_source(config::File::from(path).required(file.is_some()));
         builder = builder.add_source(
@@ -124,6 +146,7 @@ impl Settings {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("worker.activities")
+                .with_list_parse_key("api.tokens")
                 .try_parsing(true),
         );
         let settings: Settings = builder.build()?.try_deserialize()?;
@@ -156,6 +179,15 @@ impl Settings {
         if self.queues.delivery_limit == 0 {
             return invalid("queues.delivery_limit", "expected at least 1");
         }
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                "api.listen",
+                "expected an IP address and port, e.g. 127.0.0.1:8080",
+            );
+        }
+        if self.api.tokens.iter().any(|t| t.trim().is_empty()) {
+            return invalid("api.tokens", "tokens must not be empty strings");
+        }
         if self.coordinator.outbox_lease_ms < 100 {
             return invalid("coordinator.outbox_lease_ms", "expected at least 100");
         }
@@ -182,6 +214,19 @@ mod tests {
         assert!(!s.namespace.is_empty());
         assert!(s.coordinator.batch_size >= 1);
         assert_eq!(s.worker.drain_grace_ms, 30_000);
+    }
+
+    #[test]
+    fn api_tokens_never_show_in_debug_output() {
+        let api = ApiSettings {
+            listen: "127.0.0.1:8080".into(),
+            tokens: vec!["s3cret".into()],
+        };
+        let shown = format!("{api:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("1 redacted"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! sagaflow: a durable saga processor on RabbitMQ and Postgres.
+pub mod api;
 pub mod bench;
 pub mod broker;
 pub mod cli;

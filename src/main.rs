@@ -31,7 +31,12 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // 3 lets scripts tell "no such saga" from other failures (1) and bad arguments (2).
+            if e.downcast_ref::<cli::SagaNotFound>().is_some() {
+                std::process::ExitCode::from(3)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

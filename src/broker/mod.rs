@@ -2,6 +2,7 @@
 //! batched consumption. The only module that imports lapin.
 
 pub mod consumer;
+pub mod inspect;
 pub mod publisher;
 pub mod topology;
 

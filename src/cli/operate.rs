@@ -53,7 +53,7 @@ pub async fn saga_action(settings: &Settings, action: SagaAction) -> anyhow::Res
     let catalog = load_catalog(settings)?;
     let pool = pool(settings).await?;
     let Some(saga) = sagas::get(&pool, &id).await? else {
-        anyhow::bail!("no saga with id `{id}`");
+        return Err(super::SagaNotFound(id).into());
     };
     let s = &saga.state;
     let def = catalog.get(&s.saga, s.version).ok_or_else(|| {

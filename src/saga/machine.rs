@@ -360,10 +360,16 @@ impl<'a> Run<'a> {
         *chains += 1;
         let n = *chains;
         let task_id = format!("{}#{n}", self.idempotency_key(i, kind));
+        let activity = match (&self.def.steps[i].kind, kind) {
+            (StepKind::Activity(a), TaskKind::Action) => Some(a.activity.clone()),
+            (StepKind::Activity(a), TaskKind::Compensation) => a.compensate.clone(),
+            _ => None,
+        };
         self.state.active = Some(ActiveTask {
             task_id,
             step: i,
             kind,
+            activity,
             attempt: 1,
             first_scheduled_at: self.now,
             dispatch_at: None,

@@ -853,3 +853,13 @@ fn sleep_until_without_an_instant_fails_the_step() {
         );
     }
 }
+
+#[test]
+fn active_task_names_its_activity_for_actions_and_compensations() {
+    let def = order();
+    let s = started(&def);
+    let activity = |s: &SagaState| s.active.as_ref().and_then(|a| a.activity.clone());
+    assert_eq!(activity(&s).as_deref(), Some("inventory.reserve"));
+    let d = drive(&def, s, vec![ok(R, 1), fail(C, 1, "card_declined", false)]);
+    assert_eq!(activity(&d.state).as_deref(), Some("inventory.release"));
+}

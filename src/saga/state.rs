@@ -152,6 +152,10 @@ pub struct ActiveTask {
     pub task_id: String,
     pub step: usize,
     pub kind: TaskKind,
+    /// The activity this chain runs (the step's action or its compensation), so
+    /// operator queries can group outstanding work by activity in SQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<String>,
     pub attempt: u32,
     /// When attempt 1 was scheduled: the start of schedule-to-close.
     pub first_scheduled_at: DateTime<Utc>,

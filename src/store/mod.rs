@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod outbox;
 pub mod sagas;
 pub mod schedules;
+pub mod stats;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -258,3 +258,70 @@ pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreE
             .map_err(ctx("count sagas"))?;
     Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
 }
+
+/// Filters of an operator listing; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub saga: Option<String>,
+    pub status: Option<String>,
+    pub id_prefix: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Keyset position: rows strictly after this (created_at, id) in descending order.
+    pub after: Option<(DateTime<Utc>, String)>,
+}
+
+/// One line of a listing: the columns, not the whole state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SagaSummary {
+    pub id: String,
+    pub saga: String,
+    pub version: i32,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Up to `limit` sagas, newest first by (created_at, id). Keyset pagination rather
+/// than OFFSET, so a page costs the same however deep it is and rows inserted
+/// meanwhile do not shift later pages.
+pub async fn list(
+    pool: &PgPool,
+    f: &ListFilter,
+    limit: i64,
+) -> Result<Vec<SagaSummary>, StoreError> {
+    let (after_at, after_id) = f.after.clone().unzip();
+    let rows = sqlx::query(
+        "SELECT id, name, version, status, created_at, updated_at FROM sagas
+         WHERE ($1::text IS NULL OR name = $1)
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::text IS NULL OR starts_with(id, $3))
+           AND ($4::timestamptz IS NULL OR created_at > $4)
+           AND ($5::timestamptz IS NULL OR created_at < $5)
+           AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $8",
+    )
+    .bind(&f.saga)
+    .bind(&f.status)
+    .bind(&f.id_prefix)
+    .bind(f.created_after)
+    .bind(f.created_before)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("list sagas"))?;
+    Ok(rows
+        .iter()
+        .map(|r| SagaSummary {
+            id: r.get("id"),
+            saga: r.get("name"),
+            version: r.get("version"),
+            status: r.get("status"),
+            created_at: r.get("created_at"),
+            updated_at: r.get("updated_at"),
+        })
+        .collect())
+}

@@ -1,0 +1,135 @@
+//! `GET /metrics`: gauges computed from Postgres and the broker at scrape time.
+//!
+//! Saga counts by name and status are a gauge (`sagaflow_sagas`), not counters:
+//! started/completed/compensated totals are its sums and differences over time. Who
+//! needs true event counters subscribes to the `<ns>.events` exchange, which
+//! carries every outcome. Broker figures are left out (and `sagaflow_broker_up` is
+//! 0) when RabbitMQ is unreachable, so Postgres figures still get scraped.
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+
+use super::ops::{activity_loads, queue_views, DEFAULT_WINDOW_SECS};
+use super::prom::Exposition;
+use super::{ApiError, ApiState};
+use crate::store::{outbox, stats};
+
+#[utoipa::path(get, path = "/metrics", security(()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn serve(State(st): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let mut e = Exposition::default();
+    store_metrics(&st, &mut e).await?;
+    scaling_metrics(&st, &mut e).await?;
+    broker_metrics(&st, &mut e).await;
+    Ok((
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        e.finish(),
+    ))
+}
+
+async fn store_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiError> {
+    e.gauge("sagaflow_sagas", "Sagas by definition name and status.");
+    for (saga, status, n) in stats::sagas_by_name_status(&st.pool).await? {
+        e.sample(
+            "sagaflow_sagas",
+            &[("saga", &saga), ("status", &status)],
+            n as f64,
+        );
+    }
+    let backlog = outbox::backlog(&st.pool).await?;
+    e.gauge("sagaflow_outbox_backlog", "Outbox rows not yet published.")
+        .sample("sagaflow_outbox_backlog", &[], backlog as f64);
+    let w = stats::wakeups(&st.pool).await?;
+    e.gauge(
+        "sagaflow_wakeups_due",
+        "Sagas whose wake-up (timer, delayed start, parked retry) is due.",
+    )
+    .sample("sagaflow_wakeups_due", &[], w.due as f64)
+    .gauge(
+        "sagaflow_timer_lag_seconds",
+        "Seconds since the oldest due wake-up; 0 if none.",
+    )
+    .sample("sagaflow_timer_lag_seconds", &[], w.lag_seconds);
+    Ok(())
+}
+
+/// Reads one figure of an activity's load.
+type LoadValue = fn(&stats::ActivityLoad) -> f64;
+
+async fn scaling_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiError> {
+    let loads = activity_loads(st, DEFAULT_WINDOW_SECS).await?;
+    let families: [(&str, &str, LoadValue); 3] = [
+        (
+            "sagaflow_activity_outstanding",
+            "Tasks dispatched and not answered (ready, unacked or in a delay queue).",
+            |l| l.outstanding as f64,
+        ),
+        (
+            "sagaflow_activity_due_soon",
+            "Parked retries dispatching within 60 seconds.",
+            |l| l.due_soon as f64,
+        ),
+        (
+            "sagaflow_activity_oldest_age_seconds",
+            "Age of the oldest outstanding task.",
+            |l| l.oldest_age_seconds,
+        ),
+    ];
+    for (name, help, value) in families {
+        e.gauge(name, help);
+        for l in &loads {
+            e.sample(name, &[("activity", &l.activity)], value(l));
+        }
+    }
+    Ok(())
+}
+
+async fn broker_metrics(st: &ApiState, e: &mut Exposition) {
+    let views = queue_views(st).await;
+    e.gauge(
+        "sagaflow_broker_up",
+        "1 when RabbitMQ answered this scrape.",
+    )
+    .sample("sagaflow_broker_up", &[], views.is_ok() as u8 as f64);
+    let Ok(views) = views else { return };
+    e.gauge(
+        "sagaflow_task_queue_ready",
+        "Ready messages per task queue (coordinator: its input queue).",
+    );
+    for v in &views {
+        e.sample(
+            "sagaflow_task_queue_ready",
+            &[("activity", &v.activity)],
+            v.ready as f64,
+        );
+    }
+    e.gauge("sagaflow_task_queue_consumers", "Consumers per task queue.");
+    for v in &views {
+        e.sample(
+            "sagaflow_task_queue_consumers",
+            &[("activity", &v.activity)],
+            v.consumers as f64,
+        );
+    }
+    dead_letter_metrics(st, e).await;
+}
+
+async fn dead_letter_metrics(st: &ApiState, e: &mut Exposition) {
+    let activities: Vec<String> = st.catalog.activities().into_iter().collect();
+    let Ok(client) = st.broker.client().await else {
+        return;
+    };
+    let Ok(queues) = crate::dlq::summaries(client.connection(), &st.names, &activities).await
+    else {
+        return;
+    };
+    e.gauge("sagaflow_dead_letters", "Messages per dead-letter queue.");
+    for q in queues {
+        e.sample(
+            "sagaflow_dead_letters",
+            &[("queue", &q.queue)],
+            q.messages as f64,
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! The operator HTTP API (`sagaflow serve`): sagas, queues, dead letters, the
+//! scaling signal, Prometheus metrics and the OpenAPI document generated from the
+//! handlers. Reads go to Postgres; starts, signals and cancels are published
+//! through [`crate::client::Client`] like any other service would.
+
+pub mod auth;
+pub mod cursor;
+mod error;
+pub mod metrics;
+pub mod openapi;
+mod ops;
+pub mod prom;
+mod sagas;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Names;
+use crate::client::Client;
+use crate::config::Settings;
+use crate::saga::definition::Catalog;
+
+pub use error::{ApiError, ErrorBody};
+
+/// What every handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub pool: PgPool,
+    pub catalog: Arc<Catalog>,
+    pub names: Names,
+    pub tokens: Arc<Vec<String>>,
+    pub broker: Arc<BrokerLink>,
+}
+
+impl ApiState {
+    pub fn new(settings: &Settings, catalog: Catalog, pool: PgPool) -> Self {
+        ApiState {
+            pool,
+            catalog: Arc::new(catalog),
+            names: Names::new(&settings.namespace),
+            tokens: Arc::new(settings.api.tokens.clone()),
+            broker: Arc::new(BrokerLink::new(&settings.amqp.url, &settings.namespace)),
+        }
+    }
+}
+
+/// One shared broker client, reconnected on the next request after it dropped
+/// (lapin does not reconnect by itself).
+pub struct BrokerLink {
+    url: String,
+    namespace: String,
+    client: Mutex<Option<Arc<Client>>>,
+}
+
+impl BrokerLink {
+    pub fn new(url: &str, namespace: &str) -> Self {
+        BrokerLink {
+            url: url.into(),
+            namespace: namespace.into(),
+            client: Mutex::new(None),
+        }
+    }
+
+    /// The open client, connecting when there is none or it dropped.
+    pub async fn client(&self) -> Result<Arc<Client>, ApiError> {
+        let mut slot = self.client.lock().await;
+        if let Some(c) = slot.as_ref().filter(|c| c.is_connected()) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(Client::connect(&self.url, &self.namespace).await?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+}
+
+/// All routes: `/api/*` behind the token check, probes and metrics outside it.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/sagas", post(sagas::start).get(sagas::list))
+        .route("/sagas/{id}", get(sagas::show))
+        .route("/sagas/{id}/history", get(sagas::history))
+        .route("/sagas/{id}/signal", post(sagas::signal))
+        .route("/sagas/{id}/cancel", post(sagas::cancel))
+        .route("/queues", get(ops::queues))
+        .route("/dead-letters", get(ops::dead_letters))
+        .route("/scaling", get(ops::scaling))
+        .route("/openapi.json", get(openapi::serve))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(metrics::serve))
+        .nest("/api", api)
+        .with_state(state)
+}
+
+/// Binds `api.listen`, enforcing the loopback rule before anything listens.
+pub async fn bind(settings: &Settings) -> Result<TcpListener, ApiError> {
+    let addr: SocketAddr = settings
+        .api
+        .listen
+        .parse()
+        .map_err(|_| ApiError::Listen(settings.api.listen.clone()))?;
+    auth::check_listen(addr, &settings.api.tokens)?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ApiError::Bind { addr, source })
+}
+
+/// Serves until `shutdown`, then finishes the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
+    if state.tokens.is_empty() {
+        tracing::warn!(%addr, "API is unauthenticated (no api.tokens): listening on localhost only");
+    } else {
+        tracing::info!(%addr, tokens = state.tokens.len(), "API listening, bearer tokens required on /api");
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

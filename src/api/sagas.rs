@@ -1,0 +1,268 @@
+//! Saga endpoints: start, list, show, history, signal, cancel.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::error::{Body, Params};
+use super::{cursor, ApiError, ApiState, ErrorBody};
+use crate::client::StartOptions;
+use crate::saga::state::SagaStatus;
+use crate::store::sagas::{self, ListFilter, SagaSummary};
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 500;
+
+/// A start request; the same fields as a start event on the broker.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    pub saga: String,
+    /// Business key; a UUID v7 when omitted. Starting an existing id starts nothing.
+    pub id: Option<String>,
+    #[schema(value_type = Object)]
+    pub input: Option<Value>,
+    /// Run after this delay (`250ms`, `30s`, `36h`, `7d`).
+    pub delay: Option<String>,
+    /// Run at this instant (RFC 3339).
+    pub start_at: Option<DateTime<Utc>>,
+}
+
+/// The id of a started saga, or of the saga a signal or cancel went to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SignalRequest {
+    pub name: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CancelRequest {
+    pub reason: Option<String>,
+}
+
+/// Filters and paging of `GET /api/sagas`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    pub saga: Option<String>,
+    pub status: Option<String>,
+    pub id_prefix: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Default 50, at most 500.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of sagas, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaPage {
+    pub sagas: Vec<SagaRow>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SagaRow {
+    pub id: String,
+    pub saga: String,
+    pub version: i32,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<SagaSummary> for SagaRow {
+    fn from(s: SagaSummary) -> Self {
+        SagaRow {
+            id: s.id,
+            saga: s.saga,
+            version: s.version,
+            status: s.status,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// A saga's full state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaDetail {
+    /// The persisted saga state (status, steps, active task, error).
+    #[schema(value_type = Object)]
+    pub state: crate::saga::state::SagaState,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One audit-trail entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryItem {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub step: Option<String>,
+    pub attempt: Option<i32>,
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+#[utoipa::path(post, path = "/api/sagas", request_body = StartRequest,
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn start(
+    State(st): State<ApiState>,
+    Body(req): Body<StartRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    if st.catalog.latest(&req.saga).is_none() {
+        return Err(ApiError::BadRequest(format!("unknown saga `{}`", req.saga)));
+    }
+    if let Some(d) = &req.delay {
+        crate::saga::definition::parse_duration(d)
+            .map_err(|e| ApiError::BadRequest(format!("delay: {e}")))?;
+    }
+    if req.delay.is_some() && req.start_at.is_some() {
+        return Err(ApiError::BadRequest(
+            "give `delay` or `start_at`, not both".into(),
+        ));
+    }
+    let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if id.is_empty() {
+        return Err(ApiError::BadRequest("`id` must not be empty".into()));
+    }
+    let opts = StartOptions {
+        id: Some(id.clone()),
+        delay: req.delay,
+        start_at: req.start_at,
+        version: None,
+    };
+    let input = req.input.unwrap_or_else(|| serde_json::json!({}));
+    st.broker
+        .client()
+        .await?
+        .start(&req.saga, input, opts)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+}
+
+#[utoipa::path(get, path = "/api/sagas", params(ListQuery),
+    responses((status = 200, body = SagaPage), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<ApiState>,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<SagaPage>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1..={MAX_LIMIT}"
+        )));
+    }
+    if let Some(s) = &q.status {
+        s.parse::<SagaStatus>().map_err(ApiError::BadRequest)?;
+    }
+    let after = match &q.cursor {
+        Some(c) => {
+            Some(cursor::decode(c).ok_or_else(|| ApiError::BadRequest("bad cursor".into()))?)
+        }
+        None => None,
+    };
+    let filter = ListFilter {
+        saga: q.saga,
+        status: q.status,
+        id_prefix: q.id_prefix,
+        created_after: q.created_after,
+        created_before: q.created_before,
+        after,
+    };
+    let mut rows = sagas::list(&st.pool, &filter, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| cursor::encode(r.created_at, &r.id)))
+        .flatten();
+    Ok(Json(SagaPage {
+        sagas: rows.into_iter().map(SagaRow::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/sagas/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = SagaDetail), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<SagaDetail>, ApiError> {
+    let saga = sagas::get(&st.pool, &id)
+        .await?
+        .ok_or(ApiError::SagaNotFound(id))?;
+    Ok(Json(SagaDetail {
+        state: saga.state,
+        created_at: saga.created_at,
+        updated_at: saga.updated_at,
+    }))
+}
+
+#[utoipa::path(get, path = "/api/sagas/{id}/history", params(("id" = String, Path)),
+    responses((status = 200, body = [HistoryItem]), (status = 404, body = ErrorBody)))]
+pub async fn history(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<HistoryItem>>, ApiError> {
+    exists(&st, &id).await?;
+    let rows = sagas::history(&st.pool, &id).await?;
+    let items = rows
+        .into_iter()
+        .map(|h| HistoryItem {
+            at: h.at,
+            event: h.event,
+            step: h.step,
+            attempt: h.attempt,
+            detail: h.detail,
+        })
+        .collect();
+    Ok(Json(items))
+}
+
+#[utoipa::path(post, path = "/api/sagas/{id}/signal", params(("id" = String, Path)), request_body = SignalRequest,
+    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody)))]
+pub async fn signal(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Body(req): Body<SignalRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    exists(&st, &id).await?;
+    let client = st.broker.client().await?;
+    client.signal(&id, &req.name, req.payload).await?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+}
+
+#[utoipa::path(post, path = "/api/sagas/{id}/cancel", params(("id" = String, Path)), request_body = CancelRequest,
+    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody)))]
+pub async fn cancel(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Body(req): Body<CancelRequest>,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    exists(&st, &id).await?;
+    let reason = req.reason.unwrap_or_else(|| "cancelled by operator".into());
+    st.broker.client().await?.cancel(&id, &reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+}
+
+/// 404 before publishing: a signal to an unknown id would only be dead-lettered.
+async fn exists(st: &ApiState, id: &str) -> Result<(), ApiError> {
+    match sagas::get(&st.pool, id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::SagaNotFound(id.to_string())),
+    }
+}

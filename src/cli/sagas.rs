@@ -1,0 +1,108 @@
+//! `sagaflow sagas …` and `sagaflow queues`: the CLI mirror of the HTTP API's reads,
+//! straight against Postgres and the broker.
+
+use clap::Subcommand;
+
+use super::{load_catalog, pool};
+use crate::config::Settings;
+use crate::saga::state::SagaStatus;
+use crate::store::sagas::{self, ListFilter};
+
+/// Exit code 3: the saga asked for does not exist (`main` maps this error to it).
+#[derive(Debug, thiserror::Error)]
+#[error("no saga with id `{0}`")]
+pub struct SagaNotFound(pub String);
+
+#[derive(Debug, Subcommand)]
+pub enum SagasCmd {
+    /// Sagas, newest first.
+    List {
+        #[arg(long)]
+        saga: Option<String>,
+        #[arg(long, value_parser = parse_status)]
+        status: Option<SagaStatus>,
+        #[arg(long)]
+        id_prefix: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A saga's status and history (same as `sagaflow status`).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_status(s: &str) -> Result<SagaStatus, String> {
+    s.parse()
+}
+
+pub async fn run(settings: &Settings, cmd: SagasCmd) -> anyhow::Result<()> {
+    match cmd {
+        SagasCmd::Show { id, json } => super::status(settings, &id, json).await,
+        SagasCmd::List {
+            saga,
+            status,
+            id_prefix,
+            limit,
+            json,
+        } => {
+            let filter = ListFilter {
+                saga,
+                status: status.map(|s| s.as_str().to_string()),
+                id_prefix,
+                ..Default::default()
+            };
+            let rows = sagas::list(&pool(settings).await?, &filter, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            println!(
+                "{:<40} {:<24} {:>3} {:<13} {:<20} updated",
+                "id", "saga", "v", "status", "created"
+            );
+            for r in rows {
+                println!(
+                    "{:<40} {:<24} {:>3} {:<13} {:<20} {}",
+                    r.id,
+                    r.saga,
+                    r.version,
+                    r.status,
+                    r.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    r.updated_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `sagaflow queues`: ready messages and consumers of every task queue.
+pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let catalog = load_catalog(settings)?;
+    let activities: Vec<String> = catalog.activities().into_iter().collect();
+    let names = crate::broker::Names::new(&settings.namespace);
+    let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
+    let queues = crate::broker::inspect::task_queues(&conn, &names, &activities).await?;
+    let _ = conn.close(200, "bye".into()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&queues)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:>8} {:>9}  queue",
+        "activity", "ready", "consumers"
+    );
+    for q in queues {
+        println!(
+            "{:<32} {:>8} {:>9}  {}",
+            q.activity, q.ready, q.consumers, q.queue
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,90 @@
+//! Read-only aggregates for `/metrics` and the scaling signal. Each is one query
+//! over indexed columns or the JSONB state of open sagas only.
+
+use sqlx::{PgPool, Row};
+
+use super::{ctx, StoreError};
+
+/// Sagas per (definition name, status).
+pub async fn sagas_by_name_status(pool: &PgPool) -> Result<Vec<(String, String, i64)>, StoreError> {
+    let rows =
+        sqlx::query("SELECT name, status, count(*) AS n FROM sagas GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(pool)
+            .await
+            .map_err(ctx("count sagas by status"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("name"), r.get("status"), r.get("n")))
+        .collect())
+}
+
+/// Wake-ups that are due now, and how late the oldest of them is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wakeups {
+    pub due: i64,
+    /// Seconds since the oldest due `wake_at`; 0 when nothing is due.
+    pub lag_seconds: f64,
+}
+
+pub async fn wakeups(pool: &PgPool) -> Result<Wakeups, StoreError> {
+    let row = sqlx::query(
+        "SELECT count(*) AS n,
+                COALESCE(EXTRACT(EPOCH FROM now() - min(wake_at))::float8, 0) AS lag
+         FROM sagas WHERE wake_at <= now()",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(ctx("count due wake-ups"))?;
+    Ok(Wakeups {
+        due: row.get("n"),
+        lag_seconds: row.get::<f64, _>("lag").max(0.0),
+    })
+}
+
+/// Real work per activity, counted from saga state rather than queue depth.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActivityLoad {
+    pub activity: String,
+    /// Tasks dispatched and not answered yet: ready, unacked or in a delay queue.
+    pub outstanding: i64,
+    /// Tasks parked in Postgres (long retry waits) that dispatch within the window.
+    pub due_soon: i64,
+    /// Age of the oldest outstanding task since it was scheduled; 0 when none.
+    pub oldest_age_seconds: f64,
+}
+
+/// Outstanding and soon-due tasks per activity over open sagas. `window_secs` is how
+/// far ahead a parked task counts as due soon.
+pub async fn activity_load(
+    pool: &PgPool,
+    window_secs: f64,
+) -> Result<Vec<ActivityLoad>, StoreError> {
+    let rows = sqlx::query(
+        "WITH t AS (
+            SELECT state->'active'->>'activity' AS activity,
+                   (state->'active'->>'dispatch_at')::timestamptz AS dispatch_at,
+                   COALESCE((state->'active'->>'scheduled_at')::timestamptz,
+                            (state->'active'->>'first_scheduled_at')::timestamptz) AS scheduled_at
+            FROM sagas
+            WHERE status IN ('running', 'compensating')
+              AND state->'active'->>'activity' IS NOT NULL)
+         SELECT activity,
+                count(*) FILTER (WHERE dispatch_at IS NULL) AS outstanding,
+                count(*) FILTER (WHERE dispatch_at <= now() + make_interval(secs => $1)) AS due_soon,
+                COALESCE(EXTRACT(EPOCH FROM now() - min(scheduled_at) FILTER (WHERE dispatch_at IS NULL))::float8, 0) AS oldest
+         FROM t GROUP BY activity ORDER BY activity",
+    )
+    .bind(window_secs)
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("activity load"))?;
+    Ok(rows
+        .iter()
+        .map(|r| ActivityLoad {
+            activity: r.get("activity"),
+            outstanding: r.get("outstanding"),
+            due_soon: r.get("due_soon"),
+            oldest_age_seconds: r.get::<f64, _>("oldest").max(0.0),
+        })
+        .collect())
+}

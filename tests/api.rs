@@ -1,0 +1,315 @@
+//! The operator HTTP API end to end: a server on port 0 in-process, against a real
+//! coordinator and worker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestEnv, ORDER};
+use reqwest::StatusCode;
+use sagaflow::api::{self, ApiState};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Waits on a reserve, then a signal `approved`; cancelling while it waits undoes the reserve.
+const APPROVAL: &str = r#"
+name = "approval"
+version = 1
+[[steps]]
+name = "reserve"
+activity = "inventory.reserve"
+compensate = "inventory.release"
+[[steps]]
+name = "approve"
+wait = "approved"
+"#;
+
+/// An activity no worker hosts here: its task stays outstanding.
+const MANUAL: &str = r#"
+name = "manual"
+version = 1
+[[steps]]
+name = "review"
+activity = "manual.review"
+"#;
+
+/// Starts a server for `env` with `tokens`; returns its base URL.
+async fn serve(env: &TestEnv, tokens: &[&str], stop: &CancellationToken) -> String {
+    let mut settings = env.settings.clone();
+    settings.api.tokens = tokens.iter().map(|t| t.to_string()).collect();
+    let state = ApiState::new(&settings, env.catalog.clone(), env.pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(listener, state, stop.clone()));
+    base
+}
+
+async fn get(http: &reqwest::Client, url: String) -> (StatusCode, Value) {
+    let r = http.get(url).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> (StatusCode, Value) {
+    let r = http.post(url).json(&body).send().await.unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `GET /api/sagas/{id}` until the saga has `status`.
+async fn wait_status(http: &reqwest::Client, base: &str, id: &str, status: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (_, v) = get(http, format!("{base}/api/sagas/{id}")).await;
+        if v["state"]["status"] == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{id} never became {status}: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn operator_api_end_to_end() {
+    let files = [
+        ("order.toml", ORDER),
+        ("approval.toml", APPROVAL),
+        ("manual.toml", MANUAL),
+    ];
+    let mut env = TestEnv::new(&files).await;
+    env.start_coordinator().await;
+    env.start_worker().await;
+    let stop = CancellationToken::new();
+    let base = serve(&env, &[], &stop).await;
+    let http = reqwest::Client::new();
+
+    let (code, v) = get(&http, format!("{base}/readyz")).await;
+    assert_eq!(
+        (code, v.clone()),
+        (StatusCode::OK, json!({"postgres": true, "rabbitmq": true}))
+    );
+
+    // Start through POST, see it completed, read its history.
+    for n in 1..=3 {
+        let body =
+            json!({"saga": "order_fulfillment", "id": format!("p-{n}"), "input": {"order_id": n}});
+        let (code, v) = post(&http, format!("{base}/api/sagas"), body).await;
+        assert_eq!(code, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["id"], format!("p-{n}"));
+        // Distinct created_at order is not needed: ties break on id.
+        wait_status(&http, &base, &format!("p-{n}"), "completed").await;
+    }
+    let (code, h) = get(&http, format!("{base}/api/sagas/p-1/history")).await;
+    assert_eq!(code, StatusCode::OK);
+    let events: Vec<&str> = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"saga_started"));
+    assert_eq!(events.last(), Some(&"saga_completed"));
+
+    // Filters and two pages.
+    let q = "saga=order_fulfillment&status=completed&id_prefix=p-&limit=2";
+    let (code, page1) = get(&http, format!("{base}/api/sagas?{q}")).await;
+    assert_eq!(code, StatusCode::OK, "{page1}");
+    assert_eq!(page1["sagas"].as_array().unwrap().len(), 2);
+    let cursor = page1["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let (_, page2) = get(&http, format!("{base}/api/sagas?{q}&cursor={cursor}")).await;
+    assert_eq!(page2["sagas"].as_array().unwrap().len(), 1);
+    assert!(page2["next_cursor"].is_null());
+    let mut ids: Vec<String> = [&page1, &page2]
+        .iter()
+        .flat_map(|p| {
+            p["sagas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["p-1", "p-2", "p-3"]);
+    let (_, none) = get(&http, format!("{base}/api/sagas?saga=approval")).await;
+    assert_eq!(none["sagas"], json!([]));
+    let (code, bad) = get(&http, format!("{base}/api/sagas?limit=501")).await;
+    assert_eq!(
+        (code, bad["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_request"))
+    );
+
+    // Bad bodies are JSON 400s too.
+    let (code, v) = post(&http, format!("{base}/api/sagas"), json!({"saga": "nope"})).await;
+    assert_eq!(
+        (code, v["error"]["code"].clone()),
+        (StatusCode::BAD_REQUEST, json!("bad_request"))
+    );
+    let r = http
+        .post(format!("{base}/api/sagas"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "bad_request"
+    );
+
+    // Signal one waiting saga, cancel another.
+    for id in ["w-sig", "w-cancel"] {
+        post(
+            &http,
+            format!("{base}/api/sagas"),
+            json!({"saga": "approval", "id": id}),
+        )
+        .await;
+    }
+    for id in ["w-sig", "w-cancel"] {
+        wait_until_waiting(&env, id).await;
+    }
+    let (code, _) = post(
+        &http,
+        format!("{base}/api/sagas/w-sig/signal"),
+        json!({"name": "approved", "payload": {"by": "ops"}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    wait_status(&http, &base, "w-sig", "completed").await;
+    let (code, _) = post(
+        &http,
+        format!("{base}/api/sagas/w-cancel/cancel"),
+        json!({"reason": "test"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED);
+    wait_status(&http, &base, "w-cancel", "cancelled").await;
+
+    // 404 with its stable code, on reads and on commands.
+    let (code, v) = get(&http, format!("{base}/api/sagas/nope")).await;
+    assert_eq!(
+        (code, v["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("saga_not_found"))
+    );
+    let (code, _) = post(&http, format!("{base}/api/sagas/nope/cancel"), json!({})).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // A task no worker takes is outstanding work in the scaling signal and in /metrics.
+    post(
+        &http,
+        format!("{base}/api/sagas"),
+        json!({"saga": "manual", "id": "m-1"}),
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (_, s) = get(&http, format!("{base}/api/scaling?window=60")).await;
+        if s["activities"]["manual.review"]["desired_workload"] == 1 {
+            assert_eq!(s["activities"]["manual.review"]["outstanding"], 1);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no outstanding task: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sagaflow_sagas{saga=\"order_fulfillment\",status=\"completed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sagaflow_activity_outstanding{activity=\"manual.review\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sagaflow_task_queue_consumers{activity=\"inventory.reserve\"} 1"),
+        "{metrics}"
+    );
+
+    // Queues: every task queue of the catalog and the coordinator's.
+    let (code, q) = get(&http, format!("{base}/api/queues")).await;
+    assert_eq!(code, StatusCode::OK);
+    let acts: Vec<&str> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["activity"].as_str().unwrap())
+        .collect();
+    assert!(
+        acts.contains(&"coordinator") && acts.contains(&"manual.review"),
+        "{q}"
+    );
+    let (code, d) = get(&http, format!("{base}/api/dead-letters")).await;
+    assert_eq!(code, StatusCode::OK, "{d}");
+    assert!(d["queues"].is_array());
+
+    // The OpenAPI document lists the paths.
+    let (code, doc) = get(&http, format!("{base}/api/openapi.json")).await;
+    assert_eq!(code, StatusCode::OK);
+    for p in [
+        "/api/sagas",
+        "/api/sagas/{id}",
+        "/api/sagas/{id}/history",
+        "/api/scaling",
+        "/metrics",
+    ] {
+        assert!(doc["paths"].get(p).is_some(), "{p} missing");
+    }
+
+    // With tokens: 401 without one, 200 with it; probes stay open.
+    let secured = serve(&env, &["t0ken"], &stop).await;
+    let (code, v) = get(&http, format!("{secured}/api/sagas")).await;
+    assert_eq!(
+        (code, v["error"]["code"].clone()),
+        (StatusCode::UNAUTHORIZED, json!("unauthorized"))
+    );
+    let r = http
+        .get(format!("{secured}/api/sagas"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = http
+        .get(format!("{secured}/api/sagas"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        get(&http, format!("{secured}/healthz")).await.0,
+        StatusCode::OK
+    );
+
+    stop.cancel();
+    env.cleanup().await;
+}
+
+/// Waits until the saga's current step waits for its signal.
+async fn wait_until_waiting(env: &TestEnv, id: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    while !env.history(id).await.iter().any(|e| e == "wait_started") {
+        assert!(tokio::time::Instant::now() < deadline, "{id} never waited");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
