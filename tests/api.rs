@@ -240,6 +240,17 @@ async fn operator_api_end_to_end() {
         metrics.contains("sagaflow_activity_outstanding{activity=\"manual.review\"} 1"),
         "{metrics}"
     );
+    for expected in [
+        "sagaflow_sagas_finished_total{saga=\"order_fulfillment\",status=\"completed\"} 3",
+        "# TYPE sagaflow_step_duration_seconds histogram",
+        "sagaflow_step_duration_seconds_count{activity=\"shipping.ship\"} 3",
+        "sagaflow_step_duration_seconds_bucket{activity=\"shipping.ship\",le=\"+Inf\"} 3",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing in {metrics}"
+        );
+    }
     assert!(
         metrics.contains("sagaflow_task_queue_consumers{activity=\"inventory.reserve\"} 1"),
         "{metrics}"
