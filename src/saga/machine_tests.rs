@@ -1,7 +1,7 @@
 //! Unit tests of the saga machine: every transition, duplicates and stale events.
 
 use super::*;
-use crate::saga::definition::{Step, Timeouts, WaitStep};
+use crate::saga::definition::{OnTimeout, Step, Timeouts, WaitStep};
 use serde_json::json;
 
 fn t0() -> DateTime<Utc> {
