@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cursor;
+mod dashboard;
 mod error;
 pub mod metrics;
 pub mod openapi;
@@ -80,7 +81,8 @@ impl BrokerLink {
     }
 }
 
-/// All routes: `/api/*` behind the token check, probes and metrics outside it.
+/// All routes: `/api/*` behind the token check, probes, metrics and the dashboard's
+/// static files outside it.
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/sagas", post(sagas::start).get(sagas::list))
@@ -101,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::serve))
         .nest("/api", api)
+        .merge(dashboard::routes())
         .with_state(state)
 }
 
