@@ -240,6 +240,17 @@ async fn operator_api_end_to_end() {
         metrics.contains("sagaflow_activity_outstanding{activity=\"manual.review\"} 1"),
         "{metrics}"
     );
+    for expected in [
+        "sagaflow_sagas_finished_total{saga=\"order_fulfillment\",status=\"completed\"} 3",
+        "# TYPE sagaflow_step_duration_seconds histogram",
+        "sagaflow_step_duration_seconds_count{activity=\"shipping.ship\"} 3",
+        "sagaflow_step_duration_seconds_bucket{activity=\"shipping.ship\",le=\"+Inf\"} 3",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing in {metrics}"
+        );
+    }
     assert!(
         metrics.contains("sagaflow_task_queue_consumers{activity=\"inventory.reserve\"} 1"),
         "{metrics}"
@@ -312,4 +323,137 @@ async fn wait_until_waiting(env: &TestEnv, id: &str) {
         assert!(tokio::time::Instant::now() < deadline, "{id} never waited");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+#[tokio::test]
+async fn operator_actions_dead_letters_and_schedules_over_http() {
+    let nightly = r#"
+name = "nightly"
+version = 1
+[[steps]]
+name = "work"
+activity = "inventory.reserve"
+[[schedules]]
+name = "midnight"
+cron = "0 0 * * *"
+"#;
+    let mut env = TestEnv::new(&[("order.toml", ORDER), ("nightly.toml", nightly)]).await;
+    env.start_coordinator().await;
+    env.start_worker().await;
+    let stop = CancellationToken::new();
+    let base = serve(&env, &[], &stop).await;
+    let http = reqwest::Client::new();
+    let client = env.client().await;
+
+    // A failed saga: retry is accepted only once it applies; skip is refused with 409.
+    let before = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "before": before}}});
+    let start = sagaflow::client::StartOptions {
+        id: Some("f-http".into()),
+        ..Default::default()
+    };
+    client
+        .start("order_fulfillment", input, start)
+        .await
+        .unwrap();
+    wait_status(&http, &base, "f-http", "failed").await;
+    let (code, body) = post(
+        &http,
+        format!("{base}/api/sagas/f-http/actions"),
+        json!({"action": "skip"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "action_refused");
+    let (code, _) = post(
+        &http,
+        format!("{base}/api/sagas/nope/actions"),
+        json!({"action": "retry"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let end = chrono::DateTime::parse_from_rfc3339(&before).unwrap();
+    while chrono::Utc::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body) = post(
+        &http,
+        format!("{base}/api/sagas/f-http/actions"),
+        json!({"action": "retry"}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    wait_status(&http, &base, "f-http", "compensated").await;
+
+    // A dead letter that names its saga: dry run, then replay; it leaves the queue.
+    let task = json!({"saga_id": "f-http", "step": "ship_order", "activity": "shipping.ship", "attempt": 9});
+    client
+        .publish_raw(&env.names.dlx(), "coordinator", task.to_string().as_bytes())
+        .await
+        .unwrap();
+    let dlq = env.names.dlq_coordinator();
+    let deadline = tokio::time::Instant::now() + T;
+    while env.depth(&dlq).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, body) = post(
+        &http,
+        format!("{base}/api/dead-letters/coordinator/purge"),
+        json!({"saga": "f-http", "dry_run": true}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(body["messages"][0]["about"]["saga_id"], "f-http");
+    assert_eq!(body["messages"][0]["applied"], false);
+    assert_eq!(env.depth(&dlq).await, 1);
+    let (_, body) = post(
+        &http,
+        format!("{base}/api/dead-letters/coordinator/purge"),
+        json!({"saga": "f-http"}),
+    )
+    .await;
+    assert_eq!(body["messages"][0]["applied"], true, "{body}");
+    assert_eq!(env.depth(&dlq).await, 0);
+
+    // Schedules: listed, paused, resumed, triggered; unknown ones are 404.
+    let deadline = tokio::time::Instant::now() + T;
+    let rows = loop {
+        let (_, v) = get(&http, format!("{base}/api/schedules")).await;
+        if v["schedules"].as_array().is_some_and(|a| !a.is_empty()) {
+            break v["schedules"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "file schedule never synced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(rows[0]["name"], "nightly.midnight");
+    for op in ["pause", "resume", "trigger"] {
+        let (code, body) = post(
+            &http,
+            format!("{base}/api/schedules/nightly.midnight/{op}"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{op}: {body}");
+    }
+    let (code, body) = post(&http, format!("{base}/api/schedules/nope/pause"), json!({})).await;
+    assert_eq!(
+        (code, body["error"]["code"].clone()),
+        (StatusCode::NOT_FOUND, json!("schedule_not_found"))
+    );
+    let (code, _) = post(
+        &http,
+        format!("{base}/api/schedules/nightly.midnight/explode"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    stop.cancel();
+    env.cleanup().await;
 }

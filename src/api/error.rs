@@ -19,6 +19,10 @@ pub enum ApiError {
     SagaNotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    #[error("action refused: {0}")]
+    ActionRefused(String),
+    #[error("no schedule named `{0}`")]
+    ScheduleNotFound(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
     #[error("{0} unavailable")]
@@ -47,6 +51,8 @@ impl ApiError {
         match self {
             ApiError::SagaNotFound(_) => (StatusCode::NOT_FOUND, "saga_not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::ActionRefused(_) => (StatusCode::CONFLICT, "action_refused"),
+            ApiError::ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Store(e) if !e.is_transient() => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

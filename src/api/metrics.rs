@@ -20,6 +20,7 @@ use crate::store::{outbox, stats};
 pub async fn serve(State(st): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let mut e = Exposition::default();
     store_metrics(&st, &mut e).await?;
+    counter_metrics(&st, &mut e).await?;
     scaling_metrics(&st, &mut e).await?;
     broker_metrics(&st, &mut e).await;
     Ok((
@@ -51,6 +52,30 @@ async fn store_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiError
         "Seconds since the oldest due wake-up; 0 if none.",
     )
     .sample("sagaflow_timer_lag_seconds", &[], w.lag_seconds);
+    Ok(())
+}
+
+/// Counters the coordinators keep in `metric_counters`: (family, type, help).
+const COUNTERS: &[(&str, &str, &str)] = &[
+    ("sagaflow_sagas_started_total", "counter", "Sagas started, by definition."),
+    ("sagaflow_sagas_finished_total", "counter", "Sagas that reached a terminal status, by definition and status."),
+    ("sagaflow_retries_total", "counter", "Retries scheduled, by activity."),
+    ("sagaflow_attempts_failed_total", "counter", "Failed or timed-out attempts, by activity."),
+    ("sagaflow_step_duration_seconds", "histogram", "Time from a task chain's first scheduling to its success (queueing, attempts and retry waits included), by activity."),
+];
+
+async fn counter_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiError> {
+    let rows = crate::store::counters::all(&st.pool).await?;
+    for (family, kind, help) in COUNTERS {
+        e.family(family, kind, help);
+        let prefix = format!("{family}_");
+        for (name, labels, value) in rows
+            .iter()
+            .filter(|(n, _, _)| n == family || n.starts_with(&prefix))
+        {
+            e.rendered(name, labels, *value);
+        }
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! handlers. Reads go to Postgres; starts, signals and cancels are published
 //! through [`crate::client::Client`] like any other service would.
 
+mod actions;
 pub mod auth;
 pub mod cursor;
 mod dashboard;
@@ -90,6 +91,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/sagas/{id}/history", get(sagas::history))
         .route("/sagas/{id}/signal", post(sagas::signal))
         .route("/sagas/{id}/cancel", post(sagas::cancel))
+        .route("/sagas/{id}/actions", post(actions::saga_action))
+        .route("/dead-letters/{queue}/replay", post(actions::replay))
+        .route("/dead-letters/{queue}/purge", post(actions::purge))
+        .route("/schedules", get(actions::list_schedules))
+        .route("/schedules/{name}/{op}", post(actions::schedule_op))
         .route("/queues", get(ops::queues))
         .route("/dead-letters", get(ops::dead_letters))
         .route("/scaling", get(ops::scaling))

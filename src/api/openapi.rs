@@ -5,13 +5,14 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{error, metrics, ops, sagas};
+use super::{actions, error, metrics, ops, sagas};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sagaflow operator API", description = "Sagas, queues, dead letters and the scaling signal. `/api/*` needs `Authorization: Bearer <token>` when `api.tokens` is set."),
     paths(
         sagas::start, sagas::list, sagas::show, sagas::history, sagas::signal, sagas::cancel,
+        actions::saga_action, actions::replay, actions::purge, actions::list_schedules, actions::schedule_op,
         ops::healthz, ops::readyz, ops::queues, ops::dead_letters, ops::scaling,
         metrics::serve, serve
     ),
@@ -55,6 +56,11 @@ mod tests {
             "/api/sagas/{id}/history",
             "/api/sagas/{id}/signal",
             "/api/sagas/{id}/cancel",
+            "/api/sagas/{id}/actions",
+            "/api/dead-letters/{queue}/replay",
+            "/api/dead-letters/{queue}/purge",
+            "/api/schedules",
+            "/api/schedules/{name}/{op}",
             "/api/queues",
             "/api/dead-letters",
             "/api/scaling",

@@ -17,6 +17,23 @@ impl Exposition {
         self
     }
 
+    /// Starts a family of another type (`counter`, `histogram`) with its help text.
+    pub fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut Self {
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        self
+    }
+
+    /// One sample whose labels are already rendered (`k="v",…`, escaped).
+    pub fn rendered(&mut self, name: &str, labels: &str, value: f64) -> &mut Self {
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {}", number(value));
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {}", number(value));
+        }
+        self
+    }
+
     /// One sample of the family started last.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) -> &mut Self {
         self.out.push_str(name);

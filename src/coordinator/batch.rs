@@ -386,6 +386,10 @@ async fn write(
         .map(|(id, h)| (id.as_str(), h))
         .collect();
     sagas::append_history(tx, &history).await?;
+    let named = history
+        .iter()
+        .filter_map(|(id, h)| work.entries.get(*id).map(|e| (e.state.saga.as_str(), *h)));
+    crate::store::counters::add(tx, &super::counters::tally(named)).await?;
     let mut finished = vec![];
     let mut messages = vec![];
     for (id, cmd) in work.commands.iter().filter(|(id, _)| keep(id)) {

@@ -11,6 +11,7 @@
 //! ledger and the machine drop the duplicate.
 
 pub mod batch;
+pub mod counters;
 pub mod input;
 pub mod relay;
 

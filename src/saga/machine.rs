@@ -312,18 +312,32 @@ impl<'a> Run<'a> {
     }
 
     fn complete_step(&mut self, i: usize, output: Value, event: &'static str) {
+        self.complete_step_with(i, output, event, json!({}));
+    }
+
+    /// Completes step `i`, recording `detail` (activity steps: activity and duration).
+    fn complete_step_with(&mut self, i: usize, output: Value, event: &'static str, detail: Value) {
         let st = &mut self.state.steps[i];
         st.status = StepStatus::Completed;
         st.until = None;
         let attempt = (st.attempts > 0).then_some(st.attempts);
         st.output = Some(output);
         self.state.active = None;
-        self.record(event, Some(i), attempt, json!({}));
+        self.record(event, Some(i), attempt, detail);
         if self.state.cancel_requested {
             self.begin_compensation(Some(i), "cancelled");
         } else {
             self.enter_step(i + 1);
         }
+    }
+
+    /// What a finished task chain records: its activity and how long the chain took
+    /// from its first scheduling (queueing, attempts and retry waits included).
+    fn finished_detail(&self, active: &ActiveTask) -> Value {
+        let ms = (self.now - active.first_scheduled_at)
+            .num_milliseconds()
+            .max(0);
+        json!({ "activity": active.activity, "duration_ms": ms })
     }
 
     /// Step `i` failed for good: undo what completed before it.
@@ -549,18 +563,18 @@ impl<'a> Run<'a> {
 
     fn on_task_ok(&mut self, active: &ActiveTask, output: Value) {
         match active.kind {
-            TaskKind::Action => self.complete_step(active.step, output, "step_completed"),
+            TaskKind::Action => {
+                let detail = self.finished_detail(active);
+                self.complete_step_with(active.step, output, "step_completed", detail)
+            }
             TaskKind::Compensation => {
                 let i = active.step;
                 self.state.steps[i].status = StepStatus::Compensated;
                 self.state.active = None;
                 let attempt = self.state.steps[i].comp_attempts;
-                self.record(
-                    "compensation_completed",
-                    Some(i),
-                    Some(attempt),
-                    json!({ "output": output }),
-                );
+                let mut detail = self.finished_detail(active);
+                detail["output"] = output;
+                self.record("compensation_completed", Some(i), Some(attempt), detail);
                 self.continue_compensation(i.checked_sub(1));
             }
         }
@@ -575,7 +589,7 @@ impl<'a> Run<'a> {
             event,
             Some(active.step),
             Some(active.attempt),
-            json!({ "error": error }),
+            json!({ "error": error, "activity": active.activity }),
         );
         self.after_failure(active, error);
     }
@@ -624,7 +638,7 @@ impl<'a> Run<'a> {
             "retry_scheduled",
             Some(i),
             Some(attempt),
-            json!({ "delay_ms": delay.as_millis() as u64, "kind": active.kind }),
+            json!({ "delay_ms": delay.as_millis() as u64, "kind": active.kind, "activity": active.activity }),
         );
         self.dispatch(delay);
     }
@@ -763,7 +777,7 @@ impl<'a> Run<'a> {
             "attempt_timed_out",
             Some(active.step),
             Some(active.attempt),
-            json!({ "timeout": kind.as_str(), "kind": active.kind }),
+            json!({ "timeout": kind.as_str(), "kind": active.kind, "activity": active.activity }),
         );
         if kind == Timeout::ScheduleToClose {
             return match active.kind {

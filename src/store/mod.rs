@@ -4,6 +4,7 @@
 //! Writes are set-based (`UNNEST` of arrays) so one transaction carries a whole batch
 //! of saga transitions; updates are fenced by `row_version`.
 
+pub mod counters;
 pub mod ledger;
 pub mod outbox;
 pub mod sagas;

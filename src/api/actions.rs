@@ -1,0 +1,170 @@
+//! Operator actions over HTTP: act on a saga (retry, resume_at, skip, compensate),
+//! replay or purge dead letters by saga (with dry runs), and pause, resume or trigger
+//! schedules. Each saga action is checked against the saga as stored first (409 with
+//! the reason when it does not apply), then sent to the coordinators like the CLI does.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::Body;
+use super::{ApiError, ApiState, ErrorBody};
+use crate::broker::Publisher;
+use crate::dlq::{self, DlqAction, Selection, Touched};
+use crate::saga::machine::{operate, OperatorAction};
+use crate::scheduler::ops::{self as schedule_ops, OpsError};
+use crate::store::{sagas, schedules};
+
+/// An accepted operator action.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ActionAccepted {
+    pub saga_id: String,
+    pub action: String,
+}
+
+#[utoipa::path(post, path = "/api/sagas/{id}/actions", params(("id" = String, Path)),
+    request_body(content = serde_json::Value, description = "`{\"action\": \"retry\"|\"compensate\"}`, `{\"action\": \"resume_at\", \"step\": S}` or `{\"action\": \"skip\", \"output\": V}`"),
+    responses((status = 202, body = ActionAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn saga_action(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Body(action): Body<OperatorAction>,
+) -> Result<(StatusCode, Json<ActionAccepted>), ApiError> {
+    let saga = sagas::get(&st.pool, &id)
+        .await?
+        .ok_or_else(|| ApiError::SagaNotFound(id.clone()))?;
+    let s = &saga.state;
+    let def = st.catalog.get(&s.saga, s.version).ok_or_else(|| {
+        ApiError::ActionRefused(format!(
+            "definition {} v{} is not loaded by this server",
+            s.saga, s.version
+        ))
+    })?;
+    operate(&def, saga.state.clone(), &action, chrono::Utc::now())
+        .map_err(ApiError::ActionRefused)?;
+    st.broker.client().await?.operate(&id, &action).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ActionAccepted {
+            saga_id: id,
+            action: action.name().into(),
+        }),
+    ))
+}
+
+/// Which dead letters a replay or purge touches.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct DlqRequest {
+    /// Only the dead letters of this saga.
+    #[serde(default)]
+    pub saga: Option<String>,
+    /// At most this many (default 1000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// List what would be touched, touch nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a replay or purge touched.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DlqResult {
+    pub queue: String,
+    pub dry_run: bool,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Touched>,
+}
+
+async fn dlq_act(
+    st: &ApiState,
+    queue: &str,
+    req: DlqRequest,
+    action: DlqAction,
+) -> Result<Json<DlqResult>, ApiError> {
+    let queue = dlq::queue_name(&st.names, queue);
+    let sel = Selection {
+        saga_id: req.saga,
+        limit: req.limit.unwrap_or(1000),
+        dry_run: req.dry_run,
+    };
+    let client = st.broker.client().await?;
+    let publisher = Publisher::open(client.connection()).await?;
+    let messages = dlq::act(client.connection(), &publisher, &queue, &sel, action).await?;
+    let _ = publisher.channel().close(200, "done".into()).await;
+    Ok(Json(DlqResult {
+        queue,
+        dry_run: sel.dry_run,
+        messages,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/dead-letters/{queue}/replay", params(("queue" = String, Path, description = "`coordinator`, an activity or a full queue name")),
+    request_body = DlqRequest, responses((status = 200, body = DlqResult)))]
+pub async fn replay(
+    State(st): State<ApiState>,
+    Path(queue): Path<String>,
+    Body(req): Body<DlqRequest>,
+) -> Result<Json<DlqResult>, ApiError> {
+    dlq_act(&st, &queue, req, DlqAction::Replay).await
+}
+
+#[utoipa::path(post, path = "/api/dead-letters/{queue}/purge", params(("queue" = String, Path, description = "`coordinator`, an activity or a full queue name")),
+    request_body = DlqRequest, responses((status = 200, body = DlqResult)))]
+pub async fn purge(
+    State(st): State<ApiState>,
+    Path(queue): Path<String>,
+    Body(req): Body<DlqRequest>,
+) -> Result<Json<DlqResult>, ApiError> {
+    dlq_act(&st, &queue, req, DlqAction::Purge).await
+}
+
+/// The schedules with their state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleList {
+    #[schema(value_type = Vec<Object>)]
+    pub schedules: Vec<schedules::ScheduleRow>,
+}
+
+#[utoipa::path(get, path = "/api/schedules", responses((status = 200, body = ScheduleList)))]
+pub async fn list_schedules(State(st): State<ApiState>) -> Result<Json<ScheduleList>, ApiError> {
+    let rows = schedules::list(&st.pool).await?;
+    Ok(Json(ScheduleList {
+        schedules: rows.into_iter().map(|(row, _)| row).collect(),
+    }))
+}
+
+/// The result of a schedule operation.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ScheduleDone {
+    pub name: String,
+    pub op: String,
+    /// `trigger`: the id the run will have; `resume`: the next fire time.
+    pub detail: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/schedules/{name}/{op}", params(("name" = String, Path), ("op" = String, Path, description = "pause | resume | trigger")),
+    responses((status = 200, body = ScheduleDone), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn schedule_op(
+    State(st): State<ApiState>,
+    Path((name, op)): Path<(String, String)>,
+) -> Result<Json<ScheduleDone>, ApiError> {
+    let detail = match op.as_str() {
+        "pause" => schedule_ops::pause(&st.pool, &name).await.map(|_| None),
+        "resume" => schedule_ops::resume(&st.pool, &name, chrono::Utc::now())
+            .await
+            .map(|n| n.map(|t| t.to_rfc3339())),
+        "trigger" => schedule_ops::trigger(&st.pool, &name).await.map(Some),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown schedule operation `{other}`: expected pause, resume or trigger"
+            )))
+        }
+    }
+    .map_err(|e| match e {
+        OpsError::Unknown(n) => ApiError::ScheduleNotFound(n),
+        other => ApiError::BadRequest(other.to_string()),
+    })?;
+    Ok(Json(ScheduleDone { name, op, detail }))
+}

@@ -1,0 +1,221 @@
+//! Tallying metric counters from the history a batch writes: sagas started and
+//! finished, retries, failed attempts, and how long finished task chains took. Pure,
+//! so the tally is a unit test; the coordinator adds the result to `metric_counters`
+//! in the batch's transaction.
+
+use std::collections::BTreeMap;
+
+use crate::saga::machine::HistoryEntry;
+use crate::store::counters::Delta;
+
+/// Upper bounds (seconds) of the step duration histogram.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+];
+
+/// Counter increments for `entries`, each with the name of its saga's definition.
+pub fn tally<'a>(entries: impl IntoIterator<Item = (&'a str, &'a HistoryEntry)>) -> Vec<Delta> {
+    let mut sums: BTreeMap<(&'static str, String), f64> = BTreeMap::new();
+    let mut add =
+        |name: &'static str, labels: String, v: f64| *sums.entry((name, labels)).or_default() += v;
+    for (saga, h) in entries {
+        let activity = h
+            .detail
+            .get("activity")
+            .and_then(|a| a.as_str())
+            .unwrap_or("");
+        match h.event {
+            "saga_started" => add(
+                "sagaflow_sagas_started_total",
+                labels(&[("saga", saga)]),
+                1.0,
+            ),
+            "saga_completed" | "saga_compensated" | "saga_failed" | "saga_cancelled" => {
+                let status = h.event.trim_start_matches("saga_");
+                add(
+                    "sagaflow_sagas_finished_total",
+                    labels(&[("saga", saga), ("status", status)]),
+                    1.0,
+                )
+            }
+            "retry_scheduled" => add(
+                "sagaflow_retries_total",
+                labels(&[("activity", activity)]),
+                1.0,
+            ),
+            "attempt_failed" | "compensation_attempt_failed" | "attempt_timed_out" => add(
+                "sagaflow_attempts_failed_total",
+                labels(&[("activity", activity)]),
+                1.0,
+            ),
+            "step_completed" | "compensation_completed" => {
+                let Some(ms) = h.detail.get("duration_ms").and_then(|d| d.as_f64()) else {
+                    continue;
+                };
+                let secs = ms / 1000.0;
+                for le in DURATION_BUCKETS.iter().filter(|le| secs <= **le) {
+                    add(
+                        "sagaflow_step_duration_seconds_bucket",
+                        labels(&[("activity", activity), ("le", &le.to_string())]),
+                        1.0,
+                    );
+                }
+                add(
+                    "sagaflow_step_duration_seconds_bucket",
+                    labels(&[("activity", activity), ("le", "+Inf")]),
+                    1.0,
+                );
+                add(
+                    "sagaflow_step_duration_seconds_sum",
+                    labels(&[("activity", activity)]),
+                    secs,
+                );
+                add(
+                    "sagaflow_step_duration_seconds_count",
+                    labels(&[("activity", activity)]),
+                    1.0,
+                );
+            }
+            _ => {}
+        }
+    }
+    sums.into_iter()
+        .map(|((name, labels), value)| Delta {
+            name,
+            labels,
+            value,
+        })
+        .collect()
+}
+
+/// Prometheus label text: `k="v",…` with `\`, `"` and newlines escaped.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    let escape = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::{json, Value};
+
+    fn h(event: &'static str, detail: Value) -> HistoryEntry {
+        HistoryEntry {
+            at: Utc::now(),
+            event,
+            step: None,
+            attempt: None,
+            detail,
+        }
+    }
+
+    fn value(deltas: &[Delta], name: &str, labels: &str) -> f64 {
+        deltas
+            .iter()
+            .find(|d| d.name == name && d.labels == labels)
+            .map(|d| d.value)
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn tallies_sagas_retries_failures_and_durations() {
+        let entries = [
+            h("saga_started", json!({})),
+            h("retry_scheduled", json!({"activity": "pay"})),
+            h("attempt_failed", json!({"activity": "pay"})),
+            h("attempt_timed_out", json!({"activity": "pay"})),
+            h(
+                "step_completed",
+                json!({"activity": "pay", "duration_ms": 300}),
+            ),
+            h(
+                "step_completed",
+                json!({"activity": "pay", "duration_ms": 4000}),
+            ),
+            h("saga_compensated", json!({})),
+            h("sleep_completed", json!({})),
+        ];
+        let d = tally(entries.iter().map(|e| ("order", e)));
+        assert_eq!(
+            value(&d, "sagaflow_sagas_started_total", "saga=\"order\""),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &d,
+                "sagaflow_sagas_finished_total",
+                "saga=\"order\",status=\"compensated\""
+            ),
+            1.0
+        );
+        assert_eq!(value(&d, "sagaflow_retries_total", "activity=\"pay\""), 1.0);
+        assert_eq!(
+            value(&d, "sagaflow_attempts_failed_total", "activity=\"pay\""),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &d,
+                "sagaflow_step_duration_seconds_bucket",
+                "activity=\"pay\",le=\"0.25\""
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &d,
+                "sagaflow_step_duration_seconds_bucket",
+                "activity=\"pay\",le=\"0.5\""
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &d,
+                "sagaflow_step_duration_seconds_bucket",
+                "activity=\"pay\",le=\"5\""
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &d,
+                "sagaflow_step_duration_seconds_bucket",
+                "activity=\"pay\",le=\"+Inf\""
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(&d, "sagaflow_step_duration_seconds_sum", "activity=\"pay\""),
+            4.3
+        );
+        assert_eq!(
+            value(
+                &d,
+                "sagaflow_step_duration_seconds_count",
+                "activity=\"pay\""
+            ),
+            2.0
+        );
+    }
+
+    #[test]
+    fn deltas_are_sorted_and_labels_escaped() {
+        let entries = [
+            h("retry_scheduled", json!({"activity": "b"})),
+            h("retry_scheduled", json!({"activity": "a\"x"})),
+        ];
+        let d = tally(entries.iter().map(|e| ("s", e)));
+        let keys: Vec<&str> = d.iter().map(|d| d.labels.as_str()).collect();
+        assert_eq!(keys, vec!["activity=\"a\\\"x\"", "activity=\"b\""]);
+    }
+}
