@@ -6,6 +6,7 @@
 mod actions;
 pub mod auth;
 pub mod cursor;
+mod dashboard;
 mod error;
 pub mod metrics;
 pub mod openapi;
@@ -81,7 +82,8 @@ impl BrokerLink {
     }
 }
 
-/// All routes: `/api/*` behind the token check, probes and metrics outside it.
+/// All routes: `/api/*` behind the token check, probes, metrics and the dashboard's
+/// static files outside it.
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/sagas", post(sagas::start).get(sagas::list))
@@ -107,6 +109,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(metrics::serve))
         .nest("/api", api)
+        .merge(dashboard::routes())
         .with_state(state)
 }
 

@@ -103,6 +103,11 @@ pub struct SagaDetail {
     /// The persisted saga state (status, steps, active task, error).
     #[schema(value_type = Object)]
     pub state: crate::saga::state::SagaState,
+    /// The step names of the saga's definition version, in order (index = `state.steps`).
+    pub step_names: Vec<String>,
+    /// When a timer (delayed start, sleep, wait timeout, long retry delay, activity
+    /// timeout) next wakes this saga, if any.
+    pub wake_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -205,7 +210,14 @@ pub async fn show(
     let saga = sagas::get(&st.pool, &id)
         .await?
         .ok_or(ApiError::SagaNotFound(id))?;
+    let step_names = st
+        .catalog
+        .get(&saga.state.saga, saga.state.version)
+        .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
+        .unwrap_or_default();
     Ok(Json(SagaDetail {
+        wake_at: saga.state.next_wake(),
+        step_names,
         state: saga.state,
         created_at: saga.created_at,
         updated_at: saga.updated_at,

@@ -150,6 +150,7 @@ async fn drive(settings: &Settings, pool: &PgPool, n: usize) -> anyhow::Result<(
             println!("  {id:<24} {st:<12} {label}");
         }
     }
+    println!("\nto browse them in the web dashboard: run `sagaflow serve`, then open http://127.0.0.1:8080/");
     client.close().await;
     Ok(())
 }

@@ -1,0 +1,400 @@
+//! The web dashboard end to end in headless Chromium (through chromedriver and the
+//! WebDriver protocol): find a failed saga, open its timeline, replay a dead letter
+//! and see it leave the queue — on the page and on the broker.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; when they are missing the test
+//! installs them if it runs as root, and otherwise skips with a message.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{TestEnv, ORDER};
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicNackOptions};
+use sagaflow::api::{self, ApiState};
+use sagaflow::client::StartOptions;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const T: Duration = Duration::from_secs(20);
+
+/// An activity no worker hosts here: its task waits in its queue until poisoned.
+const MANUAL: &str = r#"
+name = "manual"
+version = 1
+[[steps]]
+name = "review"
+activity = "manual.review"
+"#;
+
+fn find_in_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|d| names.iter().map(move |n| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+fn browser_bins() -> Option<(PathBuf, PathBuf)> {
+    Some((
+        find_in_path(&["chromium", "chromium-browser"])?,
+        find_in_path(&["chromedriver"])?,
+    ))
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Chromium and chromedriver, installed with apt-get when missing and running as
+/// root; None (skip) when they are missing and cannot be installed.
+fn ensure_browser() -> Option<(PathBuf, PathBuf)> {
+    if let Some(b) = browser_bins() {
+        return Some(b);
+    }
+    if !is_root() {
+        eprintln!(
+            "SKIPPED dashboard e2e: chromium/chromedriver not found and not root, so not \
+             installable here (apt-get install chromium chromium-driver)"
+        );
+        return None;
+    }
+    eprintln!("dashboard e2e: installing chromium and chromium-driver with apt-get");
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !apt(&["install", "-y", "-q", "chromium", "chromium-driver"]) {
+        apt(&["update", "-q"]);
+        apt(&["install", "-y", "-q", "chromium", "chromium-driver"]);
+    }
+    Some(browser_bins().expect("chromium and chromedriver after apt-get install"))
+}
+
+/// chromedriver on a free local port; it and the Chromium it started are killed
+/// (its process group) when dropped.
+struct Driver {
+    child: tokio::process::Child,
+    url: String,
+    profile: PathBuf,
+}
+
+impl Driver {
+    async fn start(chromedriver: &Path) -> Driver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            // Its own process group, so Chromium goes with it even after a panic.
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let ready = match http.get(format!("{url}/status")).send().await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .map(|v| v["value"]["ready"] == true),
+                Err(_) => None,
+            };
+            if ready == Some(true) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver not ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile =
+            std::env::temp_dir().join(format!("sagaflow-chromium-{}", uuid::Uuid::now_v7()));
+        Driver {
+            child,
+            url,
+            profile,
+        }
+    }
+
+    async fn browser(&self, chromium: &Path) -> Client {
+        let caps = json!({
+            "browserName": "chrome",
+            "unhandledPromptBehavior": "ignore",
+            "goog:chromeOptions": {
+                "binary": chromium.display().to_string(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run",
+                    format!("--user-data-dir={}", self.profile.display()),
+                    "--window-size=1400,1000",
+                ]
+            }
+        });
+        let caps = caps.as_object().unwrap().clone().into_iter().collect();
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Evaluates `expr` in the page until it returns true.
+async fn wait_js(c: &Client, what: &str, expr: &str) {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let v = c
+            .execute(&format!("return !!({expr});"), vec![])
+            .await
+            .unwrap_or(Value::Null);
+        if v == Value::Bool(true) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let text = c
+                .execute("return document.body.innerText;", vec![])
+                .await
+                .unwrap_or_default();
+            panic!(
+                "the page never showed {what}; it shows:\n{}",
+                text.as_str().unwrap_or("")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Accepts the `confirm()` dialog a click opened.
+async fn accept_confirm(c: &Client) -> String {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        if let Ok(text) = c.get_alert_text().await {
+            c.accept_alert().await.unwrap();
+            return text;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no confirm dialog");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Nacks the next message of `queue` until the broker dead-letters it (delivery limit).
+async fn poison_next(env: &TestEnv, queue: &str) {
+    let conn = env.connect().await;
+    let ch = conn.create_channel().await.unwrap();
+    let mut c = ch
+        .basic_consume(
+            queue.into(),
+            "nacker".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..=env.settings.queues.delivery_limit {
+        let d = tokio::time::timeout(T, c.next())
+            .await
+            .expect("a task")
+            .unwrap()
+            .unwrap();
+        d.nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        })
+        .await
+        .unwrap();
+    }
+    let _ = conn.close(200, "ok".into()).await;
+}
+
+async fn wait_depth(env: &TestEnv, queue: &str, n: u32) {
+    let deadline = tokio::time::Instant::now() + T;
+    while env.depth(queue).await != n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{queue} never held {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn id(s: &str) -> StartOptions {
+    StartOptions {
+        id: Some(s.to_string()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn dashboard_finds_a_failed_saga_and_replays_a_dead_letter() {
+    let Some((chromium, chromedriver)) = ensure_browser() else {
+        return;
+    };
+    let mut env = TestEnv::new(&[("order.toml", ORDER), ("manual.toml", MANUAL)]).await;
+    env.start_coordinator().await;
+    env.start_worker().await;
+    let stop = CancellationToken::new();
+    let state = ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve(listener, state, stop.clone()));
+
+    // One completed and one failed order; a manual saga whose task is dead-lettered.
+    let client = env.client().await;
+    let failing = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false}}});
+    client
+        .start("order_fulfillment", failing, id("dash-failed"))
+        .await
+        .unwrap();
+    client
+        .start("order_fulfillment", json!({}), id("dash-ok"))
+        .await
+        .unwrap();
+    client
+        .start("manual", json!({}), id("dash-dl"))
+        .await
+        .unwrap();
+    let ends = env
+        .wait_terminal(&["dash-failed".into(), "dash-ok".into()], T)
+        .await;
+    assert_eq!(ends["dash-failed"], "failed");
+    assert_eq!(ends["dash-ok"], "completed");
+    let task_q = env.names.task_queue("manual.review");
+    let dlq_q = env.names.dlq("manual.review");
+    wait_depth(&env, &task_q, 1).await;
+    poison_next(&env, &task_q).await;
+    wait_depth(&env, &dlq_q, 1).await;
+
+    let driver = Driver::start(&chromedriver).await;
+    let c = driver.browser(&chromium).await;
+
+    // The static files are served with their types.
+    let r = reqwest::get(format!("{base}/app.js")).await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+
+    // Sagas: filter by status failed, find the failed one.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_js(
+        &c,
+        "the sagas table",
+        "document.querySelector('[data-testid=saga-row][data-id=\"dash-ok\"]')",
+    )
+    .await;
+    c.find(Locator::Css("[data-testid=filter-status]"))
+        .await
+        .unwrap()
+        .select_by_value("failed")
+        .await
+        .unwrap();
+    // Choosing a status applies the filter (the page re-renders under the new hash).
+    wait_js(
+        &c,
+        "only failed sagas",
+        "location.hash.includes('status=failed') \
+         && document.querySelector('[data-testid=saga-row][data-id=\"dash-failed\"]') \
+         && [...document.querySelectorAll('[data-testid=saga-row]')].every(r => r.dataset.status === 'failed')",
+    )
+    .await;
+
+    // Its timeline: the failing step, the failed compensation, the history.
+    c.find(Locator::Css(
+        "[data-testid=saga-row][data-id=\"dash-failed\"] td",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    wait_js(
+        &c,
+        "the failed saga's timeline",
+        "document.querySelector('[data-testid=saga-id]')?.textContent === 'dash-failed' \
+         && document.querySelector('[data-testid=step-row][data-step=ship_order][data-status=failed]') \
+         && document.querySelector('[data-testid=step-row][data-step=charge_payment][data-status=compensation_failed]') \
+         && document.querySelector('[data-testid=event-row][data-event=compensation_failed]') \
+         && document.querySelector('[data-testid=event-row][data-event=saga_failed]')",
+    )
+    .await;
+    let steps = c
+        .find(Locator::Css("[data-testid=steps]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(steps.contains("compensation_failed"), "{steps}");
+
+    // Dead letters: the manual saga's task, replayed after confirming.
+    c.find(Locator::Css("[data-testid=nav-dead-letters]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = format!("[data-testid=dead-letter][data-saga=\"dash-dl\"][data-queue=\"{dlq_q}\"]");
+    wait_js(
+        &c,
+        "the dead letter",
+        &format!("document.querySelector('{row}')"),
+    )
+    .await;
+    c.find(Locator::Css(&format!("{row} [data-testid=replay]")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let asked = accept_confirm(&c).await;
+    assert!(asked.contains("dash-dl"), "{asked}");
+    wait_js(
+        &c,
+        "the dead-letter queue emptied",
+        &format!(
+            "document.querySelector('[data-testid=dlq-queue][data-queue=\"{dlq_q}\"]')?.dataset.count === '0' \
+             && !document.querySelector('[data-testid=dead-letter]') \
+             && document.getElementById('flash').textContent.includes('replay: done')"
+        ),
+    )
+    .await;
+    // On the broker: gone from the DLQ, back in its task queue.
+    assert_eq!(env.depth(&dlq_q).await, 0);
+    wait_depth(&env, &task_q, 1).await;
+
+    c.close().await.unwrap();
+    drop(driver);
+    stop.cancel();
+    env.cleanup().await;
+}
