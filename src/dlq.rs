@@ -53,26 +53,14 @@ pub async fn summaries(
 ) -> lapin::Result<Vec<DlqSummary>> {
     let mut queues = vec![names.dlq_coordinator()];
     queues.extend(activities.iter().map(|a| names.dlq(a)));
-    let mut out = Vec::new();
-    for q in queues {
-        // A passive declare on a missing queue closes the channel: use a fresh one each time.
-        let ch = conn.create_channel().await?;
-        let opts = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        if let Ok(info) = ch
-            .queue_declare(q.as_str().into(), opts, FieldTable::default())
-            .await
-        {
-            out.push(DlqSummary {
-                queue: q,
-                messages: info.message_count(),
-            });
-            let _ = ch.close(200, "ok".into()).await;
-        }
-    }
-    Ok(out)
+    let infos = crate::broker::inspect::queue_infos(conn, &queues).await?;
+    Ok(infos
+        .into_iter()
+        .map(|i| DlqSummary {
+            queue: i.queue,
+            messages: i.ready,
+        })
+        .collect())
 }
 
 /// Up to `limit` messages of `queue`, left in place (fetched, then requeued).

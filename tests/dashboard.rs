@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use common::{TestEnv, ORDER};
 use fantoccini::{Client, ClientBuilder, Locator};
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicNackOptions};
 use sagaflow::api::{self, ApiState};
 use sagaflow::client::StartOptions;
 use serde_json::{json, Value};
@@ -208,46 +206,6 @@ async fn accept_confirm(c: &Client) -> String {
     }
 }
 
-/// Nacks the next message of `queue` until the broker dead-letters it (delivery limit).
-async fn poison_next(env: &TestEnv, queue: &str) {
-    let conn = env.connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    let mut c = ch
-        .basic_consume(
-            queue.into(),
-            "nacker".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    for _ in 0..=env.settings.queues.delivery_limit {
-        let d = tokio::time::timeout(T, c.next())
-            .await
-            .expect("a task")
-            .unwrap()
-            .unwrap();
-        d.nack(BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        })
-        .await
-        .unwrap();
-    }
-    let _ = conn.close(200, "ok".into()).await;
-}
-
-async fn wait_depth(env: &TestEnv, queue: &str, n: u32) {
-    let deadline = tokio::time::Instant::now() + T;
-    while env.depth(queue).await != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{queue} never held {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn id(s: &str) -> StartOptions {
     StartOptions {
         id: Some(s.to_string()),
@@ -291,9 +249,9 @@ async fn dashboard_finds_a_failed_saga_and_replays_a_dead_letter() {
     assert_eq!(ends["dash-ok"], "completed");
     let task_q = env.names.task_queue("manual.review");
     let dlq_q = env.names.dlq("manual.review");
-    wait_depth(&env, &task_q, 1).await;
-    poison_next(&env, &task_q).await;
-    wait_depth(&env, &dlq_q, 1).await;
+    env.wait_depth(&task_q, 1).await;
+    env.poison_next(&task_q).await;
+    env.wait_depth(&dlq_q, 1).await;
 
     let driver = Driver::start(&chromedriver).await;
     let c = driver.browser(&chromium).await;
@@ -391,7 +349,7 @@ async fn dashboard_finds_a_failed_saga_and_replays_a_dead_letter() {
     .await;
     // On the broker: gone from the DLQ, back in its task queue.
     assert_eq!(env.depth(&dlq_q).await, 0);
-    wait_depth(&env, &task_q, 1).await;
+    env.wait_depth(&task_q, 1).await;
 
     c.close().await.unwrap();
     drop(driver);

@@ -6,8 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{TestEnv, ORDER};
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicNackOptions};
 use sagaflow::broker::Publisher;
 use sagaflow::client::StartOptions;
 use sagaflow::dlq::{self, DlqAction, Selection};
@@ -38,46 +36,6 @@ fn id(s: &str) -> StartOptions {
     }
 }
 
-/// Nacks the next message of `queue` until the broker dead-letters it (delivery limit).
-async fn poison_next(env: &TestEnv, queue: &str) {
-    let conn = env.connect().await;
-    let ch = conn.create_channel().await.unwrap();
-    let mut c = ch
-        .basic_consume(
-            queue.into(),
-            "nacker".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    for _ in 0..=env.settings.queues.delivery_limit {
-        let d = tokio::time::timeout(T, c.next())
-            .await
-            .expect("a task")
-            .unwrap()
-            .unwrap();
-        d.nack(BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        })
-        .await
-        .unwrap();
-    }
-    let _ = conn.close(200, "ok".into()).await;
-}
-
-async fn wait_depth(env: &TestEnv, queue: &str, n: u32) {
-    let deadline = tokio::time::Instant::now() + T;
-    while env.depth(queue).await != n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{queue} never held {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
     let mut env = TestEnv::new(&[("haunted.toml", HAUNTED)]).await;
@@ -87,9 +45,9 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
     client.start("haunted", json!({}), id("h-1")).await.unwrap();
     let task_q = env.names.task_queue("ghost.work");
     let dlq_q = env.names.dlq("ghost.work");
-    wait_depth(&env, &task_q, 1).await;
-    poison_next(&env, &task_q).await;
-    wait_depth(&env, &dlq_q, 1).await;
+    env.wait_depth(&task_q, 1).await;
+    env.poison_next(&task_q).await;
+    env.wait_depth(&dlq_q, 1).await;
 
     let conn = env.connect().await;
     let publisher = Publisher::open(&conn).await.unwrap();
@@ -140,11 +98,11 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
     .await
     .unwrap();
     assert!(replayed[0].applied);
-    wait_depth(&env, &task_q, 1).await;
+    env.wait_depth(&task_q, 1).await;
     assert_eq!(env.depth(&dlq_q).await, 0);
     // Dead-letter it again, then purge it.
-    poison_next(&env, &task_q).await;
-    wait_depth(&env, &dlq_q, 1).await;
+    env.poison_next(&task_q).await;
+    env.wait_depth(&dlq_q, 1).await;
     let purged = dlq::act(
         &conn,
         &publisher,

@@ -248,6 +248,48 @@ impl TestEnv {
         }
     }
 
+    /// Nacks the next message of `queue` until the broker dead-letters it (delivery limit).
+    pub async fn poison_next(&self, queue: &str) {
+        use lapin::options::BasicNackOptions;
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let mut c = ch
+            .basic_consume(
+                queue.into(),
+                "nacker".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..=self.settings.queues.delivery_limit {
+            let d = tokio::time::timeout(Duration::from_secs(30), c.next())
+                .await
+                .expect("a task")
+                .unwrap()
+                .unwrap();
+            d.nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await
+            .unwrap();
+        }
+        let _ = conn.close(200, "ok".into()).await;
+    }
+
+    /// Waits until `queue` holds exactly `n` ready messages.
+    pub async fn wait_depth(&self, queue: &str, n: u32) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.depth(queue).await != n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{queue} never held {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until the history of `saga` contains `event`.
     pub async fn wait_history(&self, saga: &str, event: &str) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
