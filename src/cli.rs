@@ -92,6 +92,7 @@ pub enum Cmd {
         reason: String,
     },
     /// Cron schedules: add, list, pause, resume, trigger, delete.
+    #[command(alias = "schedules")]
     Schedule {
         #[command(subcommand)]
         command: schedule::ScheduleCmd,
@@ -140,6 +141,15 @@ pub enum DlqCmd {
     /// Dead-letter queues with their depth and the first messages with their reasons.
     List {
         #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead-letter queue's messages with their reason, saga, step and attempt.
+    Show {
+        /// `coordinator`, an activity name, or a full queue name.
+        queue: String,
+        #[arg(long, default_value_t = 20)]
         limit: usize,
         #[arg(long)]
         json: bool,
@@ -312,6 +322,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             command: DlqCmd::List { limit, json },
         } => dlq_list(&settings, limit, json).await?,
         Cmd::Dlq {
+            command: DlqCmd::Show { queue, limit, json },
+        } => dlq_show(&settings, &queue, limit, json).await?,
+        Cmd::Dlq {
             command: DlqCmd::Replay(s),
         } => {
             operate::dlq_action(
@@ -435,6 +448,44 @@ async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+async fn dlq_show(
+    settings: &Settings,
+    queue: &str,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<()> {
+    let names = crate::broker::Names::new(&settings.namespace);
+    let queue = crate::dlq::queue_name(&names, queue);
+    let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
+    let letters = crate::dlq::peek(&conn, &queue, limit).await?;
+    let _ = conn.close(200, "bye".into()).await;
+    print_letters(&letters, json)
+}
+
+/// Dead letters as JSON or as text with the saga each belongs to.
+fn print_letters(letters: &[crate::dlq::DeadLetter], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(letters)?);
+        return Ok(());
+    }
+    for l in letters {
+        let a = &l.about;
+        println!("\n[{}] reason: {}", l.queue, l.reason);
+        if let Some(saga) = &a.saga_id {
+            let attempt = a
+                .attempt
+                .map(|n| format!(", attempt {n}"))
+                .unwrap_or_default();
+            println!(
+                "  saga: {saga} (step {}{attempt}): sagaflow status {saga}",
+                a.step.as_deref().unwrap_or("-")
+            );
+        }
+        println!("  routing key: {}\n  body: {}", l.routing_key, l.body);
+    }
+    Ok(())
+}
+
 async fn dlq_list(settings: &Settings, limit: usize, json: bool) -> anyhow::Result<()> {
     let catalog = load_catalog(settings)?;
     let mut activities: Vec<String> = catalog.activities().into_iter().collect();
@@ -458,20 +509,5 @@ async fn dlq_list(settings: &Settings, limit: usize, json: bool) -> anyhow::Resu
     for q in &queues {
         println!("{:<48} {:>8}", q.queue, q.messages);
     }
-    for l in letters {
-        let a = &l.about;
-        println!("\n[{}] reason: {}", l.queue, l.reason);
-        if let Some(saga) = &a.saga_id {
-            let attempt = a
-                .attempt
-                .map(|n| format!(", attempt {n}"))
-                .unwrap_or_default();
-            println!(
-                "  saga: {saga} (step {}{attempt}): sagaflow status {saga}",
-                a.step.as_deref().unwrap_or("-")
-            );
-        }
-        println!("  routing key: {}\n  body: {}", l.routing_key, l.body);
-    }
-    Ok(())
+    print_letters(&letters, false)
 }

@@ -18,6 +18,12 @@ fn init_tracing(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // `sagaflow dlq list | head` must end quietly when the reader goes away, as other
+    // command-line tools do, instead of panicking on a broken pipe.
+    // SAFETY: only restores the default disposition of SIGPIPE; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,

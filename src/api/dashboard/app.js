@@ -223,7 +223,12 @@ async function sagaView(id) {
       let output;
       try { output = JSON.parse(out); } catch (e) { flash("skip: output is not JSON", true); return; }
       return op("skip", { output })();
-    } }, "Skip step…"));
+    } }, "Skip step…"),
+    h("button", { type: "button", testid: "action-resume", onclick: () => {
+      const step = window.prompt("Resume the saga at step (the steps before it must still be completed):", names[st.cursor] || "");
+      if (!step) return;
+      return op("resume_at", { step })();
+    } }, "Resume at step…"));
 
   return [h("h2", {}, "Saga ", h("span", { class: "mono" }, id)), info, h("h3", {}, "Operator actions"), buttons,
     h("h3", {}, "Steps"), steps, h("h3", {}, "Timers"), timerTable,
