@@ -15,64 +15,161 @@ use crate::dlq::{self, DlqAction, Selection};
 use crate::saga::machine::{operate, OperatorAction};
 use crate::store::sagas;
 
-/// Saga-level operator actions.
+/// Saga-level operator actions, on one saga (`<id>`) or in bulk on the sagas a
+/// filter selects (`--saga`, `--status`, `--id-prefix`; `--dry-run` lists them).
 #[derive(Debug, Subcommand)]
 pub enum SagaAction {
     /// Run the stuck task again (new attempt chain), or a failed saga's failed compensation.
-    Retry { id: String },
+    Retry {
+        id: Option<String>,
+        #[command(flatten)]
+        bulk: Bulk,
+    },
     /// Run the saga again from a step (the steps before it must still be completed).
     Resume {
-        id: String,
+        id: Option<String>,
         #[arg(long)]
         step: String,
+        #[command(flatten)]
+        bulk: Bulk,
     },
     /// Mark the current step completed with an output and go on.
     Skip {
-        id: String,
+        id: Option<String>,
         #[arg(long, default_value = "null", value_parser = parse_json)]
         output: Value,
+        #[command(flatten)]
+        bulk: Bulk,
     },
     /// Stop going forward: undo the completed steps in reverse.
-    Compensate { id: String },
+    Compensate {
+        id: Option<String>,
+        #[command(flatten)]
+        bulk: Bulk,
+    },
+}
+
+/// Which sagas a bulk action selects.
+#[derive(Debug, Default, clap::Args)]
+pub struct Bulk {
+    /// Sagas of this definition.
+    #[arg(long)]
+    pub saga: Option<String>,
+    /// Sagas in this status (e.g. `failed`).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Sagas whose id starts with this.
+    #[arg(long)]
+    pub id_prefix: Option<String>,
+    /// At most this many sagas.
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+    /// List what the action would do to each selected saga; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl SagaAction {
-    fn split(self) -> (String, OperatorAction) {
+    fn split(self) -> (Option<String>, Bulk, OperatorAction) {
         match self {
-            SagaAction::Retry { id } => (id, OperatorAction::Retry),
-            SagaAction::Resume { id, step } => (id, OperatorAction::ResumeAt { step }),
-            SagaAction::Skip { id, output } => (id, OperatorAction::Skip { output }),
-            SagaAction::Compensate { id } => (id, OperatorAction::Compensate),
+            SagaAction::Retry { id, bulk } => (id, bulk, OperatorAction::Retry),
+            SagaAction::Resume { id, step, bulk } => (id, bulk, OperatorAction::ResumeAt { step }),
+            SagaAction::Skip { id, output, bulk } => (id, bulk, OperatorAction::Skip { output }),
+            SagaAction::Compensate { id, bulk } => (id, bulk, OperatorAction::Compensate),
         }
     }
 }
 
-/// Checks the action against the saga as stored, then sends it.
+/// The sagas an action targets: the one named, or those the filter selects.
+async fn targets(
+    pool: &sqlx::PgPool,
+    id: &Option<String>,
+    bulk: &Bulk,
+) -> anyhow::Result<Vec<String>> {
+    if let Some(id) = id {
+        return Ok(vec![id.clone()]);
+    }
+    if bulk.saga.is_none() && bulk.status.is_none() && bulk.id_prefix.is_none() {
+        anyhow::bail!(
+            "expected a saga id, or a filter (--saga, --status, --id-prefix) for a bulk action"
+        );
+    }
+    let f = sagas::ListFilter {
+        saga: bulk.saga.clone(),
+        status: bulk.status.clone(),
+        id_prefix: bulk.id_prefix.clone(),
+        ..Default::default()
+    };
+    Ok(sagas::list(pool, &f, bulk.limit.max(1))
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
+}
+
+/// Checks the action against each selected saga as stored, then sends it to those it
+/// applies to. One saga: a refusal is an error (exit 1). Bulk: one line per saga.
 pub async fn saga_action(settings: &Settings, action: SagaAction) -> anyhow::Result<()> {
-    let (id, action) = action.split();
+    let (id, bulk, action) = action.split();
     let catalog = load_catalog(settings)?;
     let pool = pool(settings).await?;
-    let Some(saga) = sagas::get(&pool, &id).await? else {
-        return Err(super::SagaNotFound(id).into());
-    };
-    let s = &saga.state;
-    let def = catalog.get(&s.saga, s.version).ok_or_else(|| {
-        anyhow::anyhow!(
-            "definition {} v{} is not in {}",
-            s.saga,
-            s.version,
-            settings.sagas_dir.display()
-        )
-    })?;
-    operate(&def, saga.state.clone(), &action, chrono::Utc::now())
-        .map_err(|why| anyhow::anyhow!("{} refused: {why}", action.name()))?;
+    let ids = targets(&pool, &id, &bulk).await?;
+    let mut accepted = Vec::new();
+    for sid in &ids {
+        let Some(saga) = sagas::get(&pool, sid).await? else {
+            return Err(super::SagaNotFound(sid.clone()).into());
+        };
+        let s = &saga.state;
+        let verdict = match catalog.get(&s.saga, s.version) {
+            None => Err(format!(
+                "definition {} v{} is not in {}",
+                s.saga,
+                s.version,
+                settings.sagas_dir.display()
+            )),
+            Some(def) => operate(&def, saga.state.clone(), &action, chrono::Utc::now()).map(|_| ()),
+        };
+        match (verdict, id.is_some()) {
+            (Err(why), true) => anyhow::bail!("{} refused: {why}", action.name()),
+            (Err(why), false) => println!("  {sid:<36} refused: {why}"),
+            (Ok(()), single) => {
+                if !single {
+                    println!(
+                        "  {sid:<36} {}{}",
+                        if bulk.dry_run { "would " } else { "" },
+                        action.name()
+                    );
+                }
+                accepted.push(sid.clone());
+            }
+        }
+    }
+    if bulk.dry_run {
+        println!(
+            "dry run: {} of {} selected sagas would accept {}",
+            accepted.len(),
+            ids.len(),
+            action.name()
+        );
+        return Ok(());
+    }
     let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
-    client.operate(&id, &action).await?;
+    for sid in &accepted {
+        client.operate(sid, &action).await?;
+    }
     client.close().await;
-    println!(
-        "{} sent to {id}; follow it with: sagaflow status {id}",
-        action.name()
-    );
+    match id {
+        Some(id) => println!(
+            "{} sent to {id}; follow it with: sagaflow status {id}",
+            action.name()
+        ),
+        None => println!(
+            "{} sent to {} of {} selected sagas",
+            action.name(),
+            accepted.len(),
+            ids.len()
+        ),
+    }
     Ok(())
 }
 
