@@ -14,6 +14,22 @@ use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
 
+/// Runs the `sagaflow` binary against `env`; returns its stdout, asserting success.
+fn sagaflow_cli(env: &TestEnv, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(args)
+        .envs(env.child_env())
+        .output()
+        .expect("sagaflow runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 const HAUNTED: &str = r#"
 name = "haunted"
 version = 1
@@ -153,6 +169,23 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
         .await
         .unwrap();
     env.wait_status("f-1", "failed", T).await;
+    // A bulk dry run lists what the action would do and sends nothing.
+    let out = sagaflow_cli(
+        &env,
+        &[
+            "saga",
+            "retry",
+            "--status",
+            "failed",
+            "--id-prefix",
+            "f-",
+            "--dry-run",
+        ],
+    );
+    assert!(
+        out.contains("f-1") && out.contains("would retry") && out.contains("1 of 1"),
+        "{out}"
+    );
     // Refused actions come back as dead letters with the reason.
     client
         .operate(
@@ -172,7 +205,10 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
     while chrono::Utc::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    client.operate("f-1", &OperatorAction::Retry).await.unwrap();
+    sagaflow_cli(
+        &env,
+        &["saga", "retry", "--status", "failed", "--id-prefix", "f-"],
+    );
     env.wait_status("f-1", "compensated", T).await;
     let names: Vec<String> = env
         .effects("f-1")
