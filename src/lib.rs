@@ -10,6 +10,7 @@ pub mod demo;
 pub mod dlq;
 pub mod launch;
 pub mod messages;
+pub mod ops;
 pub mod runtime;
 pub mod saga;
 pub mod scheduler;

@@ -376,6 +376,28 @@ cron = "0 0 * * *"
     while chrono::Utc::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // In bulk by filter: a dry run reports per saga and sends nothing.
+    let (code, body) = post(&http, format!("{base}/api/sagas/actions"), json!({"action": {"action": "retry"}, "status": "failed", "id_prefix": "f-http", "dry_run": true})).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!(
+        (
+            body["sent"].clone(),
+            body["sagas"][0]["saga_id"].clone(),
+            body["sagas"][0]["refused"].clone()
+        ),
+        (json!(0), json!("f-http"), json!(null))
+    );
+    let (code, _) = post(
+        &http,
+        format!("{base}/api/sagas/actions"),
+        json!({"action": {"action": "retry"}}),
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "a bulk action without a filter is refused"
+    );
     let (code, body) = post(
         &http,
         format!("{base}/api/sagas/f-http/actions"),

@@ -54,6 +54,72 @@ pub async fn saga_action(
     ))
 }
 
+/// A bulk operator action: the sagas a filter selects (at most `limit`, default 100).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BulkAction {
+    #[schema(value_type = Object)]
+    pub action: OperatorAction,
+    #[serde(default)]
+    pub saga: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub id_prefix: Option<String>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// Report what would happen, send nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Per selected saga: whether the action applies (and was sent) or why not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkResult {
+    pub action: String,
+    pub dry_run: bool,
+    pub sent: usize,
+    #[schema(value_type = Vec<Object>)]
+    pub sagas: Vec<crate::ops::Verdict>,
+}
+
+#[utoipa::path(post, path = "/api/sagas/actions", request_body = BulkAction,
+    responses((status = 200, body = BulkResult), (status = 400, body = ErrorBody)))]
+pub async fn bulk_action(
+    State(st): State<ApiState>,
+    Body(req): Body<BulkAction>,
+) -> Result<Json<BulkResult>, ApiError> {
+    if req.saga.is_none() && req.status.is_none() && req.id_prefix.is_none() {
+        return Err(ApiError::BadRequest(
+            "a bulk action needs a filter: saga, status or id_prefix".into(),
+        ));
+    }
+    let filter = sagas::ListFilter {
+        saga: req.saga,
+        status: req.status,
+        id_prefix: req.id_prefix,
+        ..Default::default()
+    };
+    let ids = crate::ops::select(&st.pool, &filter, req.limit.unwrap_or(100)).await?;
+    let verdicts = crate::ops::check(&st.pool, &st.catalog, &ids, &req.action)
+        .await
+        .map_err(|e| match e {
+            crate::ops::OpsError::NotFound(id) => ApiError::SagaNotFound(id),
+            crate::ops::OpsError::Store(e) => ApiError::Store(e),
+            crate::ops::OpsError::Client(e) => ApiError::Client(e),
+        })?;
+    let sent = if req.dry_run {
+        0
+    } else {
+        crate::ops::send(&*st.broker.client().await?, &verdicts, &req.action).await?
+    };
+    Ok(Json(BulkResult {
+        action: req.action.name().into(),
+        dry_run: req.dry_run,
+        sent,
+        sagas: verdicts,
+    }))
+}
+
 /// Which dead letters a replay or purge touches.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct DlqRequest {

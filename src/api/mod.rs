@@ -92,6 +92,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/sagas/{id}/signal", post(sagas::signal))
         .route("/sagas/{id}/cancel", post(sagas::cancel))
         .route("/sagas/{id}/actions", post(actions::saga_action))
+        .route("/sagas/actions", post(actions::bulk_action))
         .route("/dead-letters/{queue}/replay", post(actions::replay))
         .route("/dead-letters/{queue}/purge", post(actions::purge))
         .route("/schedules", get(actions::list_schedules))

@@ -12,7 +12,7 @@ use super::{actions, error, metrics, ops, sagas};
     info(title = "sagaflow operator API", description = "Sagas, queues, dead letters and the scaling signal. `/api/*` needs `Authorization: Bearer <token>` when `api.tokens` is set."),
     paths(
         sagas::start, sagas::list, sagas::show, sagas::history, sagas::signal, sagas::cancel,
-        actions::saga_action, actions::replay, actions::purge, actions::list_schedules, actions::schedule_op,
+        actions::saga_action, actions::bulk_action, actions::replay, actions::purge, actions::list_schedules, actions::schedule_op,
         ops::healthz, ops::readyz, ops::queues, ops::dead_letters, ops::scaling,
         metrics::serve, serve
     ),
@@ -57,6 +57,7 @@ mod tests {
             "/api/sagas/{id}/signal",
             "/api/sagas/{id}/cancel",
             "/api/sagas/{id}/actions",
+            "/api/sagas/actions",
             "/api/dead-letters/{queue}/replay",
             "/api/dead-letters/{queue}/purge",
             "/api/schedules",

@@ -12,7 +12,8 @@ use crate::broker::{Names, Publisher};
 use crate::client::Client;
 use crate::config::Settings;
 use crate::dlq::{self, DlqAction, Selection};
-use crate::saga::machine::{operate, OperatorAction};
+use crate::ops;
+use crate::saga::machine::OperatorAction;
 use crate::store::sagas;
 
 /// Saga-level operator actions, on one saga (`<id>`) or in bulk on the sagas a
@@ -100,11 +101,7 @@ async fn targets(
         id_prefix: bulk.id_prefix.clone(),
         ..Default::default()
     };
-    Ok(sagas::list(pool, &f, bulk.limit.max(1))
-        .await?
-        .into_iter()
-        .map(|s| s.id)
-        .collect())
+    Ok(ops::select(pool, &f, bulk.limit).await?)
 }
 
 /// Checks the action against each selected saga as stored, then sends it to those it
@@ -114,49 +111,39 @@ pub async fn saga_action(settings: &Settings, action: SagaAction) -> anyhow::Res
     let catalog = load_catalog(settings)?;
     let pool = pool(settings).await?;
     let ids = targets(&pool, &id, &bulk).await?;
-    let mut accepted = Vec::new();
-    for sid in &ids {
-        let Some(saga) = sagas::get(&pool, sid).await? else {
-            return Err(super::SagaNotFound(sid.clone()).into());
-        };
-        let s = &saga.state;
-        let verdict = match catalog.get(&s.saga, s.version) {
-            None => Err(format!(
-                "definition {} v{} is not in {}",
-                s.saga,
-                s.version,
-                settings.sagas_dir.display()
-            )),
-            Some(def) => operate(&def, saga.state.clone(), &action, chrono::Utc::now()).map(|_| ()),
-        };
-        match (verdict, id.is_some()) {
-            (Err(why), true) => anyhow::bail!("{} refused: {why}", action.name()),
-            (Err(why), false) => println!("  {sid:<36} refused: {why}"),
-            (Ok(()), single) => {
-                if !single {
-                    println!(
-                        "  {sid:<36} {}{}",
-                        if bulk.dry_run { "would " } else { "" },
-                        action.name()
-                    );
-                }
-                accepted.push(sid.clone());
+    let verdicts = ops::check(&pool, &catalog, &ids, &action)
+        .await
+        .map_err(|e| match e {
+            ops::OpsError::NotFound(id) => anyhow::Error::from(super::SagaNotFound(id)),
+            other => other.into(),
+        })?;
+    if let (Some(_), Some(why)) = (&id, verdicts.first().and_then(|v| v.refused.clone())) {
+        anyhow::bail!("{} refused: {why}", action.name());
+    }
+    if id.is_none() {
+        for v in &verdicts {
+            match &v.refused {
+                Some(why) => println!("  {:<36} refused: {why}", v.saga_id),
+                None => println!(
+                    "  {:<36} {}{}",
+                    v.saga_id,
+                    if bulk.dry_run { "would " } else { "" },
+                    action.name()
+                ),
             }
         }
     }
+    let accepted = verdicts.iter().filter(|v| v.refused.is_none()).count();
     if bulk.dry_run {
         println!(
-            "dry run: {} of {} selected sagas would accept {}",
-            accepted.len(),
+            "dry run: {accepted} of {} selected sagas would accept {}",
             ids.len(),
             action.name()
         );
         return Ok(());
     }
     let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
-    for sid in &accepted {
-        client.operate(sid, &action).await?;
-    }
+    ops::send(&client, &verdicts, &action).await?;
     client.close().await;
     match id {
         Some(id) => println!(
@@ -164,9 +151,8 @@ pub async fn saga_action(settings: &Settings, action: SagaAction) -> anyhow::Res
             action.name()
         ),
         None => println!(
-            "{} sent to {} of {} selected sagas",
+            "{} sent to {accepted} of {} selected sagas",
             action.name(),
-            accepted.len(),
             ids.len()
         ),
     }

@@ -1,0 +1,86 @@
+//! Operator actions on stored sagas, shared by the CLI and the HTTP API: select sagas
+//! (one id or a filter), check the action against each saga as stored, and send it
+//! to those it applies to (the coordinators apply it in their transaction).
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::client::{Client, ClientError};
+use crate::saga::definition::Catalog;
+use crate::saga::machine::{operate, OperatorAction};
+use crate::store::sagas::{self, ListFilter};
+use crate::store::StoreError;
+
+/// What the check said for one saga.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub saga_id: String,
+    /// `None` when the action applies; otherwise why not.
+    pub refused: Option<String>,
+}
+
+/// Why an operation could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("broker: {0}")]
+    Client(#[from] ClientError),
+    #[error("no saga with id `{0}`")]
+    NotFound(String),
+}
+
+/// The ids of the sagas `filter` selects, newest first, at most `limit`.
+pub async fn select(
+    pool: &PgPool,
+    filter: &ListFilter,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sagas::list(pool, filter, limit.max(1))
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect())
+}
+
+/// Checks `action` against each saga as stored.
+pub async fn check(
+    pool: &PgPool,
+    catalog: &Catalog,
+    ids: &[String],
+    action: &OperatorAction,
+) -> Result<Vec<Verdict>, OpsError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let saga = sagas::get(pool, id)
+            .await?
+            .ok_or_else(|| OpsError::NotFound(id.clone()))?;
+        let s = &saga.state;
+        let refused = match catalog.get(&s.saga, s.version) {
+            None => Some(format!(
+                "definition {} v{} is not loaded here",
+                s.saga, s.version
+            )),
+            Some(def) => operate(&def, saga.state.clone(), action, chrono::Utc::now()).err(),
+        };
+        out.push(Verdict {
+            saga_id: id.clone(),
+            refused,
+        });
+    }
+    Ok(out)
+}
+
+/// Sends `action` to every saga whose verdict accepted it; returns how many.
+pub async fn send(
+    client: &Client,
+    verdicts: &[Verdict],
+    action: &OperatorAction,
+) -> Result<usize, ClientError> {
+    let mut sent = 0;
+    for v in verdicts.iter().filter(|v| v.refused.is_none()) {
+        client.operate(&v.saga_id, action).await?;
+        sent += 1;
+    }
+    Ok(sent)
+}
