@@ -147,7 +147,25 @@ async function sagasView(params) {
     const p = new URLSearchParams(params); p.set("cursor", page.next_cursor);
     nav.append(h("a", { href: "#/sagas?" + p, testid: "next-page" }, "next page »"));
   }
-  return [h("h2", {}, "Sagas"), form,
+  // Bulk action on the current filter: a dry run first, the count in the confirm.
+  const bulk = async (action) => {
+    const filter = {};
+    for (const k of ["saga", "status", "id_prefix"]) if (params.get(k)) filter[k] = params.get(k);
+    if (!Object.keys(filter).length) { flash("bulk actions need a filter", true); return; }
+    try {
+      const dry = await api("/sagas/actions", { body: { action: { action }, ...filter, dry_run: true } });
+      const ok = dry.sagas.filter((v) => !v.refused).length;
+      if (!window.confirm(`${action}: applies to ${ok} of ${dry.sagas.length} selected saga(s). Send it?`)) return;
+      const r = await api("/sagas/actions", { body: { action: { action }, ...filter } });
+      flash(`${action}: sent to ${r.sent} saga(s)`);
+    } catch (e) {
+      flash(action + ": " + e.message, true);
+    }
+  };
+  const bulkButtons = h("div", { class: "actions" },
+    h("button", { type: "button", testid: "bulk-retry", onclick: () => bulk("retry") }, "Retry all matching…"),
+    h("button", { type: "button", testid: "bulk-compensate", class: "danger", onclick: () => bulk("compensate") }, "Compensate all matching…"));
+  return [h("h2", {}, "Sagas"), form, bulkButtons,
     rows.length ? h("table", { testid: "sagas-table" },
       h("tr", {}, h("th", {}, "id"), h("th", {}, "saga"), h("th", {}, "status"), h("th", {}, "created"), h("th", {}, "updated")), rows)
       : h("p", { class: "muted", testid: "sagas-empty" }, "No sagas match."),
