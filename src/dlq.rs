@@ -14,6 +14,8 @@ pub struct DeadLetter {
     pub reason: String,
     /// The saga, step and attempt it belongs to.
     pub about: About,
+    /// Every AMQP header, rendered as text (`x-death` included).
+    pub headers: std::collections::BTreeMap<String, String>,
     pub routing_key: String,
     pub body: String,
 }
@@ -85,6 +87,7 @@ pub async fn peek(
             queue: queue.to_string(),
             reason: reason(d.properties.headers().as_ref()),
             about: about(&d.data),
+            headers: render_headers(d.properties.headers().as_ref()),
             routing_key: d.routing_key.to_string(),
             body: String::from_utf8_lossy(&d.data).chars().take(500).collect(),
         });
@@ -101,6 +104,48 @@ pub async fn peek(
     }
     let _ = ch.close(200, "ok".into()).await;
     Ok(out)
+}
+
+/// Headers as text, for operators reading a dead letter.
+pub fn render_headers(headers: Option<&FieldTable>) -> std::collections::BTreeMap<String, String> {
+    headers
+        .map(|h| {
+            h.inner()
+                .iter()
+                .map(|(k, v)| (k.to_string(), render(v)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn render(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::LongString(s) => s.to_string(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        AMQPValue::FieldArray(a) => format!(
+            "[{}]",
+            a.as_slice()
+                .iter()
+                .map(render)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        AMQPValue::FieldTable(t) => format!(
+            "{{{}}}",
+            t.inner()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", render(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => format!("{other:?}"),
+    }
 }
 
 /// What a dead letter is about, read from its body (tasks, results, starts, signals
@@ -370,6 +415,24 @@ mod tests {
             Some(("ns.tasks".into(), "pay.charge".into()))
         );
         assert_eq!(original_route(None), None);
+    }
+
+    #[test]
+    fn headers_render_as_text() {
+        let death = table(vec![
+            ("reason", s("delivery_limit")),
+            ("count", AMQPValue::LongLongInt(1)),
+        ]);
+        let h = table(vec![
+            (
+                "x-death",
+                AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+            ),
+            ("x-sagaflow-reason", s("bad")),
+        ]);
+        let r = render_headers(Some(&h));
+        assert_eq!(r["x-sagaflow-reason"], "bad");
+        assert_eq!(r["x-death"], "[{count: 1, reason: delivery_limit}]");
     }
 
     #[test]
