@@ -481,7 +481,11 @@ fn print_letters(letters: &[crate::dlq::DeadLetter], json: bool) -> anyhow::Resu
                 a.step.as_deref().unwrap_or("-")
             );
         }
-        for (k, v) in l.headers.iter().filter(|(k, _)| k.as_str() != crate::messages::REASON_HEADER) {
+        for (k, v) in l
+            .headers
+            .iter()
+            .filter(|(k, _)| k.as_str() != crate::messages::REASON_HEADER)
+        {
             println!("  header {k}: {v}");
         }
         println!("  routing key: {}\n  body: {}", l.routing_key, l.body);
