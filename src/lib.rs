@@ -1,4 +1,37 @@
 //! sagaflow: a durable saga processor on RabbitMQ and Postgres.
+//!
+//! Services start sagas by publishing an event; coordinators keep each saga's state,
+//! history and outgoing messages in Postgres (one transaction per batch: a
+//! transactional outbox); workers run the activities idempotently; failed steps are
+//! retried through RabbitMQ delay queues and undone by compensations in reverse.
+//!
+//! # Layout
+//! - [`saga`] — the pure core: definitions ([`saga::definition`]), the state
+//!   ([`saga::state`]), the machine `(def, state, event, now) -> decision`
+//!   ([`saga::machine`]) and retry maths ([`saga::retry`]). No I/O.
+//! - [`messages`] — the wire contract (JSON bodies).
+//! - [`store`] — all SQL: sagas and history, outbox, ledger, schedules, counters.
+//! - [`broker`] — all AMQP: names and topology, confirmed publishing, consumption.
+//! - [`coordinator`] — batches of inputs -> one transaction -> ack; outbox relay and
+//!   sweeper; wake-up scan.
+//! - [`worker`] — the activity runtime and its public API.
+//! - [`scheduler`] — cron schedules.
+//! - [`client`] — starting sagas, signals, cancels, operator actions.
+//! - [`ops`], [`dlq`], [`api`], [`cli`] — the operator surface.
+//! - [`demo`], [`bench`], [`launch`], [`runtime`], [`config`] — the rest.
+//!
+//! # Glossary
+//! - **definition**: a named, versioned list of steps (`sagas/*.toml`).
+//! - **saga**: one run of a definition, identified by a string id.
+//! - **step**: `activity` (with optional compensation), `sleep`, `sleep_until`, `wait`.
+//! - **task**: one attempt chain of one activity for one step (action or
+//!   compensation); each attempt is one message; its `idempotency_key` is
+//!   `<saga>:<step>:<kind>`.
+//! - **event**: what happens to a saga (a result, a wake-up, a signal, a cancel).
+//! - **command**: what the machine asks for (dispatch a task, publish an outcome).
+//! - **history**: the append-only audit trail of a saga.
+//! - **outbox**: messages committed with the state change that caused them.
+//! - **ledger**: the workers' record of completed tasks, by idempotency key.
 pub mod api;
 pub mod bench;
 pub mod broker;
