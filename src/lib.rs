@@ -18,7 +18,7 @@
 //! - [`scheduler`] — cron schedules.
 //! - [`client`] — starting sagas, signals, cancels, operator actions.
 //! - [`ops`], [`dlq`], [`api`], [`cli`] — the operator surface.
-//! - [`demo`], [`bench`], [`launch`], [`runtime`], [`config`] — the rest.
+//! - [`demo`], [`bench`](mod@bench), [`launch`], [`runtime`], [`config`] — the rest.
 //!
 //! # Glossary
 //! - **definition**: a named, versioned list of steps (`sagas/*.toml`).

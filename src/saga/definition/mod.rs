@@ -232,7 +232,7 @@ impl Definition {
 
     /// Runs every semantic validation rule on a definition built in code (the TOML path calls
     /// this too). `origin` is what errors name as the file (e.g. "sagas/order.toml" or
-    /// "<code>"). Returns the first problem; see [`Definition::validation_errors`] for all.
+    /// "`<code>`"). Returns the first problem; see [`Definition::validation_errors`] for all.
     pub fn validate(&self, origin: &str) -> Result<(), DefinitionError> {
         match self.validation_errors(origin).into_iter().next() {
             Some(err) => Err(err),
