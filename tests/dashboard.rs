@@ -11,10 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestEnv, ORDER};
+use common::{id, TestEnv, ORDER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sagaflow::api::{self, ApiState};
-use sagaflow::client::StartOptions;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -203,13 +202,6 @@ async fn accept_confirm(c: &Client) -> String {
         }
         assert!(tokio::time::Instant::now() < deadline, "no confirm dialog");
         tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn id(s: &str) -> StartOptions {
-    StartOptions {
-        id: Some(s.to_string()),
-        ..Default::default()
     }
 }
 

@@ -4,18 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{next_event, TestEnv, ORDER};
+use common::{id, next_event, TestEnv, ORDER};
 use sagaflow::client::StartOptions;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
-
-fn id(s: &str) -> StartOptions {
-    StartOptions {
-        id: Some(s.to_string()),
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn order_completes_and_announces_it() {

@@ -5,9 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, ORDER};
+use common::{id, TestEnv, ORDER};
 use sagaflow::broker::Publisher;
-use sagaflow::client::StartOptions;
 use sagaflow::dlq::{self, DlqAction, Selection};
 use sagaflow::saga::machine::OperatorAction;
 use serde_json::json;
@@ -44,13 +43,6 @@ activity = "ghost.work"
 name = "ship"
 activity = "shipping.ship"
 "#;
-
-fn id(s: &str) -> StartOptions {
-    StartOptions {
-        id: Some(s.to_string()),
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {

@@ -5,18 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, ORDER};
+use common::{id, TestEnv, ORDER};
 use sagaflow::client::StartOptions;
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(30);
-
-fn id(s: &str) -> StartOptions {
-    StartOptions {
-        id: Some(s.to_string()),
-        ..Default::default()
-    }
-}
 
 const APPROVAL: &str = r#"
 name = "approval"

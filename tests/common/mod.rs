@@ -18,6 +18,14 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Start options naming the saga id.
+pub fn id(s: &str) -> sagaflow::client::StartOptions {
+    sagaflow::client::StartOptions {
+        id: Some(s.to_string()),
+        ..Default::default()
+    }
+}
+
 pub const ORDER: &str = include_str!("../../sagas/order_fulfillment.toml");
 
 pub fn amqp_url() -> String {
