@@ -84,12 +84,7 @@ async fn permanent_failure_compensates_in_reverse() {
         .await
         .unwrap();
     env.wait_status("o-c", "compensated", T).await;
-    let names: Vec<String> = env
-        .effects("o-c")
-        .await
-        .into_iter()
-        .map(|(a, _)| a)
-        .collect();
+    let names: Vec<String> = env.effect_activities("o-c").await;
     assert_eq!(
         names,
         vec![

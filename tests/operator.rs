@@ -202,12 +202,7 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
         &["saga", "retry", "--status", "failed", "--id-prefix", "f-"],
     );
     env.wait_status("f-1", "compensated", T).await;
-    let names: Vec<String> = env
-        .effects("f-1")
-        .await
-        .into_iter()
-        .map(|(a, _)| a)
-        .collect();
+    let names: Vec<String> = env.effect_activities("f-1").await;
     assert_eq!(
         names,
         vec![

@@ -108,12 +108,7 @@ async fn wait_timeouts_fail_or_continue() {
         .unwrap();
     env.wait_status("strict", "compensated", T).await;
     env.wait_status("lenient", "completed", T).await;
-    let names: Vec<String> = env
-        .effects("strict")
-        .await
-        .into_iter()
-        .map(|(a, _)| a)
-        .collect();
+    let names: Vec<String> = env.effect_activities("strict").await;
     assert_eq!(names, vec!["inventory.release", "inventory.reserve"]);
     assert!(env
         .history("lenient")
@@ -169,12 +164,7 @@ async fn cancel_stops_sleeping_waiting_and_scheduled_sagas_and_undoes_their_step
         env.wait_status(saga, "cancelled", T).await;
     }
     for saga in ["asleep", "waiting"] {
-        let names: Vec<String> = env
-            .effects(saga)
-            .await
-            .into_iter()
-            .map(|(a, _)| a)
-            .collect();
+        let names: Vec<String> = env.effect_activities(saga).await;
         assert_eq!(
             names,
             vec!["inventory.release", "inventory.reserve"],

@@ -331,6 +331,11 @@ impl TestEnv {
         .unwrap()
     }
 
+    /// The activities whose demo effects one saga applied, sorted.
+    pub async fn effect_activities(&self, id: &str) -> Vec<String> {
+        self.effects(id).await.into_iter().map(|(a, _)| a).collect()
+    }
+
     /// Messages currently in `queue` (0 when it does not exist).
     pub async fn depth(&self, queue: &str) -> u32 {
         let conn = self.connect().await;
