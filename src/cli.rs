@@ -126,10 +126,24 @@ pub enum Cmd {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
-    /// Benchmark durable timers: N sleeping sagas all due within one second.
+    /// Measure the broker's ceiling: N event-sized messages published with confirms.
+    BenchBroker {
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Messages per confirmed batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Benchmark durable timers: N sleeping sagas all due within one window.
     BenchTimers {
         #[arg(long, default_value_t = 100_000)]
         sagas: usize,
+        /// Spread the due instants evenly over this many milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        window_ms: u64,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
@@ -353,12 +367,32 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let pool = pool(&settings).await?;
             crate::demo::run::run(&settings, &pool, sagas).await?;
         }
-        Cmd::BenchTimers { sagas, timeout } => {
-            if sagas == 0 {
-                anyhow::bail!("--sagas must be at least 1");
+        Cmd::BenchBroker {
+            messages,
+            batch,
+            timeout,
+        } => {
+            if messages == 0 || batch == 0 {
+                anyhow::bail!("--messages and --batch must be at least 1");
+            }
+            let args = crate::bench::broker::BrokerArgs {
+                messages,
+                batch,
+                timeout: Duration::from_secs(timeout),
+            };
+            println!("{}", crate::bench::broker::run(&settings, &args).await?);
+        }
+        Cmd::BenchTimers {
+            sagas,
+            window_ms,
+            timeout,
+        } => {
+            if sagas == 0 || window_ms == 0 {
+                anyhow::bail!("--sagas and --window-ms must be at least 1");
             }
             let args = crate::bench::timers::TimerArgs {
                 sagas,
+                window: Duration::from_millis(window_ms),
                 timeout: Duration::from_secs(timeout),
             };
             println!("{}", crate::bench::timers::run(&settings, &args).await?);
@@ -481,11 +515,13 @@ fn print_letters(letters: &[crate::dlq::DeadLetter], json: bool) -> anyhow::Resu
                 a.step.as_deref().unwrap_or("-")
             );
         }
-        for (k, v) in l
-            .headers
-            .iter()
-            .filter(|(k, _)| k.as_str() != crate::messages::REASON_HEADER)
-        {
+        for (k, v) in l.headers.iter().filter(|(k, _)| {
+            ![
+                crate::messages::REASON_HEADER,
+                crate::broker::publisher::BATCH_SEQ_HEADER,
+            ]
+            .contains(&k.as_str())
+        }) {
             println!("  header {k}: {v}");
         }
         println!("  routing key: {}\n  body: {}", l.routing_key, l.body);
@@ -496,7 +532,7 @@ fn print_letters(letters: &[crate::dlq::DeadLetter], json: bool) -> anyhow::Resu
 async fn dlq_list(settings: &Settings, limit: usize, json: bool) -> anyhow::Result<()> {
     let catalog = load_catalog(settings)?;
     let mut activities: Vec<String> = catalog.activities().into_iter().collect();
-    activities.extend(crate::demo::ORDER_ACTIVITIES.iter().map(|s| s.to_string()));
+    activities.extend(crate::demo::activity_names());
     activities.sort();
     activities.dedup();
     let names = crate::broker::Names::new(&settings.namespace);

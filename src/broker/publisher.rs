@@ -1,8 +1,12 @@
 //! Publishing with publisher confirms and `mandatory`, pipelined: a batch is sent
 //! in full, then its confirms are awaited, so a batch costs one round trip.
 
+use futures_util::future::{join_all, maybe_done};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use std::sync::Arc;
+
+use lapin::message::BasicReturnMessage;
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
 
@@ -34,10 +38,18 @@ pub enum PublishError {
     Amqp(#[from] lapin::Error),
 }
 
+/// Header carrying a mandatory message's position in its batch, so a message the
+/// broker returns is matched to the message that was sent, not guessed.
+pub const BATCH_SEQ_HEADER: &str = "x-sagaflow-batch-seq";
+
 /// A channel in confirm mode.
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    /// One batch at a time per channel: a returned message is reported with the next
+    /// confirm lapin completes, so two batches in flight on one channel could take
+    /// each other's returns.
+    one_batch: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Publisher {
@@ -46,7 +58,10 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        Ok(Publisher { channel })
+        Ok(Publisher {
+            channel,
+            one_batch: Arc::default(),
+        })
     }
 
     /// The underlying channel (for declarations that must precede a publish).
@@ -55,31 +70,69 @@ impl Publisher {
     }
 
     /// Publishes `batch` and waits for every confirm; one result per message, in order.
+    ///
+    /// Every publish is started before any is awaited: lapin queues a message's frames
+    /// on the first poll and resolves the future once its I/O thread wrote them, so
+    /// awaiting one publish at a time costs a thread hand-over and a socket write per
+    /// message, while polling them together lets it write many frames per syscall.
+    /// Each publish is polled once, in order, before they are awaited together, so the
+    /// frames are queued, and reach the broker, in the batch's order.
+    ///
+    /// The broker then acknowledges several messages at once, and lapin hands a
+    /// returned (unroutable) message to whichever of them it completes first; the
+    /// batch position in [`BATCH_SEQ_HEADER`] tells which message really came back.
     pub async fn publish_all(&self, batch: &[Outgoing<'_>]) -> Vec<Result<(), PublishError>> {
-        let mut pending = Vec::with_capacity(batch.len());
-        for m in batch {
-            let opts = BasicPublishOptions {
-                mandatory: m.mandatory,
-                ..Default::default()
-            };
-            let mut props = BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type("application/json".into());
-            if let Some(h) = &m.headers {
-                props = props.with_headers(h.clone());
-            }
-            let sent = self
-                .channel
-                .basic_publish(m.exchange.into(), m.routing_key.into(), opts, m.body, props)
-                .await;
-            pending.push(sent);
+        let _one_batch = self.one_batch.lock().await;
+        let mut sends: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let opts = BasicPublishOptions {
+                    mandatory: m.mandatory,
+                    ..Default::default()
+                };
+                Box::pin(maybe_done(self.channel.basic_publish(
+                    m.exchange.into(),
+                    m.routing_key.into(),
+                    opts,
+                    m.body,
+                    properties(m, i),
+                )))
+            })
+            .collect();
+        for send in sends.iter_mut() {
+            // The first poll queues the frames (`MaybeDone` keeps a result that is
+            // ready at once, so the second poll below cannot resume a finished future).
+            let _ = futures_util::poll!(send.as_mut());
         }
-        let mut results = Vec::with_capacity(pending.len());
-        for (sent, m) in pending.into_iter().zip(batch) {
+        join_all(sends.iter_mut().map(|s| s.as_mut())).await;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut returned = Vec::new();
+        for send in sends.iter_mut() {
+            let sent = send
+                .as_mut()
+                .take_output()
+                .expect("every publish finished: join_all returned");
             results.push(match sent {
-                Ok(confirm) => check(confirm.await, m),
+                Ok(confirm) => confirmed(confirm.await, &mut returned),
                 Err(e) => Err(PublishError::Amqp(e)),
             });
+        }
+        for r in returned {
+            match batch_seq(&r).filter(|i| *i < batch.len()) {
+                Some(i) => {
+                    results[i] = Err(PublishError::Returned {
+                        exchange: batch[i].exchange.to_string(),
+                        routing_key: batch[i].routing_key.to_string(),
+                        reply: r.reply_text.to_string(),
+                    })
+                }
+                None => tracing::warn!(
+                    exchange = %r.delivery.exchange,
+                    routing_key = %r.delivery.routing_key,
+                    "the broker returned a message this batch cannot place"
+                ),
+            }
         }
         results
     }
@@ -90,15 +143,49 @@ impl Publisher {
     }
 }
 
-fn check(confirmed: lapin::Result<Confirmation>, m: &Outgoing<'_>) -> Result<(), PublishError> {
-    match confirmed? {
-        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(returned)) => Err(PublishError::Returned {
-            exchange: m.exchange.to_string(),
-            routing_key: m.routing_key.to_string(),
-            reply: returned.reply_text.to_string(),
-        }),
-        Confirmation::Nack(_) => Err(PublishError::Nacked),
+/// Persistent JSON, with the caller's headers and, on a mandatory message, its
+/// position in the batch.
+fn properties(m: &Outgoing<'_>, position: usize) -> BasicProperties {
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into());
+    let mut headers = m.headers.clone();
+    if m.mandatory {
+        headers.get_or_insert_with(FieldTable::default).insert(
+            BATCH_SEQ_HEADER.into(),
+            AMQPValue::LongLongInt(position as i64),
+        );
+    }
+    match headers {
+        Some(h) => props.with_headers(h),
+        None => props,
+    }
+}
+
+/// The outcome of one confirm; a returned message it carries goes to `returned`
+/// (it may belong to another message of the batch).
+fn confirmed(
+    confirmation: lapin::Result<Confirmation>,
+    returned: &mut Vec<BasicReturnMessage>,
+) -> Result<(), PublishError> {
+    match confirmation? {
+        Confirmation::Ack(r) => {
+            returned.extend(r);
+            Ok(())
+        }
+        Confirmation::NotRequested => Ok(()),
+        Confirmation::Nack(r) => {
+            returned.extend(r);
+            Err(PublishError::Nacked)
+        }
+    }
+}
+
+fn batch_seq(r: &BasicReturnMessage) -> Option<usize> {
+    let headers = r.delivery.properties.headers().as_ref()?;
+    match headers.inner().get(BATCH_SEQ_HEADER)? {
+        AMQPValue::LongLongInt(i) => usize::try_from(*i).ok(),
+        _ => None,
     }
 }
 
