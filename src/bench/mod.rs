@@ -1,7 +1,9 @@
-//! Benchmarks through the real stack: `throughput` (sagas of no-op steps) and
-//! `timers` (many sleeping sagas waking in the same second). Both run a coordinator
-//! (and a worker) as child processes in a fresh namespace and database.
+//! Benchmarks through the real stack: `throughput` (sagas of no-op steps),
+//! `timers` (many sleeping sagas waking in the same second) and `broker` (the
+//! broker's own ceiling for confirmed messages on this machine). The first two run a
+//! coordinator (and a worker) as child processes in a fresh namespace and database.
 
+pub mod broker;
 pub mod throughput;
 pub mod timers;
 

@@ -45,8 +45,9 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<serde_
     sandbox.spawn(&["coordinator"], &[])?;
     sandbox.spawn(&["worker", "--demo"], &[])?;
     let result = measure(settings, &sandbox.namespace, &saga, args).await;
+    // The demo worker declares a queue for every demo activity: delete them all.
     sandbox
-        .teardown(settings, &[NOOP_ACTIVITY.to_string()])
+        .teardown(settings, &crate::demo::activity_names())
         .await?;
     result
 }

@@ -6,3 +6,16 @@ pub mod newsletter;
 pub mod run;
 
 pub use activities::{prepare, worker, NOOP_ACTIVITY, ORDER_ACTIVITIES};
+
+/// Every activity the demo worker hosts (and so declares a queue for): what a
+/// teardown of a namespace the demo worker ran in must delete.
+pub fn activity_names() -> Vec<String> {
+    let mut all = vec![NOOP_ACTIVITY.to_string()];
+    all.extend(ORDER_ACTIVITIES.iter().map(|s| s.to_string()));
+    all.extend(
+        newsletter::NEWSLETTER_ACTIVITIES
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    all
+}
