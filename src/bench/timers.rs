@@ -1,7 +1,8 @@
 //! `sagaflow bench-timers`: N sagas asleep at once, all due within one window (one
-//! second unless `--window-ms` says otherwise); one coordinator process wakes them. Reports the timer-firing lag (from a saga's due
-//! instant to its completion event on `<ns>.events`, so it includes the commit and
-//! the confirmed publish) and what a sleeping saga costs in Postgres.
+//! second unless `--window-ms` says otherwise); one coordinator process wakes them.
+//! Reports the timer-firing lag (from a saga's due instant to its completion event
+//! on `<ns>.events`, so it includes the commit and the confirmed publish) and what a
+//! sleeping saga costs in Postgres.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

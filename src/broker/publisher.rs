@@ -1,12 +1,13 @@
 //! Publishing with publisher confirms and `mandatory`, pipelined: a batch is sent
-//! in full, then its confirms are awaited, so a batch costs one round trip.
+//! in full, then its confirms are awaited, so a batch costs one round trip; a
+//! message the broker returns is matched to the one sent by its batch position.
 
-use futures_util::future::{join_all, maybe_done};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use std::sync::Arc;
 
+use futures_util::future::{join_all, maybe_done};
 use lapin::message::BasicReturnMessage;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection};
 
