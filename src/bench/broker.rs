@@ -64,10 +64,8 @@ pub async fn run(settings: &Settings, args: &BrokerArgs) -> anyhow::Result<serde
     };
     let ((got, received), published) = tokio::join!(receiver, sender);
     let (got, published) = (got?, published?);
-    let _ = publisher
-        .channel()
-        .exchange_delete(exchange.as_str().into(), Default::default())
-        .await;
+    // The exchanges `subscribe` declared (the queue is exclusive and goes by itself).
+    crate::broker::topology::delete_namespace(&conn, &names, &[]).await?;
     let _ = conn.close(200, "done".into()).await;
     Ok(json!({
         "messages": args.messages,
