@@ -81,9 +81,7 @@ async fn operator_api_end_to_end() {
         ("approval.toml", APPROVAL),
         ("manual.toml", MANUAL),
     ];
-    let mut env = TestEnv::new(&files).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&files).await;
     let stop = CancellationToken::new();
     let base = serve(&env, &[], &stop).await;
     let http = reqwest::Client::new();
@@ -337,9 +335,7 @@ activity = "inventory.reserve"
 name = "midnight"
 cron = "0 0 * * *"
 "#;
-    let mut env = TestEnv::new(&[("order.toml", ORDER), ("nightly.toml", nightly)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER), ("nightly.toml", nightly)]).await;
     let stop = CancellationToken::new();
     let base = serve(&env, &[], &stop).await;
     let http = reqwest::Client::new();

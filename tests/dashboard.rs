@@ -210,9 +210,7 @@ async fn dashboard_finds_a_failed_saga_and_replays_a_dead_letter() {
     let Some((chromium, chromedriver)) = ensure_browser() else {
         return;
     };
-    let mut env = TestEnv::new(&[("order.toml", ORDER), ("manual.toml", MANUAL)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER), ("manual.toml", MANUAL)]).await;
     let stop = CancellationToken::new();
     let state = ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

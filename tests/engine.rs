@@ -43,9 +43,7 @@ async fn order_completes_and_announces_it() {
 
 #[tokio::test]
 async fn retries_then_completes_with_each_attempt_in_history() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let input = json!({"fail": {"payments.charge": {"code": "gateway_timeout", "times": 2}}});
     env.client()
         .await
@@ -74,9 +72,7 @@ async fn retries_then_completes_with_each_attempt_in_history() {
 
 #[tokio::test]
 async fn permanent_failure_compensates_in_reverse() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let input = json!({"fail": {"shipping.ship": {"code": "carrier_down", "retryable": false}}});
     env.client()
         .await
@@ -116,9 +112,7 @@ async fn permanent_failure_compensates_in_reverse() {
 
 #[tokio::test]
 async fn non_retryable_code_and_failed_compensation_end_failed() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let client = env.client().await;
     let declined = json!({"fail": {"payments.charge": {"code": "card_declined"}}});
     client
@@ -149,9 +143,7 @@ async fn non_retryable_code_and_failed_compensation_end_failed() {
 
 #[tokio::test]
 async fn second_start_with_same_id_starts_nothing() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let client = env.client().await;
     client
         .start("order_fulfillment", json!({"n": 1}), id("dup"))
@@ -209,9 +201,7 @@ async fn malformed_and_unknown_starts_are_dead_lettered_with_a_reason() {
 
 #[tokio::test]
 async fn poison_task_is_dead_lettered_by_the_worker() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let client = env.client().await;
     client
         .publish_raw(&env.names.tasks(), "payments.charge", b"garbage")
@@ -233,9 +223,7 @@ async fn poison_task_is_dead_lettered_by_the_worker() {
 
 #[tokio::test]
 async fn a_task_delivered_twice_runs_its_handler_once() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     env.client()
         .await
         .start("order_fulfillment", json!({}), id("once"))
@@ -387,9 +375,7 @@ activity = "shipping.ship"
 
 #[tokio::test]
 async fn sleep_steps_and_delayed_starts_fire_from_postgres() {
-    let mut env = TestEnv::new(&[("nap.toml", NAP)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("nap.toml", NAP)]).await;
     let client = env.client().await;
     client.start("nap", json!({}), id("nap-1")).await.unwrap();
     let delayed = StartOptions {

@@ -46,9 +46,7 @@ activity = "shipping.ship"
 
 #[tokio::test]
 async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
-    let mut env = TestEnv::new(&[("haunted.toml", HAUNTED)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("haunted.toml", HAUNTED)]).await;
     let client = env.client().await;
     client.start("haunted", json!({}), id("h-1")).await.unwrap();
     let task_q = env.names.task_queue("ghost.work");
@@ -149,9 +147,7 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
 
 #[tokio::test]
 async fn a_failed_saga_is_retried_from_its_failed_compensation() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let client = env.client().await;
     // The refund fails for good until `before`; the operator retries after that.
     let before = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();

@@ -32,9 +32,7 @@ fn close_connections(namespace: &str) -> usize {
 
 #[tokio::test]
 async fn coordinator_and_worker_reconnect_after_their_connections_drop() {
-    let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let client = env.client().await;
     let ids: Vec<String> = (0..200).map(|i| format!("rc-{i}")).collect();
     let starts: Vec<_> = ids

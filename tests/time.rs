@@ -94,9 +94,7 @@ async fn signals_before_and_during_a_wait_are_delivered_with_their_payload() {
 async fn wait_timeouts_fail_or_continue() {
     let fail = short_wait("fail");
     let cont = short_wait("continue").replace("name = \"approval\"", "name = \"approval_lenient\"");
-    let mut env = TestEnv::new(&[("a.toml", fail.as_str()), ("b.toml", cont.as_str())]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("a.toml", fail.as_str()), ("b.toml", cont.as_str())]).await;
     let client = env.client().await;
     client
         .start("approval", json!({}), id("strict"))
@@ -134,9 +132,7 @@ activity = "shipping.ship"
 
 #[tokio::test]
 async fn cancel_stops_sleeping_waiting_and_scheduled_sagas_and_undoes_their_steps() {
-    let mut env = TestEnv::new(&[("napping.toml", NAPPING), ("approval.toml", APPROVAL)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("napping.toml", NAPPING), ("approval.toml", APPROVAL)]).await;
     let client = env.client().await;
     client
         .start("napping", json!({}), id("asleep"))
@@ -185,9 +181,7 @@ fn order_with(extra: &str) -> String {
 #[tokio::test]
 async fn start_to_close_is_enforced_by_the_worker_and_the_step_retried() {
     let def = order_with("start_to_close = \"300ms\"");
-    let mut env = TestEnv::new(&[("order.toml", def.as_str())]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", def.as_str())]).await;
     let input = json!({"slow": {"shipping.ship": {"ms": 5000, "times": 1}}});
     env.client()
         .await
@@ -209,9 +203,7 @@ async fn start_to_close_is_enforced_by_the_worker_and_the_step_retried() {
 #[tokio::test]
 async fn heartbeat_timeout_is_enforced_by_the_coordinator_and_heartbeats_keep_attempts_alive() {
     let def = order_with("start_to_close = \"20s\"\nheartbeat = \"500ms\"");
-    let mut env = TestEnv::new(&[("order.toml", def.as_str())]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let env = TestEnv::running(&[("order.toml", def.as_str())]).await;
     let client = env.client().await;
     // Silent for 3 s on attempt 1: the coordinator times it out after 500 ms.
     client
@@ -307,9 +299,7 @@ activity = "shipping.ship"
 
 #[tokio::test]
 async fn pending_sleeps_waits_and_signals_survive_a_coordinator_restart() {
-    let mut env = TestEnv::new(&[("nap.toml", SHORT_NAP), ("approval.toml", APPROVAL)]).await;
-    env.start_coordinator().await;
-    env.start_worker().await;
+    let mut env = TestEnv::running(&[("nap.toml", SHORT_NAP), ("approval.toml", APPROVAL)]).await;
     let client = env.client().await;
     client
         .start("short_nap", json!({}), id("nap"))

@@ -122,6 +122,14 @@ impl TestEnv {
         ]
     }
 
+    /// A fresh deployment with a coordinator and the demo worker already running.
+    pub async fn running(sagas: &[(&str, &str)]) -> TestEnv {
+        let mut env = TestEnv::new(sagas).await;
+        env.start_coordinator().await;
+        env.start_worker().await;
+        env
+    }
+
     /// Runs a coordinator inside the test process.
     pub async fn start_coordinator(&mut self) {
         let c = sagaflow::coordinator::Coordinator::new(
