@@ -1,7 +1,7 @@
 //! Dead-letter queues as an operator sees them: what is there, why, which saga it
 //! belongs to, and replaying or purging a selection of it.
 
-use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
@@ -93,14 +93,7 @@ pub async fn peek(
         });
     }
     if let Some(tag) = last_tag {
-        ch.basic_nack(
-            tag,
-            BasicNackOptions {
-                multiple: true,
-                requeue: true,
-            },
-        )
-        .await?;
+        crate::broker::consumer::requeue_through(&ch, tag).await?;
     }
     let _ = ch.close(200, "ok".into()).await;
     Ok(out)
@@ -287,14 +280,7 @@ pub async fn act(
     if let Some(tag) = last_kept {
         // Everything fetched and not acked goes back, in order; return only once it is
         // back, so the next look at the queue sees it.
-        ch.basic_nack(
-            tag,
-            BasicNackOptions {
-                multiple: true,
-                requeue: true,
-            },
-        )
-        .await?;
+        crate::broker::consumer::requeue_through(&ch, tag).await?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while ready(&ch, queue).await? < kept && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;

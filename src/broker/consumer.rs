@@ -57,6 +57,19 @@ pub async fn ack_through(ch: &Channel, tag: u64) -> lapin::Result<()> {
     ch.basic_ack(tag, BasicAckOptions { multiple: true }).await
 }
 
+/// Returns every unacked delivery up to and including `tag` on `ch` to its queue,
+/// in order, in one frame.
+pub async fn requeue_through(ch: &Channel, tag: u64) -> lapin::Result<()> {
+    ch.basic_nack(
+        tag,
+        lapin::options::BasicNackOptions {
+            multiple: true,
+            requeue: true,
+        },
+    )
+    .await
+}
+
 /// Returns one delivery to its queue (for another consumer).
 pub async fn requeue(ch: &Channel, tag: u64) -> lapin::Result<()> {
     ch.basic_nack(

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::BasicNackOptions;
 use lapin::Channel;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -478,14 +477,7 @@ async fn complete(
             }
             Err(e) => {
                 tracing::warn!(task_id = %d.task.task_id, error = %e, "result not confirmed; task requeued");
-                ch.basic_nack(
-                    d.tag,
-                    BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    },
-                )
-                .await?;
+                consumer::requeue(ch, d.tag).await?;
             }
         }
     }
