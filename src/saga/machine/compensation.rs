@@ -8,6 +8,23 @@ use crate::messages::{ErrorInfo, SagaEvent, TaskKind};
 use crate::saga::state::{SagaStatus, StepStatus};
 
 impl Run<'_> {
+    /// Leaves step `i` if it is in flight (running, sleeping or waiting) as `left_as`:
+    /// an action that may still land is abandoned, not undone. Then undoes the steps
+    /// before it. Cancel and the operator's compensate differ only in `left_as` and `why`.
+    pub(super) fn abandon_and_compensate(&mut self, i: usize, left_as: StepStatus, why: &str) {
+        if let Some(st) = self.state.steps.get_mut(i) {
+            if matches!(
+                st.status,
+                StepStatus::Running | StepStatus::Sleeping | StepStatus::Waiting
+            ) {
+                st.status = left_as;
+                st.until = None;
+            }
+        }
+        self.state.active = None;
+        self.begin_compensation(i.checked_sub(1), why);
+    }
+
     pub(super) fn begin_compensation(&mut self, from: Option<usize>, why: &str) {
         self.state.status = SagaStatus::Compensating;
         self.record("saga_compensating", None, None, json!({ "reason": why }));

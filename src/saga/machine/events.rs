@@ -121,19 +121,7 @@ impl Run<'_> {
                     .active
                     .as_ref()
                     .is_some_and(|a| a.dispatch_at.is_none()) => {}
-            _ => {
-                if let Some(st) = self.state.steps.get_mut(i) {
-                    if matches!(
-                        st.status,
-                        StepStatus::Running | StepStatus::Sleeping | StepStatus::Waiting
-                    ) {
-                        st.status = StepStatus::Pending;
-                        st.until = None;
-                    }
-                }
-                self.state.active = None;
-                self.begin_compensation(i.checked_sub(1), "cancelled");
-            }
+            _ => self.abandon_and_compensate(i, StepStatus::Pending, "cancelled"),
         }
     }
 }

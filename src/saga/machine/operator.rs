@@ -162,18 +162,7 @@ fn compensate(run: &mut Run<'_>, status: SagaStatus) -> Result<(), String> {
     match status {
         SagaStatus::Running => {
             let i = run.state.cursor;
-            // An in-flight action may still land: it is abandoned, not undone.
-            if let Some(st) = run.state.steps.get_mut(i) {
-                if matches!(
-                    st.status,
-                    StepStatus::Running | StepStatus::Sleeping | StepStatus::Waiting
-                ) {
-                    st.status = StepStatus::Failed;
-                    st.until = None;
-                }
-            }
-            run.state.active = None;
-            run.begin_compensation(i.checked_sub(1), "operator");
+            run.abandon_and_compensate(i, StepStatus::Failed, "operator");
             Ok(())
         }
         other => Err(format!(
