@@ -27,23 +27,9 @@ pub struct DlqSummary {
     pub messages: u32,
 }
 
-/// Why the message was dead-lettered: our header, else the broker's `x-death` reason.
+/// Why the message was dead-lettered (see [`crate::broker::consumer::dead_letter_reason`]).
 pub fn reason(headers: Option<&FieldTable>) -> String {
-    let Some(h) = headers else {
-        return "unknown".into();
-    };
-    let get = |k: &str| h.inner().get(k).cloned();
-    if let Some(AMQPValue::LongString(s)) = get(crate::messages::REASON_HEADER) {
-        return s.to_string();
-    }
-    if let Some(AMQPValue::LongString(s)) = get("x-first-death-reason") {
-        let queue = match get("x-first-death-queue") {
-            Some(AMQPValue::LongString(q)) => format!(" in {q}"),
-            _ => String::new(),
-        };
-        return format!("broker: {s}{queue}");
-    }
-    "unknown".into()
+    crate::broker::consumer::dead_letter_reason(headers).unwrap_or_else(|| "unknown".into())
 }
 
 /// Counts of the coordinator DLQ and of each activity's DLQ (queues that do not

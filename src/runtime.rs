@@ -47,6 +47,48 @@ where
     }
 }
 
+/// Runs `op` until it succeeds or fails for a reason that waiting cannot fix
+/// (`transient` says which), backing off from 100 ms to 5 s and logging as it goes;
+/// `None` when `shutdown` fires first. Used wherever a consumer holds deliveries
+/// through a database outage instead of handing them back: a handed-back message
+/// costs one of its delivery attempts.
+pub async fn outlast<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    transient: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Option<Result<T, E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let mut wait = Duration::from_millis(100);
+    let mut since: Option<tokio::time::Instant> = None;
+    loop {
+        match op().await {
+            Err(e) if transient(&e) => {
+                let first = *since.get_or_insert_with(tokio::time::Instant::now);
+                tracing::warn!(error = %e, waiting_ms = first.elapsed().as_millis() as u64, retry_in_ms = wait.as_millis() as u64, "{what}: database unavailable; holding on");
+            }
+            done => {
+                if let Some(t) = since {
+                    tracing::info!(
+                        waited_ms = t.elapsed().as_millis() as u64,
+                        "{what}: database back"
+                    );
+                }
+                return Some(done);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// A token cancelled on SIGINT or SIGTERM.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
@@ -68,4 +110,120 @@ pub fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Background loops that must not die quietly: a loop that returns or panics while
+/// its process runs is reported by [`Supervised::stopped`], and the caller restarts
+/// everything (a dead wake-up scanner would otherwise stop every timer while the
+/// process looked healthy). Dropping it aborts the loops.
+pub struct Supervised {
+    set: tokio::task::JoinSet<()>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+    stop: CancellationToken,
+}
+
+impl Supervised {
+    /// Loops that end when `stop` is cancelled are not reported.
+    pub fn new(stop: CancellationToken) -> Self {
+        Supervised {
+            set: tokio::task::JoinSet::new(),
+            names: Default::default(),
+            stop,
+        }
+    }
+
+    pub fn spawn<F>(&mut self, name: &'static str, fut: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = self.set.spawn(fut);
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Resolves with the name of the first loop that ended on its own (cancel-safe;
+    /// pending for ever when none does).
+    pub async fn stopped(&mut self) -> &'static str {
+        loop {
+            let Some(joined) = self.set.join_next_with_id().await else {
+                return std::future::pending().await;
+            };
+            let (id, how) = match joined {
+                Ok((id, ())) => (id, "returned".to_string()),
+                Err(e) => (e.id(), format!("failed: {e}")),
+            };
+            let name = self.names.remove(&id).unwrap_or("background loop");
+            if self.stop.is_cancelled() {
+                continue;
+            }
+            tracing::error!(task = name, how, "a background loop stopped");
+            return name;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn outlast_retries_transient_errors_only() {
+        let stop = CancellationToken::new();
+        let mut calls = 0;
+        let r: Option<Result<u32, String>> = outlast(
+            "t",
+            &stop,
+            |e: &String| e == "down",
+            || {
+                calls += 1;
+                let n = calls;
+                async move {
+                    match n {
+                        1 | 2 => Err("down".to_string()),
+                        _ => Ok(n),
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(r, Some(Ok(3)));
+        let r: Option<Result<u32, String>> = outlast(
+            "t",
+            &stop,
+            |e: &String| e == "down",
+            || async { Err("bad".to_string()) },
+        )
+        .await;
+        assert_eq!(r, Some(Err("bad".to_string())));
+        stop.cancel();
+        let r: Option<Result<u32, String>> = outlast(
+            "t",
+            &stop,
+            |_: &String| true,
+            || async { Err("down".to_string()) },
+        )
+        .await;
+        assert_eq!(r, None);
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_panics_or_returns_is_reported_by_name() {
+        let stop = CancellationToken::new();
+        let mut s = Supervised::new(stop.clone());
+        s.spawn("sleeper", std::future::pending());
+        s.spawn("panicker", async { panic!("boom") });
+        assert_eq!(s.stopped().await, "panicker");
+        s.spawn("quitter", async {});
+        assert_eq!(s.stopped().await, "quitter");
+    }
+
+    #[tokio::test]
+    async fn loops_ending_after_stop_are_not_reported() {
+        let stop = CancellationToken::new();
+        let mut s = Supervised::new(stop.clone());
+        let t = stop.clone();
+        s.spawn("waits for stop", async move { t.cancelled().await });
+        stop.cancel();
+        let reported = tokio::time::timeout(Duration::from_millis(200), s.stopped()).await;
+        assert!(reported.is_err(), "nothing to report: {reported:?}");
+    }
 }

@@ -256,12 +256,14 @@ pub async fn declare_delay_level(ch: &Channel, n: &Names, ms: u64) -> lapin::Res
     bind(ch, &name, &name, "").await
 }
 
-/// Declares the coordinator's input queue and binds it to starts of `sagas`, results
-/// and signals; plus the coordinator dead-letter queue.
+/// Declares the coordinator's input queue and binds it to starts of `sagas`, results,
+/// signals and the dead letters of `activities` (a dead task is a failed attempt);
+/// plus the coordinator dead-letter queue.
 pub async fn declare_coordinator(
     ch: &Channel,
     n: &Names,
     sagas: impl IntoIterator<Item = String>,
+    activities: impl IntoIterator<Item = String>,
     limits: QueueLimits,
 ) -> lapin::Result<()> {
     let dlq = n.dlq_coordinator();
@@ -279,6 +281,9 @@ pub async fn declare_coordinator(
     }
     bind(ch, &q, &n.start_unrouted(), "").await?;
     bind(ch, &q, &n.results(), COORDINATOR_REPLY_TO).await?;
+    for activity in activities {
+        bind(ch, &q, &n.dlx(), &Names::dlx_key_task(&activity)).await?;
+    }
     bind(ch, &q, &n.signals(), "").await
 }
 

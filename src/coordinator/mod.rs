@@ -12,21 +12,22 @@
 
 pub mod batch;
 pub mod counters;
+pub mod dead_task;
 pub mod input;
 pub mod relay;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::message::Delivery;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::publisher::dead_letter_headers;
+use crate::broker::consumer::{DeadLetterRoute, Inbound, Intake, Verdict};
 use crate::broker::topology::{self, QueueLimits};
-use crate::broker::{consumer, Names, Outgoing, PublishError, Publisher};
+use crate::broker::{Names, PublishError, Publisher};
 use crate::config::Settings;
+use crate::runtime::Supervised;
 use crate::saga::definition::Catalog;
 use crate::store::StoreError;
 use batch::Committed;
@@ -43,6 +44,8 @@ pub enum CoordinatorError {
     Publish(#[from] PublishError),
     #[error("consumer ended")]
     ConsumerEnded,
+    #[error("the {0} stopped; restarting the coordinator's loops")]
+    LoopStopped(&'static str),
 }
 
 /// What a coordinator needs; cheap to clone.
@@ -102,8 +105,14 @@ impl Coordinator {
         for activity in self.catalog.activities() {
             topology::declare_activity(&ch, &self.names, &activity, self.limits()).await?;
         }
-        topology::declare_coordinator(&ch, &self.names, self.catalog.names(), self.limits())
-            .await?;
+        topology::declare_coordinator(
+            &ch,
+            &self.names,
+            self.catalog.names(),
+            self.catalog.activities(),
+            self.limits(),
+        )
+        .await?;
         let _ = ch.close(200, "declared".into()).await;
         Ok(())
     }
@@ -123,31 +132,40 @@ impl Coordinator {
         let _stop_background = background.clone().drop_guard();
         let c = &self.settings.coordinator;
         let delays = relay::DelayLevels::new(self.names.clone());
-        tokio::spawn(relay::relay(
-            self.pool.clone(),
-            relay_pub,
-            delays.clone(),
-            rx,
-        ));
-        tokio::spawn(relay::sweep(
-            self.pool.clone(),
-            sweep_pub,
-            delays,
-            Duration::from_millis(c.sweep_interval_ms),
-            self.lease(),
-            background.clone(),
-        ));
+        let mut loops = Supervised::new(background.clone());
+        loops.spawn(
+            "outbox relay",
+            relay::relay(self.pool.clone(), relay_pub, delays.clone(), rx),
+        );
+        loops.spawn(
+            "outbox sweeper",
+            relay::sweep(
+                self.pool.clone(),
+                sweep_pub,
+                delays,
+                Duration::from_millis(c.sweep_interval_ms),
+                self.lease(),
+                background.clone(),
+            ),
+        );
         // Several scanners share due wake-ups through SKIP LOCKED, so a burst of timers
         // falling due together is worked off on every core (Postgres and ours).
         for _ in 0..c.wake_concurrency.max(1) {
-            tokio::spawn(self.clone().wake_loop(tx.clone(), background.clone()));
+            loops.spawn(
+                "wake-up scanner",
+                self.clone().wake_loop(tx.clone(), background.clone()),
+            );
         }
-        tokio::spawn(self.scheduler().run(tx.clone(), background.clone()));
-        let (ch, mut consumer) = consumer::consume(
+        loops.spawn(
+            "cron scheduler",
+            self.scheduler().run(tx.clone(), background.clone()),
+        );
+        let mut intake = Intake::open(
             &conn,
-            &self.names.coordinator_queue(),
-            "coordinator",
+            &self.names,
+            &[(self.names.coordinator_queue(), "coordinator".into())],
             c.prefetch,
+            DeadLetterRoute::Coordinator,
         )
         .await?;
         tracing::info!(queue = %self.names.coordinator_queue(), sagas = ?self.catalog.names(), "coordinator consuming");
@@ -155,17 +173,16 @@ impl Coordinator {
         loop {
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                b = consumer::next_batch(&mut consumer, c.batch_size, linger) => b?,
+                stopped = loops.stopped() => return Err(CoordinatorError::LoopStopped(stopped)),
+                b = intake.next_batch(c.batch_size, linger) => b?,
             };
             let Some(batch) = batch else {
                 return Err(CoordinatorError::ConsumerEnded);
             };
-            let (rows, hand_back) = self.handle_batch(&dead_pub, &batch).await?;
-            for tag in hand_back {
-                consumer::requeue(&ch, tag).await?;
-            }
-            let last = batch.last().map(|d| d.delivery_tag).unwrap_or(0);
-            consumer::ack_through(&ch, last).await?;
+            let Some((rows, verdicts)) = self.handle_batch(&batch, &shutdown).await else {
+                break; // shutdown while the database was away: the broker keeps the batch
+            };
+            intake.settle(&dead_pub, &batch, &verdicts).await?;
             if !rows.is_empty() && tx.send(rows).await.is_err() {
                 return Err(CoordinatorError::ConsumerEnded);
             }
@@ -174,82 +191,104 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Parses, commits and dead-letters one batch; returns outbox rows to publish and
-    /// the delivery tags to hand back to the queue for another coordinator.
+    /// Parses and commits one batch; returns the outbox rows to publish and one
+    /// verdict per delivery. While the database is unreachable it keeps the batch and
+    /// tries again (`None` when `shutdown` fires meanwhile): handing the batch back
+    /// would raise every message's delivery count and, over a long outage, push
+    /// healthy inputs into the dead-letter queue.
     async fn handle_batch(
         &self,
-        dead_pub: &Publisher,
-        batch: &[Delivery],
-    ) -> Result<(Vec<crate::store::outbox::OutboxRow>, Vec<u64>), CoordinatorError> {
+        batch: &[Inbound],
+        shutdown: &CancellationToken,
+    ) -> Option<(Vec<crate::store::outbox::OutboxRow>, Vec<Verdict>)> {
         let now = chrono::Utc::now();
+        let mut verdicts = vec![Verdict::Ack; batch.len()];
         let mut inputs = Vec::with_capacity(batch.len());
-        let mut poison = Vec::new();
         for (pos, d) in batch.iter().enumerate() {
-            let message_id = d.properties.message_id().as_ref().map(|s| s.as_str());
-            match input::parse(
-                &self.names,
-                d.exchange.as_str(),
-                d.routing_key.as_str(),
-                &d.data,
-                message_id,
-                now,
-            ) {
+            match self.parse(d, now) {
                 Ok(i) => inputs.push((pos, i)),
-                Err(reason) => poison.push((pos, reason)),
+                Err(reason) => verdicts[pos] = Verdict::DeadLetter(reason),
             }
         }
-        let committed = self.commit_isolating(inputs).await?;
-        poison.extend(committed.rejected.iter().cloned());
-        let mut hand_back = Vec::new();
+        let committed = self.commit_until_applied(inputs, shutdown).await?;
+        for (pos, reason) in committed.rejected {
+            verdicts[pos] = Verdict::DeadLetter(reason);
+        }
         let limit = self.settings.queues.delivery_limit;
-        for (pos, reason) in &committed.unhandled {
-            let d = &batch[*pos];
-            if consumer::delivery_count(d) + 1 < limit {
+        for (pos, reason) in committed.unhandled {
+            verdicts[pos] = if batch[pos].delivery_count + 1 < limit {
                 tracing::warn!(reason = %reason, "handing the input back for another coordinator");
-                hand_back.push(d.delivery_tag);
+                Verdict::HandBack
             } else {
-                poison.push((
-                    *pos,
-                    format!("{reason} (on every coordinator that received it)"),
-                ));
-            }
+                Verdict::DeadLetter(format!("{reason} (on every coordinator that received it)"))
+            };
         }
-        self.dead_letter(dead_pub, batch, &poison).await?;
         for (id, status) in &committed.finished {
             tracing::debug!(saga_id = %id, status, "saga finished");
         }
-        Ok((committed.outbox, hand_back))
+        Some((committed.outbox, verdicts))
     }
 
-    /// Commits the batch; on a non-transient failure, retries input by input so one
-    /// bad input is dead-lettered with the error instead of blocking the others.
-    async fn commit_isolating(
+    /// One delivery as an input: a dead-lettered task is a failed attempt.
+    fn parse(&self, d: &Inbound, now: chrono::DateTime<chrono::Utc>) -> Result<Input, String> {
+        if d.exchange == self.names.dlx() {
+            return dead_task::parse(&d.routing_key, &d.body, d.dead_letter_reason());
+        }
+        input::parse(
+            &self.names,
+            &d.exchange,
+            &d.routing_key,
+            &d.body,
+            d.message_id.as_deref(),
+            now,
+        )
+    }
+
+    /// Commits the batch, waiting out database outages with backoff until it is
+    /// applied or `shutdown` fires.
+    async fn commit_until_applied(
         &self,
         inputs: Vec<(usize, Input)>,
-    ) -> Result<Committed, CoordinatorError> {
-        match self.commit_retrying(inputs.clone()).await {
-            Ok(c) => Ok(c),
-            Err(e) if e.is_transient() || inputs.len() == 1 => Err(e.into()),
-            Err(e) => {
-                tracing::warn!(error = %e, "batch failed; isolating inputs");
-                let mut all = Committed::default();
-                for (pos, input) in inputs {
-                    match self.commit_retrying(vec![(pos, input)]).await {
-                        Ok(c) => {
-                            all.outbox.extend(c.outbox);
-                            all.rejected.extend(c.rejected);
-                            all.unhandled.extend(c.unhandled);
-                            all.finished.extend(c.finished);
-                        }
-                        Err(e) if e.is_transient() => return Err(e.into()),
-                        Err(e) => all
-                            .rejected
-                            .push((pos, format!("coordinator could not apply it: {e}"))),
-                    }
-                }
-                Ok(all)
-            }
+        shutdown: &CancellationToken,
+    ) -> Option<Committed> {
+        let outcome = crate::runtime::outlast(
+            "coordinator batch",
+            shutdown,
+            |_| true,
+            || self.commit_isolating(inputs.clone()),
+        )
+        .await;
+        // `commit_isolating` fails only with a transient error, which `outlast` retries.
+        outcome.and_then(Result::ok)
+    }
+
+    /// Commits the batch; on a permanent failure, retries input by input so one bad
+    /// input is dead-lettered with the error instead of blocking the others. Fails only
+    /// with a transient error (the database is unreachable or busy).
+    async fn commit_isolating(&self, inputs: Vec<(usize, Input)>) -> Result<Committed, StoreError> {
+        let e = match self.commit_retrying(inputs.clone()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => e,
+        };
+        if inputs.len() == 1 {
+            let pos = inputs[0].0;
+            let mut refused = Committed::default();
+            refused
+                .rejected
+                .push((pos, format!("coordinator could not apply it: {e}")));
+            return Ok(refused);
         }
+        tracing::warn!(error = %e, "batch failed; isolating inputs");
+        let mut all = Committed::default();
+        for input in inputs {
+            let c = Box::pin(self.commit_isolating(vec![input])).await?;
+            all.outbox.extend(c.outbox);
+            all.rejected.extend(c.rejected);
+            all.unhandled.extend(c.unhandled);
+            all.finished.extend(c.finished);
+        }
+        Ok(all)
     }
 
     async fn commit_retrying(&self, inputs: Vec<(usize, Input)>) -> Result<Committed, StoreError> {
@@ -272,36 +311,6 @@ impl Coordinator {
                 other => return other,
             }
         }
-    }
-
-    /// Publishes refused inputs to `<ns>.dlq.coordinator` with the reason, confirmed.
-    async fn dead_letter(
-        &self,
-        publisher: &Publisher,
-        batch: &[Delivery],
-        poison: &[(usize, String)],
-    ) -> Result<(), CoordinatorError> {
-        if poison.is_empty() {
-            return Ok(());
-        }
-        let dlx = self.names.dlx();
-        let queue = self.names.coordinator_queue();
-        let msgs: Vec<Outgoing> = poison
-            .iter()
-            .map(|(pos, reason)| {
-                let d = &batch[*pos];
-                tracing::warn!(reason = %reason, exchange = %d.exchange, routing_key = %d.routing_key, "dead-lettering coordinator input");
-                Outgoing {
-                    exchange: &dlx,
-                    routing_key: Names::DLX_KEY_COORDINATOR,
-                    body: &d.data,
-                    mandatory: true,
-                    headers: Some(dead_letter_headers(reason, d.exchange.as_str(), d.routing_key.as_str(), &queue)),
-                }
-            })
-            .collect();
-        publisher.publish_all_or_fail(&msgs).await?;
-        Ok(())
     }
 
     /// Wakes due sagas every `timer_poll_ms` until `stop`.

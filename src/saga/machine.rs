@@ -580,6 +580,7 @@ mod events;
 mod operator;
 mod timeouts;
 pub use operator::{operate, OperatorAction};
+pub use timeouts::NO_ANSWER_ALLOWANCE;
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]

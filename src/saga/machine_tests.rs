@@ -539,7 +539,7 @@ fn cancel_while_sleeping_compensates_at_once() {
         secs(2),
     );
     assert_eq!(tasks(&d)[0].0, "inventory.release");
-    assert!(d.state.next_wake().is_none());
+    assert_eq!(d.state.next_wake(), Some(no_answer_at(&def, 0, secs(2))));
     let end = apply(&def, d.state, ok(RR, 1), secs(3));
     assert_eq!(end.state.status, SagaStatus::Cancelled);
 }
@@ -592,7 +592,7 @@ fn long_retry_delay_is_parked_in_postgres_and_dispatched_on_wake() {
             Duration::ZERO
         )]
     );
-    assert!(woke.state.next_wake().is_none());
+    assert_eq!(woke.state.next_wake(), Some(no_answer_at(&def, 0, due)));
 }
 
 #[test]
@@ -721,9 +721,10 @@ fn started_report_swaps_schedule_to_start_for_start_to_close() {
 fn heartbeats_keep_an_attempt_alive_and_their_details_reach_the_retry() {
     let def = with_timeouts(timeouts(None, 60, None, Some(10)));
     let s = started(&def);
-    assert!(
-        s.next_wake().is_none(),
-        "no deadline before the worker reports"
+    assert_eq!(
+        s.next_wake(),
+        Some(no_answer_at(&def, 0, secs(0))),
+        "only the no-answer deadline before the worker reports"
     );
     let s = apply(&def, s, started_ev(R, 1), secs(1)).state;
     assert_eq!(s.next_wake(), Some(secs(11)));
@@ -862,4 +863,69 @@ fn active_task_names_its_activity_for_actions_and_compensations() {
     assert_eq!(activity(&s).as_deref(), Some("inventory.reserve"));
     let d = drive(&def, s, vec![ok(R, 1), fail(C, 1, "card_declined", false)]);
     assert_eq!(activity(&d.state).as_deref(), Some("inventory.release"));
+}
+
+/// The no-answer deadline of an attempt of `step` scheduled at `at`.
+fn no_answer_at(def: &Definition, step: usize, at: DateTime<Utc>) -> DateTime<Utc> {
+    let StepKind::Activity(a) = &def.steps[step].kind else {
+        panic!("step {step} is no activity")
+    };
+    at + chrono::Duration::from_std(a.timeouts.start_to_close + NO_ANSWER_ALLOWANCE).unwrap()
+}
+
+#[test]
+fn an_attempt_nobody_answers_times_out_and_is_retried_then_compensated() {
+    let def = order();
+    let s = started(&def);
+    let due = no_answer_at(&def, 0, secs(0));
+    assert_eq!(s.next_wake(), Some(due));
+    assert!(apply(
+        &def,
+        s.clone(),
+        Event::Wake,
+        due - chrono::Duration::seconds(1)
+    )
+    .is_noop());
+    let t = apply(&def, s, Event::Wake, due);
+    assert_eq!(t.history[0].event, "attempt_timed_out");
+    assert_eq!(t.history[0].detail["timeout"], "no_answer");
+    assert_eq!(tasks(&t)[0].2, 2, "retried by the step's policy");
+    // Its late answer is stale; the retry gets its own deadline.
+    assert!(apply(&def, t.state.clone(), ok(R, 1), due).is_noop());
+    assert!(t.state.next_wake().is_some_and(|w| w > due));
+}
+
+#[test]
+fn a_cancel_waiting_on_an_action_nobody_answers_still_ends() {
+    let def = order();
+    let s = started(&def);
+    let d = apply(
+        &def,
+        s,
+        Event::Cancel {
+            reason: "user".into(),
+        },
+        secs(1),
+    );
+    assert!(tasks(&d).is_empty(), "waits for the in-flight action");
+    let due = d.state.next_wake().expect("a deadline while it waits");
+    let t = apply(&def, d.state, Event::Wake, due);
+    assert_eq!(t.state.status, SagaStatus::Cancelled);
+}
+
+#[test]
+fn a_dead_lettered_attempt_is_a_retryable_failure() {
+    let def = order();
+    let s = started(&def);
+    let dead = Event::Result {
+        task_id: s.active.as_ref().unwrap().task_id.clone(),
+        attempt: Some(1),
+        result: Err(crate::messages::ErrorInfo {
+            code: "dead_lettered".into(),
+            message: "delivery_limit".into(),
+            retryable: true,
+        }),
+    };
+    let d = apply(&def, s, dead, secs(1));
+    assert_eq!(events(&d), vec!["attempt_failed", "retry_scheduled"]);
 }

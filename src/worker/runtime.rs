@@ -6,9 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{self, StreamExt};
-use lapin::message::Delivery;
-use lapin::Channel;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -16,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{ActivityContext, ActivityError, Worker};
-use crate::broker::publisher::dead_letter_headers;
+use crate::broker::consumer::{DeadLetterRoute, Inbound, Intake, Settler, Verdict};
 use crate::broker::topology::{self, QueueLimits};
-use crate::broker::{consumer, Names, Outgoing, PublishError, Publisher};
+use crate::broker::{Names, Outgoing, PublishError, Publisher};
 use crate::config::Settings;
 use crate::messages::{ErrorInfo, Outcome, ResultMessage, TaskMessage};
-use crate::store::ledger::{self, Completion};
+use crate::store::ledger::{self, Completion as LedgerEntry};
 use crate::store::StoreError;
 
 /// Why a worker connection ended; the run loop reconnects.
@@ -41,7 +38,8 @@ pub enum WorkerError {
 
 /// A finished task waiting for its result to be recorded, published and acked.
 struct Done {
-    tag: u64,
+    /// The delivery (its body already parsed into `task`).
+    msg: Inbound,
     task: TaskMessage,
     outcome: Result<Value, ErrorInfo>,
     /// The output came from the ledger: nothing to record.
@@ -107,30 +105,29 @@ async fn run_connected(
     .await?;
     declare(&conn, &names, &activities, &settings).await?;
     let publisher = Publisher::open(&conn).await?;
-    let ch = conn.create_channel().await?;
-    ch.basic_qos(settings.worker.prefetch, Default::default())
-        .await?;
-    let mut consumers = Vec::new();
-    for a in &activities {
-        let c = ch
-            .basic_consume(
-                names.task_queue(a).as_str().into(),
-                format!("worker.{a}").as_str().into(),
-                Default::default(),
-                Default::default(),
-            )
-            .await?;
-        consumers.push(c);
-    }
+    let queues: Vec<(String, String)> = activities
+        .iter()
+        .map(|a| (names.task_queue(a), format!("worker.{a}")))
+        .collect();
+    let mut intake = Intake::open(
+        &conn,
+        &names,
+        &queues,
+        settings.worker.prefetch,
+        DeadLetterRoute::Task,
+    )
+    .await?;
     tracing::info!(?activities, "worker consuming");
-    let mut deliveries = stream::select_all(consumers);
     let (done_tx, done_rx) = mpsc::channel::<Done>(4096);
     let completer = tokio::spawn(complete_loop(
-        pool.clone(),
-        publisher.clone(),
-        ch.clone(),
-        names.clone(),
+        Completion {
+            pool: pool.clone(),
+            publisher: publisher.clone(),
+            settler: intake.settler().clone(),
+            results: names.results(),
+        },
         done_rx,
+        shutdown.clone(),
     ));
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     tokio::spawn(report_loop(publisher.clone(), names.results(), reports_rx));
@@ -138,16 +135,16 @@ async fn run_connected(
         worker,
         pool,
         publisher,
-        ch: ch.clone(),
-        names,
+        settler: intake.settler().clone(),
         done_tx,
         reports_tx,
+        shutdown: shutdown.clone(),
     };
     let mut in_flight = tokio::task::JoinSet::new();
     let result = loop {
         let batch = tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
-            b = next_batch(&mut deliveries) => b,
+            b = intake.next_batch(256, Duration::ZERO) => b,
         };
         let batch = match batch {
             Ok(Some(b)) => b,
@@ -155,15 +152,12 @@ async fn run_connected(
             Err(e) => break Err(e.into()),
         };
         while in_flight.try_join_next().is_some() {}
-        if let Err(e) = intake(&session, batch, &mut in_flight).await {
+        if let Err(e) = intake_batch(&session, batch, &mut in_flight).await {
             break Err(e);
         }
     };
-    for a in &activities {
-        let _ = ch
-            .basic_cancel(format!("worker.{a}").as_str().into(), Default::default())
-            .await;
-    }
+    let tags: Vec<String> = queues.into_iter().map(|(_, tag)| tag).collect();
+    intake.cancel(&tags).await;
     let grace = Duration::from_millis(settings.worker.drain_grace_ms);
     drain(in_flight, session.done_tx, completer, grace).await;
     // Closing returns every unacked delivery (prefetched, never started) to its queue.
@@ -190,85 +184,70 @@ async fn declare(
     Ok(())
 }
 
-async fn next_batch<S>(deliveries: &mut S) -> lapin::Result<Option<Vec<Delivery>>>
-where
-    S: futures_util::Stream<Item = lapin::Result<Delivery>> + Unpin,
-{
-    let Some(first) = deliveries.next().await else {
-        return Ok(None);
-    };
-    let mut batch = vec![first?];
-    while batch.len() < 256 {
-        match deliveries.next().now_or_never_ready() {
-            Some(Some(d)) => batch.push(d?),
-            _ => break,
-        }
-    }
-    Ok(Some(batch))
-}
-
-/// `futures::FutureExt::now_or_never` under a clearer name for stream polling.
-trait NowOrNever: std::future::Future + Sized {
-    fn now_or_never_ready(self) -> Option<Self::Output> {
-        futures_util::FutureExt::now_or_never(self)
-    }
-}
-impl<F: std::future::Future> NowOrNever for F {}
-
 /// What the intake stage of one connection works with.
 struct Session {
     worker: Arc<Worker>,
     pool: PgPool,
     publisher: Publisher,
-    ch: Channel,
-    names: Names,
+    settler: Settler,
     done_tx: mpsc::Sender<Done>,
     /// `started` and heartbeat reports: (routing key, report).
     reports_tx: mpsc::UnboundedSender<(String, ResultMessage)>,
+    shutdown: CancellationToken,
 }
 
-/// Parses a batch, answers tasks already in the ledger, starts handlers for the rest.
-async fn intake(
+/// Parses a batch, dead-letters what cannot be run here, answers tasks already in the
+/// ledger and starts handlers for the rest. While the ledger is unreachable it holds
+/// the batch (a handed-back task would lose a delivery attempt).
+async fn intake_batch(
     s: &Session,
-    batch: Vec<Delivery>,
+    batch: Vec<Inbound>,
     in_flight: &mut tokio::task::JoinSet<()>,
 ) -> Result<(), WorkerError> {
-    let (worker, pool, publisher, ch, names, done_tx) = (
-        &s.worker,
-        &s.pool,
-        &s.publisher,
-        &s.ch,
-        &s.names,
-        &s.done_tx,
-    );
+    let worker = &s.worker;
     let mut tasks = Vec::with_capacity(batch.len());
-    for d in batch {
-        match serde_json::from_slice::<TaskMessage>(&d.data) {
-            Ok(t) if worker.handler(&t.activity).is_some() => tasks.push((d.delivery_tag, t)),
-            Ok(t) => {
-                dead_letter(
-                    publisher,
-                    ch,
-                    names,
-                    &d,
-                    &format!("no handler for activity `{}` on this worker", t.activity),
-                )
-                .await?
+    let (mut refused, mut reasons) = (Vec::new(), Vec::new());
+    for mut d in batch {
+        let reason = match serde_json::from_slice::<TaskMessage>(&d.body) {
+            Ok(t) if worker.handler(&t.activity).is_some() => {
+                d.body = Vec::new();
+                tasks.push((d, t));
+                continue;
             }
-            Err(e) => dead_letter(publisher, ch, names, &d, &format!("task body: {e}")).await?,
-        }
+            Ok(t) => format!("no handler for activity `{}` on this worker", t.activity),
+            Err(e) => format!("task body: {e}"),
+        };
+        refused.push(d);
+        reasons.push(Verdict::DeadLetter(reason));
+    }
+    if !refused.is_empty() {
+        s.settler
+            .settle_each(&s.publisher, &refused, &reasons)
+            .await?;
     }
     let keys: Vec<String> = tasks
         .iter()
         .map(|(_, t)| t.idempotency_key.clone())
         .collect();
-    let recorded = ledger::lookup(pool, &keys).await?;
-    for (tag, task) in tasks {
+    let looked_up = crate::runtime::outlast(
+        "worker ledger lookup",
+        &s.shutdown,
+        StoreError::is_transient,
+        || ledger::lookup(&s.pool, &keys),
+    )
+    .await;
+    // Shutdown while the database was away: the tasks stay unacked and go back.
+    let Some(recorded) = looked_up else {
+        return Ok(());
+    };
+    let recorded = recorded?;
+    for (msg, task) in tasks {
         if let Some(output) = recorded.get(&task.idempotency_key) {
             tracing::debug!(key = %task.idempotency_key, "task already completed: answering from the ledger");
-            let _ = done_tx
+            let _ = s
+                .done_tx
                 .send(Done {
-                    tag,
+                    msg,
                     task,
                     outcome: Ok(output.clone()),
                     recorded: true,
@@ -276,8 +255,10 @@ async fn intake(
                 .await;
             continue;
         }
-        let handler = worker.handler(&task.activity).expect("checked above");
-        let done_tx = done_tx.clone();
+        let Some(handler) = worker.handler(&task.activity) else {
+            continue; // checked above
+        };
+        let done_tx = s.done_tx.clone();
         let reporter = task
             .reports_progress()
             .then(|| super::Reporter::new(s.reports_tx.clone(), &task));
@@ -294,7 +275,7 @@ async fn intake(
                 }
                 let _ = done_tx
                     .send(Done {
-                        tag,
+                        msg,
                         task,
                         outcome,
                         recorded: false,
@@ -373,10 +354,7 @@ async fn report_loop(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let bodies: Vec<Vec<u8>> = batch
-            .iter()
-            .map(|(_, r)| serde_json::to_vec(r).expect("report serialises"))
-            .collect();
+        let bodies: Vec<Vec<u8>> = batch.iter().map(|(_, r)| result_body(r)).collect();
         let msgs: Vec<Outgoing> = batch
             .iter()
             .zip(&bodies)
@@ -396,16 +374,21 @@ async fn report_loop(
     }
 }
 
+/// What the completion stage works with.
+struct Completion {
+    pool: PgPool,
+    publisher: Publisher,
+    settler: Settler,
+    results: String,
+}
+
 /// Records, publishes and acks finished tasks in batches until every sender is gone;
 /// returns how many tasks it acked.
 async fn complete_loop(
-    pool: PgPool,
-    publisher: Publisher,
-    ch: Channel,
-    names: Names,
+    c: Completion,
     mut rx: mpsc::Receiver<Done>,
+    shutdown: CancellationToken,
 ) -> u64 {
-    let results = names.results();
     let mut acked = 0;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -415,73 +398,133 @@ async fn complete_loop(
                 Err(_) => break,
             }
         }
-        match complete(&pool, &publisher, &ch, &results, batch).await {
+        match complete(&c, batch, &shutdown).await {
             Ok(n) => acked += n,
-            // The tasks stay unacked; RabbitMQ redelivers them after reconnect and the
-            // ledger answers those that completed.
+            // Only the broker can fail here (the ledger waits out outages): the channel
+            // is gone, its tasks are redelivered and the ledger answers those that
+            // completed.
             Err(e) => tracing::warn!(error = %e, "completing tasks failed"),
         }
     }
     acked
 }
 
+/// Records the successful outputs in the ledger (waiting out database outages), then
+/// publishes every result with confirms and acks its task; a task whose result was
+/// not confirmed is handed back.
 async fn complete(
-    pool: &PgPool,
-    publisher: &Publisher,
-    ch: &Channel,
-    results_exchange: &str,
+    c: &Completion,
     mut batch: Vec<Done>,
+    shutdown: &CancellationToken,
 ) -> Result<u64, WorkerError> {
-    let to_record: Vec<Completion> = batch
-        .iter()
-        .filter(|d| !d.recorded)
-        .filter_map(|d| {
-            d.outcome.as_ref().ok().map(|o| Completion {
-                key: d.task.idempotency_key.clone(),
-                task_id: d.task.task_id.clone(),
-                output: o.clone(),
-            })
-        })
-        .collect();
-    let on_record = ledger::record(pool, &to_record).await?;
-    for d in batch
-        .iter_mut()
-        .filter(|d| d.outcome.is_ok() && !d.recorded)
-    {
-        if let Some(stored) = on_record.get(&d.task.idempotency_key) {
-            d.outcome = Ok(stored.clone());
-        }
-    }
+    let Some(()) = record(&c.pool, &mut batch, shutdown).await else {
+        return Ok(0); // shutdown while the database was away: redelivered, run again
+    };
     let bodies: Vec<Vec<u8>> = batch
         .iter()
-        .map(|d| serde_json::to_vec(&result_message(d)).expect("result serialises"))
+        .map(|d| result_body(&result_message(d)))
         .collect();
     let msgs: Vec<Outgoing> = batch
         .iter()
         .zip(&bodies)
         .map(|(d, body)| Outgoing {
-            exchange: results_exchange,
+            exchange: &c.results,
             routing_key: &d.task.reply_to,
             body,
             mandatory: true,
             headers: None,
         })
         .collect();
-    let confirmed = publisher.publish_all(&msgs).await;
-    let mut acked = 0;
-    for (d, res) in batch.iter().zip(confirmed) {
-        match res {
-            Ok(()) => {
-                consumer::ack_one(ch, d.tag).await?;
-                acked += 1;
-            }
+    let confirmed = c.publisher.publish_all(&msgs).await;
+    let verdicts: Vec<Verdict> = batch
+        .iter()
+        .zip(confirmed)
+        .map(|(d, res)| match res {
+            Ok(()) => Verdict::Ack,
             Err(e) => {
-                tracing::warn!(task_id = %d.task.task_id, error = %e, "result not confirmed; task requeued");
-                consumer::requeue(ch, d.tag).await?;
+                tracing::warn!(task_id = %d.task.task_id, error = %e, "result not confirmed; task handed back");
+                Verdict::HandBack
             }
+        })
+        .collect();
+    let acked = verdicts.iter().filter(|v| **v == Verdict::Ack).count() as u64;
+    let msgs: Vec<Inbound> = batch.into_iter().map(|d| d.msg).collect();
+    c.settler
+        .settle_each(&c.publisher, &msgs, &verdicts)
+        .await?;
+    Ok(acked)
+}
+
+/// Writes the batch's new successful outputs to the ledger and swaps in what the
+/// ledger holds (an earlier attempt may have recorded first). An output the ledger
+/// refuses for good (e.g. text Postgres cannot store) fails its attempt with
+/// `result_unrecordable` instead of stranding the task. `None` on shutdown.
+async fn record(pool: &PgPool, batch: &mut [Done], shutdown: &CancellationToken) -> Option<()> {
+    let pending: Vec<usize> = (0..batch.len())
+        .filter(|i| batch[*i].outcome.is_ok() && !batch[*i].recorded)
+        .collect();
+    let all = completions(batch, &pending);
+    let written = crate::runtime::outlast(
+        "worker ledger write",
+        shutdown,
+        StoreError::is_transient,
+        || ledger::record(pool, &all),
+    )
+    .await?;
+    let stored = match written {
+        Ok(stored) => stored,
+        Err(e) => {
+            tracing::warn!(error = %e, "ledger write refused; recording task by task");
+            let mut stored = std::collections::HashMap::new();
+            for i in &pending {
+                let one = completions(batch, &[*i]);
+                let r = crate::runtime::outlast(
+                    "worker ledger write",
+                    shutdown,
+                    StoreError::is_transient,
+                    || ledger::record(pool, &one),
+                )
+                .await?;
+                match r {
+                    Ok(s) => stored.extend(s),
+                    Err(e) => {
+                        batch[*i].outcome = Err(ActivityError::fatal(
+                            "result_unrecordable",
+                            format!("the worker could not record the handler's output: {e}"),
+                        )
+                        .into_info())
+                    }
+                }
+            }
+            stored
+        }
+    };
+    for i in pending {
+        let d = &mut batch[i];
+        if let (Ok(_), Some(s)) = (&d.outcome, stored.get(&d.task.idempotency_key)) {
+            d.outcome = Ok(s.clone());
         }
     }
-    Ok(acked)
+    Some(())
+}
+
+fn completions(batch: &[Done], which: &[usize]) -> Vec<LedgerEntry> {
+    which
+        .iter()
+        .filter_map(|i| {
+            let d = &batch[*i];
+            d.outcome.as_ref().ok().map(|o| LedgerEntry {
+                key: d.task.idempotency_key.clone(),
+                task_id: d.task.task_id.clone(),
+                output: o.clone(),
+            })
+        })
+        .collect()
+}
+
+/// A result body; a `Value` always serialises, so the fallback is never taken.
+fn result_body(r: &ResultMessage) -> Vec<u8> {
+    serde_json::to_vec(r).unwrap_or_default()
 }
 
 fn result_message(d: &Done) -> ResultMessage {
@@ -498,36 +541,6 @@ fn result_message(d: &Done) -> ResultMessage {
         error,
         details: None,
     }
-}
-
-/// Publishes an unusable task to the activity's dead-letter queue with the reason, then acks it.
-async fn dead_letter(
-    publisher: &Publisher,
-    ch: &Channel,
-    names: &Names,
-    d: &Delivery,
-    reason: &str,
-) -> Result<(), WorkerError> {
-    let activity = d.routing_key.as_str();
-    tracing::warn!(reason, activity, "dead-lettering task");
-    let dlx = names.dlx();
-    let key = Names::dlx_key_task(activity);
-    let headers = dead_letter_headers(
-        reason,
-        d.exchange.as_str(),
-        activity,
-        &names.task_queue(activity),
-    );
-    let msg = Outgoing {
-        exchange: &dlx,
-        routing_key: &key,
-        body: &d.data,
-        mandatory: true,
-        headers: Some(headers),
-    };
-    publisher.publish_all_or_fail(&[msg]).await?;
-    consumer::ack_one(ch, d.delivery_tag).await?;
-    Ok(())
 }
 
 /// Lets in-flight tasks finish within `grace` (intake has stopped), then waits for the

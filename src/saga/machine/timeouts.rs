@@ -16,7 +16,17 @@ pub(super) enum Timeout {
     ScheduleToStart,
     StartToClose,
     Heartbeat,
+    /// The attempt never reported back at all (see [`NO_ANSWER_ALLOWANCE`]).
+    NoAnswer,
 }
+
+/// How long past its start-to-close an attempt may go unanswered when nothing else
+/// bounds it: a step without `schedule_to_start` gets no `started` report, so the
+/// coordinator cannot tell queueing from running, and without this deadline a task
+/// that was lost (its worker died with it, a broker lost it) would leave its saga
+/// waiting for ever. The allowance covers queueing behind a backlog; a step that needs
+/// a tighter bound sets `schedule_to_start`.
+pub const NO_ANSWER_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl Timeout {
     pub(super) fn as_str(self) -> &'static str {
@@ -25,6 +35,7 @@ impl Timeout {
             Timeout::ScheduleToStart => "schedule_to_start",
             Timeout::StartToClose => "start_to_close",
             Timeout::Heartbeat => "heartbeat",
+            Timeout::NoAnswer => "no_answer",
         }
     }
 }
@@ -32,7 +43,8 @@ impl Timeout {
 impl Run<'_> {
     /// The deadlines of the active attempt that apply now. Schedule-to-close holds from
     /// the first attempt; the others need the attempt dispatched, and start-to-close
-    /// and heartbeat need the worker's `started` report.
+    /// and heartbeat need the worker's `started` report. Every dispatched attempt has
+    /// at least one: schedule-to-start, or else the no-answer deadline.
     pub(super) fn deadlines(&self, a: &ActiveTask) -> Vec<(DateTime<Utc>, Timeout)> {
         let mut out = Vec::new();
         if let Some(d) = self.schedule_to_close(a) {
@@ -45,11 +57,14 @@ impl Run<'_> {
             return out;
         }
         match a.started_at {
-            None => {
-                if let (Some(sts), Some(at)) = (t.schedule_to_start, a.scheduled_at) {
-                    out.push((at + to_chrono(sts), Timeout::ScheduleToStart));
-                }
-            }
+            None => match (t.schedule_to_start, a.scheduled_at) {
+                (Some(sts), Some(at)) => out.push((at + to_chrono(sts), Timeout::ScheduleToStart)),
+                (None, Some(at)) => out.push((
+                    at + to_chrono(t.start_to_close) + to_chrono(NO_ANSWER_ALLOWANCE),
+                    Timeout::NoAnswer,
+                )),
+                (_, None) => {}
+            },
             Some(started) => {
                 out.push((started + to_chrono(t.start_to_close), Timeout::StartToClose));
                 if let Some(hb) = t.heartbeat {
