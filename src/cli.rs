@@ -275,9 +275,10 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             let pool = pool(&settings).await?;
             let shutdown = crate::runtime::shutdown_on_signals();
-            crate::coordinator::Coordinator::new(settings, catalog, pool)
-                .run(shutdown)
-                .await;
+            let coordinator = crate::coordinator::Coordinator::new(settings, catalog, pool);
+            let listen = &coordinator.settings.coordinator.health_listen;
+            serve_health(listen, coordinator.health.clone(), &shutdown).await?;
+            coordinator.run(shutdown).await;
         }
         Cmd::Worker { demo } => {
             if !demo {
@@ -286,9 +287,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let pool = pool(&settings).await?;
             crate::demo::prepare(&pool).await?;
             let shutdown = crate::runtime::shutdown_on_signals();
-            crate::demo::worker(pool.clone())
-                .run(settings, pool, shutdown)
-                .await;
+            let worker = crate::demo::worker(pool.clone());
+            serve_health(&settings.worker.health_listen, worker.health(), &shutdown).await?;
+            worker.run(settings, pool, shutdown).await;
         }
         Cmd::Start {
             saga,
@@ -413,6 +414,20 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let line = crate::bench::run(&settings, &args).await?;
             println!("{line}");
         }
+    }
+    Ok(())
+}
+
+/// Serves a process's own probes when `listen` is set.
+async fn serve_health(
+    listen: &str,
+    health: crate::health::Health,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    if !listen.is_empty() {
+        crate::health::serve(listen, health, shutdown.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("health probes on {listen}: {e}"))?;
     }
     Ok(())
 }

@@ -12,6 +12,8 @@ use crate::messages::StartEvent;
 pub enum ClientError {
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Connect(#[from] crate::broker::ConnectError),
     #[error("publish: {0}")]
     Publish(#[from] PublishError),
 }

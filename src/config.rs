@@ -56,6 +56,8 @@ pub struct CoordinatorSettings {
     pub timer_poll_ms: u64,
     /// Wake-up scanners running side by side (they split due sagas with SKIP LOCKED).
     pub wake_concurrency: usize,
+    /// Where the process serves its own `/livez`, `/readyz` and `/metrics`; empty: off.
+    pub health_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +69,8 @@ pub struct WorkerSettings {
     /// After SIGTERM, how long in-flight handlers may run to completion (their results
     /// are then published and acked) before they are abandoned and redelivered.
     pub drain_grace_ms: u64,
+    /// Where the process serves its own `/livez`, `/readyz` and `/metrics`; empty: off.
+    pub health_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +126,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("coordinator.sweep_interval_ms", "1000"),
     ("coordinator.timer_poll_ms", "200"),
     ("coordinator.wake_concurrency", "4"),
+    ("coordinator.health_listen", ""),
+    ("worker.health_listen", ""),
     ("worker.prefetch", "64"),
     ("worker.drain_grace_ms", "30000"),
     ("queues.delivery_limit", "5"),
@@ -187,6 +193,14 @@ impl Settings {
         }
         if self.api.tokens.iter().any(|t| t.trim().is_empty()) {
             return invalid("api.tokens", "tokens must not be empty strings");
+        }
+        for (key, listen) in [
+            ("coordinator.health_listen", &self.coordinator.health_listen),
+            ("worker.health_listen", &self.worker.health_listen),
+        ] {
+            if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+                return invalid(key, "expected empty (off) or an IP address and port");
+            }
         }
         if self.coordinator.outbox_lease_ms < 100 {
             return invalid("coordinator.outbox_lease_ms", "expected at least 100");

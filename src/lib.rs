@@ -41,6 +41,7 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod dlq;
+pub mod health;
 pub mod launch;
 pub mod messages;
 pub mod ops;

@@ -7,13 +7,19 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
+use crate::health::Health;
+
 /// Runs `connected` until it returns `Ok` (a clean shutdown) or `shutdown` fires;
 /// after an error, waits with exponential backoff (200 ms to 10 s, reset after a
 /// connection that lasted a while) and runs it again. lapin does not reconnect on its
 /// own and a consumer can go quiet after a broker restart, so every failure rebuilds
 /// the connection, redeclares the topology and resumes from what RabbitMQ redelivers.
-pub async fn reconnect_loop<F, Fut, E>(what: &str, shutdown: CancellationToken, mut connected: F)
-where
+pub async fn reconnect_loop<F, Fut, E>(
+    what: &str,
+    health: &Health,
+    shutdown: CancellationToken,
+    mut connected: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
@@ -33,6 +39,7 @@ where
                 return;
             }
             Err(e) => {
+                health.broker_lost(&e.to_string());
                 if began.elapsed() > Duration::from_secs(30) {
                     backoff = builder.build();
                 }
@@ -54,6 +61,7 @@ where
 /// costs one of its delivery attempts.
 pub async fn outlast<T, E, F, Fut>(
     what: &str,
+    health: &Health,
     shutdown: &CancellationToken,
     transient: impl Fn(&E) -> bool,
     mut op: F,
@@ -68,10 +76,12 @@ where
     loop {
         match op().await {
             Err(e) if transient(&e) => {
+                health.database_unavailable(&e.to_string());
                 let first = *since.get_or_insert_with(tokio::time::Instant::now);
                 tracing::warn!(error = %e, waiting_ms = first.elapsed().as_millis() as u64, retry_in_ms = wait.as_millis() as u64, "{what}: database unavailable; holding on");
             }
             done => {
+                health.database_available();
                 if let Some(t) = since {
                     tracing::info!(
                         waited_ms = t.elapsed().as_millis() as u64,
@@ -168,9 +178,11 @@ mod tests {
     #[tokio::test]
     async fn outlast_retries_transient_errors_only() {
         let stop = CancellationToken::new();
+        let health = Health::new("test");
         let mut calls = 0;
         let r: Option<Result<u32, String>> = outlast(
             "t",
+            &health,
             &stop,
             |e: &String| e == "down",
             || {
@@ -186,8 +198,10 @@ mod tests {
         )
         .await;
         assert_eq!(r, Some(Ok(3)));
+        assert!(health.report().database_available);
         let r: Option<Result<u32, String>> = outlast(
             "t",
+            &health,
             &stop,
             |e: &String| e == "down",
             || async { Err("bad".to_string()) },
@@ -197,12 +211,14 @@ mod tests {
         stop.cancel();
         let r: Option<Result<u32, String>> = outlast(
             "t",
+            &health,
             &stop,
             |_: &String| true,
             || async { Err("down".to_string()) },
         )
         .await;
         assert_eq!(r, None);
+        assert_eq!(health.report().database_error.as_deref(), Some("down"));
     }
 
     #[tokio::test]

@@ -173,7 +173,7 @@ async fn second_start_with_same_id_starts_nothing() {
 #[tokio::test]
 async fn malformed_and_unknown_starts_are_dead_lettered_with_a_reason() {
     let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
+    let health = env.start_coordinator().await;
     let client = env.client().await;
     let dlq = env.names.dlq_coordinator();
     client
@@ -196,6 +196,19 @@ async fn malformed_and_unknown_starts_are_dead_lettered_with_a_reason() {
     let (reason, _) = env.get_dead_letter(&dlq, T).await;
     assert!(reason.contains("result body"), "{reason}");
     assert!(env.status("x").await.is_none());
+    let unloaded = sagaflow::client::StartOptions {
+        version: Some(7),
+        ..id("v7")
+    };
+    client
+        .start("order_fulfillment", json!({}), unloaded)
+        .await
+        .unwrap();
+    let (reason, _) = env.get_dead_letter(&dlq, T).await;
+    assert!(reason.contains("version 7"), "{reason}");
+    // Handing an input back and acking the rest named every delivery tag once: the
+    // channel was never closed for an unknown tag (each close would be a reconnect).
+    assert_eq!(health.report().reconnects, 0, "{:?}", health.report());
     env.cleanup().await;
 }
 

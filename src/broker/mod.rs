@@ -6,13 +6,119 @@ pub mod inspect;
 pub mod publisher;
 pub mod topology;
 
-use lapin::{Connection, ConnectionProperties};
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties, ErrorKind};
 
 pub use publisher::{Outgoing, PublishError, Publisher};
 pub use topology::Names;
 
-/// Opens a connection named for the management UI.
-pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
+/// How long opening a connection may take, TCP and AMQP handshake together.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection could not be opened, said so an operator knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "RabbitMQ at {host} refused the connection (not running, or wrong host/port): {source}"
+    )]
+    Refused {
+        host: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ at {host} did not finish the AMQP handshake within {after:?} (it accepted TCP; a broker out of file handles or memory does this)")]
+    HandshakeTimeout { host: String, after: Duration },
+    #[error("RabbitMQ at {host} refused the credentials (user or password): {source}")]
+    Authentication {
+        host: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ at {host}: the vhost does not exist or the user may not use it: {source}")]
+    Vhost {
+        host: String,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("RabbitMQ at {host}: {source}")]
+    Other {
+        host: String,
+        #[source]
+        source: lapin::Error,
+    },
+}
+
+/// Opens a connection named for the management UI, within [`CONNECT_TIMEOUT`].
+pub async fn connect(url: &str, name: &str) -> Result<Connection, ConnectError> {
+    connect_within(url, name, CONNECT_TIMEOUT).await
+}
+
+async fn connect_within(
+    url: &str,
+    name: &str,
+    limit: Duration,
+) -> Result<Connection, ConnectError> {
     let props = ConnectionProperties::default().with_connection_name(name.to_string().into());
-    Connection::connect(url, props).await
+    let host = without_credentials(url);
+    match tokio::time::timeout(limit, Connection::connect(url, props)).await {
+        Err(_) => Err(ConnectError::HandshakeTimeout { host, after: limit }),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(source)) => Err(classify(host, source)),
+    }
+}
+
+fn classify(host: String, source: lapin::Error) -> ConnectError {
+    match source.kind() {
+        ErrorKind::IOError(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            ConnectError::Refused { host, source }
+        }
+        ErrorKind::ProtocolError(e) if e.get_id() == 403 => {
+            ConnectError::Authentication { host, source }
+        }
+        ErrorKind::ProtocolError(e) if e.get_id() == 530 => ConnectError::Vhost { host, source },
+        _ => ConnectError::Other { host, source },
+    }
+}
+
+/// `amqp://user:secret@host:5672/vhost` as `host:5672/vhost`, for logs.
+pub fn without_credentials(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_never_show_the_password() {
+        assert_eq!(
+            without_credentials("amqp://app:s3cr@t@mq:5672/%2f"),
+            "mq:5672/%2f"
+        );
+        assert_eq!(without_credentials("amqp://mq"), "mq");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so() {
+        // Port 1 on loopback: nothing listens there.
+        let e = connect("amqp://guest:guest@127.0.0.1:1/%2f", "t")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectError::Refused { .. }), "{e}");
+        assert!(!e.to_string().contains("guest:guest"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_never_answers_the_handshake_times_out() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let url = format!("amqp://127.0.0.1:{port}/%2f");
+        let e = connect_within(&url, "t", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ConnectError::HandshakeTimeout { .. }), "{e}");
+        drop(l);
+    }
 }

@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::consumer::{DeadLetterRoute, Inbound, Intake, Verdict};
 use crate::broker::topology::{self, QueueLimits};
-use crate::broker::{Names, PublishError, Publisher};
+use crate::broker::{ConnectError, Names, PublishError, Publisher};
 use crate::config::Settings;
+use crate::health::Health;
 use crate::runtime::Supervised;
 use crate::saga::definition::Catalog;
 use crate::store::StoreError;
@@ -38,6 +39,8 @@ use input::Input;
 pub enum CoordinatorError {
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("publish: {0}")]
@@ -55,6 +58,8 @@ pub struct Coordinator {
     pub catalog: Arc<Catalog>,
     pub pool: PgPool,
     pub names: Names,
+    /// What this coordinator's probes report.
+    pub health: Health,
 }
 
 impl Coordinator {
@@ -65,6 +70,7 @@ impl Coordinator {
             catalog: Arc::new(catalog),
             pool,
             names,
+            health: Health::new("coordinator"),
         }
     }
 
@@ -92,7 +98,7 @@ impl Coordinator {
 
     /// Runs until `shutdown`, reconnecting with backoff after broker or database failures.
     pub async fn run(&self, shutdown: CancellationToken) {
-        crate::runtime::reconnect_loop("coordinator", shutdown.clone(), || {
+        crate::runtime::reconnect_loop("coordinator", &self.health, shutdown.clone(), || {
             self.run_connected(shutdown.clone())
         })
         .await
@@ -118,15 +124,22 @@ impl Coordinator {
     }
 
     async fn run_connected(&self, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
-        let conn = crate::broker::connect(
-            &self.settings.amqp.url,
-            &format!("sagaflow-coordinator@{}", self.settings.namespace),
-        )
-        .await?;
-        self.declare(&conn).await?;
-        let relay_pub = Publisher::open(&conn).await?;
-        let sweep_pub = Publisher::open(&conn).await?;
-        let dead_pub = Publisher::open(&conn).await?;
+        let name = format!("sagaflow-coordinator@{}", self.settings.namespace);
+        // A broker that hangs in the handshake or in a declaration must not hold up SIGTERM.
+        let setup = async {
+            let conn = crate::broker::connect(&self.settings.amqp.url, &name).await?;
+            self.declare(&conn).await?;
+            let publishers = [
+                Publisher::open(&conn).await?,
+                Publisher::open(&conn).await?,
+                Publisher::open(&conn).await?,
+            ];
+            Ok::<_, CoordinatorError>((conn, publishers))
+        };
+        let (conn, [relay_pub, sweep_pub, dead_pub]) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            c = setup => c?,
+        };
         let (tx, rx) = mpsc::channel::<Vec<crate::store::outbox::OutboxRow>>(64);
         let background = shutdown.child_token();
         let _stop_background = background.clone().drop_guard();
@@ -160,14 +173,19 @@ impl Coordinator {
             "cron scheduler",
             self.scheduler().run(tx.clone(), background.clone()),
         );
-        let mut intake = Intake::open(
+        let queue = [(self.names.coordinator_queue(), "coordinator".to_string())];
+        let open = Intake::open(
             &conn,
             &self.names,
-            &[(self.names.coordinator_queue(), "coordinator".into())],
+            &queue,
             c.prefetch,
             DeadLetterRoute::Coordinator,
-        )
-        .await?;
+        );
+        let mut intake = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            i = open => i?,
+        };
+        self.health.broker_connected();
         tracing::info!(queue = %self.names.coordinator_queue(), sagas = ?self.catalog.names(), "coordinator consuming");
         let linger = Duration::from_millis(c.batch_linger_ms);
         loop {
@@ -253,6 +271,7 @@ impl Coordinator {
     ) -> Option<Committed> {
         let outcome = crate::runtime::outlast(
             "coordinator batch",
+            &self.health,
             shutdown,
             |_| true,
             || self.commit_isolating(inputs.clone()),
@@ -340,6 +359,7 @@ impl Coordinator {
                 .await
                 {
                     Ok((n, c)) => {
+                        self.health.database_available();
                         if !c.outbox.is_empty() && tx.send(c.outbox).await.is_err() {
                             return;
                         }
@@ -348,6 +368,9 @@ impl Coordinator {
                         }
                     }
                     Err(e) => {
+                        if e.is_transient() {
+                            self.health.database_unavailable(&e.to_string());
+                        }
                         tracing::warn!(error = %e, "wake-up scan failed");
                         break;
                     }

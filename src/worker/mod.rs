@@ -163,14 +163,29 @@ type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, ActivityError>> +
 type Handler = Arc<dyn Fn(ActivityContext, Value) -> HandlerFuture + Send + Sync>;
 
 /// A set of activity handlers, by activity name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Worker {
     handlers: BTreeMap<String, Handler>,
+    health: crate::health::Health,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Worker {
+            handlers: BTreeMap::new(),
+            health: crate::health::Health::new("worker"),
+        }
+    }
 }
 
 impl Worker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What this worker's probes report (serve it with [`crate::health::serve`]).
+    pub fn health(&self) -> crate::health::Health {
+        self.health.clone()
     }
 
     /// Registers `handler` for `activity`. Its input is the task's `input` object

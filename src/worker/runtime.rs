@@ -27,6 +27,8 @@ pub enum WorkerError {
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
     #[error(transparent)]
+    Connect(#[from] crate::broker::ConnectError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("publish: {0}")]
     Publish(#[from] PublishError),
@@ -66,7 +68,8 @@ impl Worker {
     pub async fn run(self, settings: Settings, pool: PgPool, shutdown: CancellationToken) {
         let worker = Arc::new(self);
         let settings = Arc::new(settings);
-        crate::runtime::reconnect_loop("worker", shutdown.clone(), || {
+        let health = worker.health.clone();
+        crate::runtime::reconnect_loop("worker", &health, shutdown.clone(), || {
             run_connected(
                 worker.clone(),
                 settings.clone(),
@@ -98,29 +101,36 @@ async fn run_connected(
         return Err(WorkerError::NothingToDo);
     }
     let names = Names::new(&settings.namespace);
-    let conn = crate::broker::connect(
-        &settings.amqp.url,
-        &format!("sagaflow-worker@{}", settings.namespace),
-    )
-    .await?;
-    declare(&conn, &names, &activities, &settings).await?;
-    let publisher = Publisher::open(&conn).await?;
     let queues: Vec<(String, String)> = activities
         .iter()
         .map(|a| (names.task_queue(a), format!("worker.{a}")))
         .collect();
-    let mut intake = Intake::open(
-        &conn,
-        &names,
-        &queues,
-        settings.worker.prefetch,
-        DeadLetterRoute::Task,
-    )
-    .await?;
+    let name = format!("sagaflow-worker@{}", settings.namespace);
+    // A broker that hangs in the handshake or in a declaration must not hold up SIGTERM.
+    let setup = async {
+        let conn = crate::broker::connect(&settings.amqp.url, &name).await?;
+        declare(&conn, &names, &activities, &settings).await?;
+        let publisher = Publisher::open(&conn).await?;
+        let intake = Intake::open(
+            &conn,
+            &names,
+            &queues,
+            settings.worker.prefetch,
+            DeadLetterRoute::Task,
+        )
+        .await?;
+        Ok::<_, WorkerError>((conn, publisher, intake))
+    };
+    let (conn, publisher, mut intake) = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        c = setup => c?,
+    };
+    worker.health.broker_connected();
     tracing::info!(?activities, "worker consuming");
     let (done_tx, done_rx) = mpsc::channel::<Done>(4096);
     let completer = tokio::spawn(complete_loop(
         Completion {
+            health: worker.health.clone(),
             pool: pool.clone(),
             publisher: publisher.clone(),
             settler: intake.settler().clone(),
@@ -231,6 +241,7 @@ async fn intake_batch(
         .collect();
     let looked_up = crate::runtime::outlast(
         "worker ledger lookup",
+        &s.worker.health,
         &s.shutdown,
         StoreError::is_transient,
         || ledger::lookup(&s.pool, &keys),
@@ -376,6 +387,7 @@ async fn report_loop(
 
 /// What the completion stage works with.
 struct Completion {
+    health: crate::health::Health,
     pool: PgPool,
     publisher: Publisher,
     settler: Settler,
@@ -417,7 +429,7 @@ async fn complete(
     mut batch: Vec<Done>,
     shutdown: &CancellationToken,
 ) -> Result<u64, WorkerError> {
-    let Some(()) = record(&c.pool, &mut batch, shutdown).await else {
+    let Some(()) = record(c, &mut batch, shutdown).await else {
         return Ok(0); // shutdown while the database was away: redelivered, run again
     };
     let bodies: Vec<Vec<u8>> = batch
@@ -459,13 +471,15 @@ async fn complete(
 /// ledger holds (an earlier attempt may have recorded first). An output the ledger
 /// refuses for good (e.g. text Postgres cannot store) fails its attempt with
 /// `result_unrecordable` instead of stranding the task. `None` on shutdown.
-async fn record(pool: &PgPool, batch: &mut [Done], shutdown: &CancellationToken) -> Option<()> {
+async fn record(c: &Completion, batch: &mut [Done], shutdown: &CancellationToken) -> Option<()> {
+    let pool = &c.pool;
     let pending: Vec<usize> = (0..batch.len())
         .filter(|i| batch[*i].outcome.is_ok() && !batch[*i].recorded)
         .collect();
     let all = completions(batch, &pending);
     let written = crate::runtime::outlast(
         "worker ledger write",
+        &c.health,
         shutdown,
         StoreError::is_transient,
         || ledger::record(pool, &all),
@@ -480,6 +494,7 @@ async fn record(pool: &PgPool, batch: &mut [Done], shutdown: &CancellationToken)
                 let one = completions(batch, &[*i]);
                 let r = crate::runtime::outlast(
                     "worker ledger write",
+                    &c.health,
                     shutdown,
                     StoreError::is_transient,
                     || ledger::record(pool, &one),

@@ -130,13 +130,14 @@ impl TestEnv {
         env
     }
 
-    /// Runs a coordinator inside the test process.
-    pub async fn start_coordinator(&mut self) {
+    /// Runs a coordinator inside the test process; returns what its probes report.
+    pub async fn start_coordinator(&mut self) -> sagaflow::health::Health {
         let c = sagaflow::coordinator::Coordinator::new(
             self.settings.clone(),
             self.catalog.clone(),
             self.pool.clone(),
         );
+        let health = c.health.clone();
         let token = CancellationToken::new();
         let t = token.clone();
         self.tasks.push((
@@ -145,6 +146,7 @@ impl TestEnv {
             tokio::spawn(async move { c.run(t).await }),
         ));
         self.wait_consumer(&self.names.coordinator_queue()).await;
+        health
     }
 
     /// Runs the demo worker inside the test process.
