@@ -109,12 +109,16 @@ impl Client {
     }
 
     /// Sends an operator action (retry, resume_at, skip, compensate) to a saga.
+    /// Sends an operator action decided when the saga stood at `issued_for`
+    /// (`IssuedFor::of` the stored state); the coordinator refuses it if the saga
+    /// moved on meanwhile.
     pub async fn operate(
         &self,
         saga_id: &str,
         action: &crate::saga::machine::OperatorAction,
+        issued_for: &crate::saga::machine::IssuedFor,
     ) -> Result<(), ClientError> {
-        self.control(json!({"saga_id": saga_id, "operator": action}))
+        self.control(json!({"saga_id": saga_id, "operator": action, "issued_for": issued_for}))
             .await
     }
 

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::client::{Client, ClientError};
 use crate::saga::definition::Catalog;
-use crate::saga::machine::{operate, OperatorAction};
+use crate::saga::machine::{operate, IssuedFor, OperatorAction};
 use crate::store::sagas::{self, ListFilter};
 use crate::store::StoreError;
 
@@ -17,6 +17,10 @@ pub struct Verdict {
     pub saga_id: String,
     /// `None` when the action applies; otherwise why not.
     pub refused: Option<String>,
+    /// Where the saga stood when it was checked: sent with the action, so the
+    /// coordinator refuses it if the saga moved on before it arrived.
+    #[serde(skip)]
+    pub issued_for: Option<IssuedFor>,
 }
 
 /// Why an operation could not run at all.
@@ -56,16 +60,26 @@ pub async fn check(
             .await?
             .ok_or_else(|| OpsError::NotFound(id.clone()))?;
         let s = &saga.state;
-        let refused = match catalog.get(&s.saga, s.version) {
-            None => Some(format!(
-                "definition {} v{} is not loaded here",
-                s.saga, s.version
-            )),
-            Some(def) => operate(&def, saga.state.clone(), action, chrono::Utc::now()).err(),
+        let (refused, issued_for) = match catalog.get(&s.saga, s.version) {
+            None => (
+                Some(format!(
+                    "definition {} v{} is not loaded here",
+                    s.saga, s.version
+                )),
+                None,
+            ),
+            Some(def) => {
+                let at = IssuedFor::of(&def, s);
+                match operate(&def, s.clone(), action, &at, chrono::Utc::now()) {
+                    Ok(_) => (None, Some(at)),
+                    Err(why) => (Some(why), None),
+                }
+            }
         };
         out.push(Verdict {
             saga_id: id.clone(),
             refused,
+            issued_for,
         });
     }
     Ok(out)
@@ -79,7 +93,10 @@ pub async fn send(
 ) -> Result<usize, ClientError> {
     let mut sent = 0;
     for v in verdicts.iter().filter(|v| v.refused.is_none()) {
-        client.operate(&v.saga_id, action).await?;
+        let Some(at) = &v.issued_for else {
+            continue;
+        };
+        client.operate(&v.saga_id, action, at).await?;
         sent += 1;
     }
     Ok(sent)

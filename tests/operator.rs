@@ -39,6 +39,9 @@ compensate = "inventory.release"
 [[steps]]
 name = "haunt"
 activity = "ghost.work"
+# A dead-lettered task is a failed attempt; the retry waits in Postgres, so the
+# task queue holds only what the test puts there.
+retry = { initial_interval = "2h", max_interval = "2h" }
 [[steps]]
 name = "ship"
 activity = "shipping.ship"
@@ -121,17 +124,25 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
     assert_eq!(purged.len(), 1);
     assert_eq!(env.depth(&dlq_q).await, 0);
 
-    // The saga is stuck on `haunt`: skip it with an output; it goes on and completes.
-    client
-        .operate(
-            "h-1",
-            &OperatorAction::Skip {
-                output: json!({"manual": true}),
-            },
-        )
-        .await
-        .unwrap();
+    // The saga waits on `haunt` (its retry is two hours away): skip it with an
+    // output; it goes on and completes.
+    // The same skip arrives twice (a redelivery): the second is refused, because the
+    // saga moved on to the next step, which must not be skipped too.
+    let issued = env.issued_for("h-1").await;
+    let skip = OperatorAction::Skip {
+        output: json!({"manual": true}),
+    };
+    client.operate("h-1", &skip, &issued).await.unwrap();
+    client.operate("h-1", &skip, &issued).await.unwrap();
+    let (reason, _) = env.get_dead_letter(&env.names.dlq_coordinator(), T).await;
+    assert!(reason.contains("moved on"), "{reason}");
     env.wait_status("h-1", "completed", T).await;
+    let skipped = env.history("h-1").await;
+    assert_eq!(
+        skipped.iter().filter(|e| *e == "step_skipped").count(),
+        1,
+        "{skipped:?}"
+    );
     let saga = sagaflow::store::sagas::get(&env.pool, "h-1")
         .await
         .unwrap()
@@ -175,15 +186,11 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
         "{out}"
     );
     // Refused actions come back as dead letters with the reason.
-    client
-        .operate(
-            "f-1",
-            &OperatorAction::Skip {
-                output: json!(null),
-            },
-        )
-        .await
-        .unwrap();
+    let issued = env.issued_for("f-1").await;
+    let skip = OperatorAction::Skip {
+        output: json!(null),
+    };
+    client.operate("f-1", &skip, &issued).await.unwrap();
     let (reason, _) = env.get_dead_letter(&env.names.dlq_coordinator(), T).await;
     assert!(
         reason.contains("operator action `skip` refused"),

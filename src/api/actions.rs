@@ -13,7 +13,7 @@ use super::error::Body;
 use super::{ApiError, ApiState, ErrorBody};
 use crate::broker::Publisher;
 use crate::dlq::{self, DlqAction, Selection, Touched};
-use crate::saga::machine::{operate, OperatorAction};
+use crate::saga::machine::OperatorAction;
 use crate::scheduler::ops::{self as schedule_ops, OpsError};
 use crate::store::{sagas, schedules};
 
@@ -32,19 +32,14 @@ pub async fn saga_action(
     Path(id): Path<String>,
     Body(action): Body<OperatorAction>,
 ) -> Result<(StatusCode, Json<ActionAccepted>), ApiError> {
-    let saga = sagas::get(&st.pool, &id)
-        .await?
-        .ok_or_else(|| ApiError::SagaNotFound(id.clone()))?;
-    let s = &saga.state;
-    let def = st.catalog.get(&s.saga, s.version).ok_or_else(|| {
-        ApiError::ActionRefused(format!(
-            "definition {} v{} is not loaded by this server",
-            s.saga, s.version
-        ))
-    })?;
-    operate(&def, saga.state.clone(), &action, chrono::Utc::now())
-        .map_err(ApiError::ActionRefused)?;
-    st.broker.client().await?.operate(&id, &action).await?;
+    // The same check the CLI makes, against the saga as stored.
+    let verdicts = crate::ops::check(&st.pool, &st.catalog, std::slice::from_ref(&id), &action)
+        .await
+        .map_err(operator_error)?;
+    if let Some(why) = verdicts.iter().find_map(|v| v.refused.clone()) {
+        return Err(ApiError::ActionRefused(why));
+    }
+    crate::ops::send(&*st.broker.client().await?, &verdicts, &action).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ActionAccepted {
@@ -102,11 +97,7 @@ pub async fn bulk_action(
     let ids = crate::ops::select(&st.pool, &filter, req.limit.unwrap_or(100)).await?;
     let verdicts = crate::ops::check(&st.pool, &st.catalog, &ids, &req.action)
         .await
-        .map_err(|e| match e {
-            crate::ops::OpsError::NotFound(id) => ApiError::SagaNotFound(id),
-            crate::ops::OpsError::Store(e) => ApiError::Store(e),
-            crate::ops::OpsError::Client(e) => ApiError::Client(e),
-        })?;
+        .map_err(operator_error)?;
     let sent = if req.dry_run {
         0
     } else {
@@ -233,4 +224,12 @@ pub async fn schedule_op(
         other => ApiError::BadRequest(other.to_string()),
     })?;
     Ok(Json(ScheduleDone { name, op, detail }))
+}
+
+fn operator_error(e: crate::ops::OpsError) -> ApiError {
+    match e {
+        crate::ops::OpsError::NotFound(id) => ApiError::SagaNotFound(id),
+        crate::ops::OpsError::Store(e) => ApiError::Store(e),
+        crate::ops::OpsError::Client(e) => ApiError::Client(e),
+    }
 }

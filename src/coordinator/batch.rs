@@ -14,7 +14,9 @@ use crate::broker::Names;
 use crate::coordinator::input::Input;
 use crate::messages::Outcome;
 use crate::saga::definition::{Catalog, Definition};
-use crate::saga::machine::{self, Command, Decision, Event, HistoryEntry, OperatorAction};
+use crate::saga::machine::{
+    self, Command, Decision, Event, HistoryEntry, IssuedFor, OperatorAction,
+};
 use crate::saga::state::SagaState;
 use crate::store::outbox::{self, OutboxMessage, OutboxRow};
 use crate::store::sagas::{self, SagaWrite};
@@ -129,7 +131,7 @@ impl<'a> Work<'a> {
     }
 
     /// An operator action; one that does not apply (any more) is dead-lettered with why.
-    fn operate(&mut self, pos: usize, id: &str, action: &OperatorAction) {
+    fn operate(&mut self, pos: usize, id: &str, action: &OperatorAction, issued: &IssuedFor) {
         let Some(entry) = self.entries.get(id) else {
             self.rejected.push((
                 pos,
@@ -137,7 +139,7 @@ impl<'a> Work<'a> {
             ));
             return;
         };
-        match machine::operate(&entry.def, entry.state.clone(), action, self.now) {
+        match machine::operate(&entry.def, entry.state.clone(), action, issued, self.now) {
             Ok(d) => {
                 tracing::info!(
                     saga_id = id,
@@ -248,7 +250,11 @@ pub async fn apply_inputs(
                 input,
                 run_at,
             } => work.start(pos, &saga, &id, version, input, run_at),
-            Input::Operator { saga_id, action } => work.operate(pos, &saga_id, &action),
+            Input::Operator {
+                saga_id,
+                action,
+                issued_for,
+            } => work.operate(pos, &saga_id, &action, &issued_for),
             other => {
                 let id = other.saga_id().to_string();
                 if let Some(e) = to_event(other) {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::broker::Names;
 use crate::messages::{Outcome, ResultMessage, StartEvent};
 use crate::saga::definition::parse_duration;
-use crate::saga::machine::OperatorAction;
+use crate::saga::machine::{IssuedFor, OperatorAction};
 
 /// What a coordinator message asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,10 +30,12 @@ pub enum Input {
         saga_id: String,
         reason: String,
     },
-    /// An operator action (retry, resume_at, skip, compensate).
+    /// An operator action (retry, resume_at, skip, compensate), with where the saga
+    /// stood when it was decided.
     Operator {
         saga_id: String,
         action: OperatorAction,
+        issued_for: IssuedFor,
     },
 }
 
@@ -64,6 +66,8 @@ struct SignalMessage {
     reason: Option<String>,
     #[serde(default)]
     operator: Option<OperatorAction>,
+    #[serde(default)]
+    issued_for: Option<IssuedFor>,
 }
 
 /// Parses one delivery. `message_id` (an AMQP property) names the saga when a start
@@ -145,11 +149,15 @@ fn parse_signal(body: &[u8]) -> Result<Input, String> {
     check_id("saga_id", &m.saga_id)?;
     if let Some(action) = m.operator {
         if m.cancel || m.signal.is_some() {
-            return Err("an operator message carries only `operator`".into());
+            return Err("an operator message carries only `operator` and `issued_for`".into());
         }
+        let Some(issued_for) = m.issued_for else {
+            return Err("an operator message needs `issued_for` (the step, generation and task it was decided for), so a redelivered action cannot apply twice".into());
+        };
         return Ok(Input::Operator {
             saga_id: m.saga_id,
             action,
+            issued_for,
         });
     }
     match (m.cancel, m.signal) {
@@ -313,16 +321,28 @@ mod tests {
             parse(&n(), "ns.signals", "", cancel.as_bytes(), None, now()),
             Ok(Input::Cancel { .. })
         ));
-        let op = json!({"saga_id": "s", "operator": {"action": "resume_at", "step": "charge"}})
-            .to_string();
+        let op = json!({"saga_id": "s", "operator": {"action": "resume_at", "step": "charge"},
+            "issued_for": {"step": "ship", "generation": 0}})
+        .to_string();
         assert_eq!(
             parse(&n(), "ns.signals", "", op.as_bytes(), None, now()).unwrap(),
             Input::Operator {
                 saga_id: "s".into(),
                 action: OperatorAction::ResumeAt {
                     step: "charge".into()
+                },
+                issued_for: IssuedFor {
+                    step: "ship".into(),
+                    generation: 0,
+                    task_id: None
                 }
             }
+        );
+        let unanchored = json!({"saga_id": "s", "operator": {"action": "retry"}}).to_string();
+        assert!(
+            parse(&n(), "ns.signals", "", unanchored.as_bytes(), None, now())
+                .unwrap_err()
+                .contains("issued_for")
         );
         let bad_op = json!({"saga_id": "s", "operator": {"action": "explode"}}).to_string();
         assert!(parse(&n(), "ns.signals", "", bad_op.as_bytes(), None, now()).is_err());

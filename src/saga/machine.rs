@@ -109,6 +109,7 @@ pub fn start(
         error: None,
         signals: Default::default(),
         cancel_requested: false,
+        generation: 0,
     };
     let mut run = Run::new(def, state, now);
     match run_at.filter(|at| *at > now) {
@@ -376,13 +377,18 @@ impl<'a> Run<'a> {
         self.dispatch(Duration::ZERO);
     }
 
+    /// `<saga>:<step>:<kind>`, with `:g<n>` once an operator resumed the saga `n` times.
     fn idempotency_key(&self, i: usize, kind: TaskKind) -> String {
-        format!(
+        let key = format!(
             "{}:{}:{}",
             self.state.id,
             self.def.steps[i].name,
             kind.as_str()
-        )
+        );
+        match self.state.generation {
+            0 => key,
+            g => format!("{key}:g{g}"),
+        }
     }
 
     /// Publishes the active attempt after `delay`, or parks it in Postgres when the
@@ -579,7 +585,7 @@ mod compensation;
 mod events;
 mod operator;
 mod timeouts;
-pub use operator::{operate, OperatorAction};
+pub use operator::{operate, IssuedFor, OperatorAction};
 pub use timeouts::NO_ANSWER_ALLOWANCE;
 
 #[cfg(test)]

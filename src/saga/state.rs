@@ -205,6 +205,15 @@ pub struct SagaState {
     /// A cancel arrived; compensation starts once the in-flight action answers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// Bumped by each operator `resume_at`: the steps it re-runs get new idempotency
+    /// keys (`<saga>:<step>:<kind>:g<generation>`), so a worker's ledger does not
+    /// answer a step that was undone with the output of its first run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl SagaState {

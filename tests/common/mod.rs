@@ -214,6 +214,19 @@ impl TestEnv {
             .map(|s| s.state.status.to_string())
     }
 
+    /// Where saga `id` stands now, as an operator action issued for it would say.
+    pub async fn issued_for(&self, id: &str) -> sagaflow::saga::machine::IssuedFor {
+        let saga = sagaflow::store::sagas::get(&self.pool, id)
+            .await
+            .unwrap()
+            .expect("the saga exists");
+        let def = self
+            .catalog
+            .get(&saga.state.saga, saga.state.version)
+            .expect("its definition is loaded");
+        sagaflow::saga::machine::IssuedFor::of(&def, &saga.state)
+    }
+
     /// Waits until every saga in `ids` has a terminal status; returns id -> status.
     pub async fn wait_terminal(
         &self,

@@ -42,13 +42,73 @@ impl OperatorAction {
     }
 }
 
-/// Applies `action`, or says why it does not apply to this saga now.
+/// Where the saga stood when the operator's action was decided. The coordinator
+/// refuses the action when the saga has moved on since, so a redelivered `skip` does
+/// not skip the next step too and a redelivered `retry` does not open a third chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedFor {
+    /// The current step (the cursor); empty past the last step.
+    pub step: String,
+    /// The saga's resume generation ([`SagaState::generation`]).
+    pub generation: u32,
+    /// The task chain in flight, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+}
+
+impl IssuedFor {
+    /// Where `state` stands now.
+    pub fn of(def: &Definition, state: &SagaState) -> IssuedFor {
+        IssuedFor {
+            step: def
+                .steps
+                .get(state.cursor)
+                .map(|s| s.name.clone())
+                .unwrap_or_default(),
+            generation: state.generation,
+            task_id: state.active.as_ref().map(|a| a.task_id.clone()),
+        }
+    }
+
+    /// How the saga moved on from `self` to `now`, if it did.
+    fn moved_on(&self, now: &IssuedFor) -> Option<String> {
+        if self.generation != now.generation {
+            return Some(format!(
+                "it was resumed since (generation {} -> {})",
+                self.generation, now.generation
+            ));
+        }
+        if self.step != now.step {
+            return Some(format!(
+                "it moved from step `{}` to `{}`",
+                self.step, now.step
+            ));
+        }
+        if self.task_id != now.task_id {
+            return Some(format!(
+                "its task changed from {} to {}",
+                self.task_id.as_deref().unwrap_or("none"),
+                now.task_id.as_deref().unwrap_or("none")
+            ));
+        }
+        None
+    }
+}
+
+/// Applies `action`, decided when the saga stood at `issued`, or says why it does not
+/// apply to this saga now.
 pub fn operate(
     def: &Definition,
     state: SagaState,
     action: &OperatorAction,
+    issued: &IssuedFor,
     now: DateTime<Utc>,
 ) -> Result<Decision, String> {
+    if let Some(why) = issued.moved_on(&IssuedFor::of(def, &state)) {
+        return Err(format!(
+            "the saga moved on since the action was issued: {why}"
+        ));
+    }
     let mut run = Run::new(def, state, now);
     let status = run.state.status;
     run.record("operator_action", None, None, json!({ "action": action }));
@@ -133,6 +193,15 @@ fn resume_at(run: &mut Run<'_>, step: &str) -> Result<(), String> {
     run.state.status = SagaStatus::Running;
     run.state.active = None;
     run.state.error = None;
+    // The re-run steps must really run: with the old keys a worker's ledger would answer
+    // a step that was undone with the output of its first run.
+    run.state.generation += 1;
+    run.record(
+        "saga_resumed",
+        Some(i),
+        None,
+        json!({ "generation": run.state.generation }),
+    );
     run.enter_step(i);
     Ok(())
 }

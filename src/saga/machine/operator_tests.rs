@@ -61,6 +61,12 @@ fn fail(task: &str) -> Event {
     }
 }
 
+/// `operate`, issued for the saga as it stands.
+fn op(s: SagaState, action: &OperatorAction, now: DateTime<Utc>) -> Result<Decision, String> {
+    let at = IssuedFor::of(&def(), &s);
+    operate(&def(), s, action, &at, now)
+}
+
 fn drive(evs: Vec<Event>) -> SagaState {
     let d = def();
     let mut s = start(&d, "o", json!({}), None, t(0)).state;
@@ -85,7 +91,7 @@ fn dispatched(d: &Decision) -> Vec<(String, TaskKind, String)> {
 #[test]
 fn retry_redispatches_a_stuck_task_as_a_new_chain() {
     let s = drive(vec![ok("o:reserve:action#1")]);
-    let d = operate(&def(), s, &OperatorAction::Retry, t(9)).unwrap();
+    let d = op(s, &OperatorAction::Retry, t(9)).unwrap();
     assert_eq!(
         dispatched(&d),
         vec![(
@@ -111,7 +117,7 @@ fn retry_of_a_failed_compensation_resumes_compensating() {
         fail("o:charge:compensation#1"),
     ]);
     assert_eq!(s.status, SagaStatus::Failed);
-    let d = operate(&def(), s, &OperatorAction::Retry, t(9)).unwrap();
+    let d = op(s, &OperatorAction::Retry, t(9)).unwrap();
     assert_eq!(d.state.status, SagaStatus::Compensating);
     assert_eq!(
         dispatched(&d),
@@ -135,8 +141,7 @@ fn resume_at_reruns_from_a_step_when_earlier_steps_stand() {
         fail("o:charge:compensation#1"),
     ]);
     // charge is CompensationFailed: resuming at ship would skip it.
-    let err = operate(
-        &def(),
+    let err = op(
         s.clone(),
         &OperatorAction::ResumeAt {
             step: "ship".into(),
@@ -145,8 +150,7 @@ fn resume_at_reruns_from_a_step_when_earlier_steps_stand() {
     )
     .unwrap_err();
     assert!(err.contains("charge"), "{err}");
-    let d = operate(
-        &def(),
+    let d = op(
         s,
         &OperatorAction::ResumeAt {
             step: "charge".into(),
@@ -160,11 +164,17 @@ fn resume_at_reruns_from_a_step_when_earlier_steps_stand() {
         vec![(
             "pay.charge".into(),
             TaskKind::Action,
-            "o:charge:action#2".into()
+            "o:charge:action:g1#2".into()
         )]
     );
-    let unknown = operate(
-        &def(),
+    let Command::Dispatch { task, .. } = &d.commands[0] else {
+        panic!("a dispatch")
+    };
+    assert_eq!(
+        task.idempotency_key, "o:charge:action:g1",
+        "a new generation: the ledger must not answer the undone charge"
+    );
+    let unknown = op(
         d.state,
         &OperatorAction::ResumeAt {
             step: "nope".into(),
@@ -178,8 +188,7 @@ fn resume_at_reruns_from_a_step_when_earlier_steps_stand() {
 #[test]
 fn skip_completes_the_current_step_with_the_given_output() {
     let s = drive(vec![ok("o:reserve:action#1")]);
-    let d = operate(
-        &def(),
+    let d = op(
         s,
         &OperatorAction::Skip {
             output: json!({"charge_id": "manual"}),
@@ -204,7 +213,7 @@ fn skip_completes_the_current_step_with_the_given_output() {
 #[test]
 fn compensate_on_request_undoes_completed_steps() {
     let s = drive(vec![ok("o:reserve:action#1")]);
-    let d = operate(&def(), s, &OperatorAction::Compensate, t(9)).unwrap();
+    let d = op(s, &OperatorAction::Compensate, t(9)).unwrap();
     assert_eq!(d.state.status, SagaStatus::Compensating);
     assert_eq!(
         dispatched(&d),
@@ -234,10 +243,7 @@ fn refused_actions_say_why() {
             step: "ship".into(),
         },
     ] {
-        assert!(
-            operate(&def(), done.clone(), &action, t(9)).is_err(),
-            "{action:?}"
-        );
+        assert!(op(done.clone(), &action, t(9)).is_err(), "{action:?}");
     }
 }
 
@@ -254,4 +260,61 @@ fn actions_round_trip_as_json() {
     let r: OperatorAction =
         serde_json::from_value(json!({"action": "resume_at", "step": "charge"})).unwrap();
     assert_eq!(r.name(), "resume_at");
+}
+
+#[test]
+fn a_redelivered_action_is_refused_once_the_saga_moved_on() {
+    let s = drive(vec![ok("o:reserve:action#1")]);
+    let issued = IssuedFor::of(&def(), &s);
+    let skip = OperatorAction::Skip {
+        output: json!(null),
+    };
+    let d = operate(&def(), s, &skip, &issued, t(9)).unwrap();
+    // The same skip again (the broker redelivered it): charge is done, ship is current.
+    let again = operate(&def(), d.state.clone(), &skip, &issued, t(10)).unwrap_err();
+    assert!(again.contains("from step `charge` to `ship`"), "{again}");
+    // A retry issued for ship's first chain, applied twice, opens one new chain.
+    let issued = IssuedFor::of(&def(), &d.state);
+    let r = operate(&def(), d.state, &OperatorAction::Retry, &issued, t(11)).unwrap();
+    let again = operate(
+        &def(),
+        r.state.clone(),
+        &OperatorAction::Retry,
+        &issued,
+        t(12),
+    )
+    .unwrap_err();
+    assert!(again.contains("task changed"), "{again}");
+}
+
+#[test]
+fn a_resume_applied_twice_reruns_once() {
+    let s = drive(vec![
+        ok("o:reserve:action#1"),
+        ok("o:charge:action#1"),
+        fail("o:ship:action#1"),
+        ok("o:charge:compensation#1"),
+        ok("o:reserve:compensation#1"),
+    ]);
+    assert_eq!(s.status, SagaStatus::Compensated);
+    let resume = OperatorAction::ResumeAt {
+        step: "reserve".into(),
+    };
+    let issued = IssuedFor::of(&def(), &s);
+    let d = operate(&def(), s, &resume, &issued, t(9)).unwrap();
+    assert_eq!(d.state.generation, 1);
+    assert_eq!(dispatched(&d)[0].2, "o:reserve:action:g1#2");
+    let again = operate(&def(), d.state, &resume, &issued, t(10)).unwrap_err();
+    assert!(again.contains("generation 0 -> 1"), "{again}");
+}
+
+#[test]
+fn issued_for_round_trips_as_json() {
+    let i = IssuedFor {
+        step: "charge".into(),
+        generation: 2,
+        task_id: Some("o:charge:action#1".into()),
+    };
+    let back: IssuedFor = serde_json::from_value(serde_json::to_value(&i).unwrap()).unwrap();
+    assert_eq!(back, i);
 }
