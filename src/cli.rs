@@ -209,14 +209,21 @@ fn parse_json(s: &str) -> Result<Value, String> {
 
 /// Loads the definitions, reporting every error with file, field and reason.
 pub fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
-    Catalog::load_dir(&settings.sagas_dir).map_err(|errors| {
+    let invalid = |errors: Vec<crate::saga::definition::DefinitionError>| {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         anyhow::anyhow!(
             "invalid saga definitions in {}:\n{}",
             settings.sagas_dir.display(),
             lines.join("\n")
         )
-    })
+    };
+    let catalog = Catalog::load_dir(&settings.sagas_dir).map_err(invalid)?;
+    let limit = std::time::Duration::from_millis(settings.queues.consumer_timeout_ms);
+    let too_long = catalog.check_consumer_timeout(limit);
+    if !too_long.is_empty() {
+        return Err(invalid(too_long));
+    }
+    Ok(catalog)
 }
 
 async fn pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {

@@ -79,6 +79,9 @@ pub struct QueueSettings {
     pub delivery_limit: u32,
     /// `x-max-length` of dead-letter queues.
     pub dlq_max_length: u64,
+    /// The broker's `consumer_timeout` (RabbitMQ's default: 30 minutes); definitions
+    /// whose attempts may run longer are refused at load.
+    pub consumer_timeout_ms: u64,
 }
 
 /// The operator HTTP API (`sagaflow serve`).
@@ -132,6 +135,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("worker.drain_grace_ms", "30000"),
     ("queues.delivery_limit", "5"),
     ("queues.dlq_max_length", "1000000"),
+    ("queues.consumer_timeout_ms", "1800000"),
     ("api.listen", "127.0.0.1:8080"),
 ];
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::*;
 
@@ -60,6 +61,36 @@ impl Catalog {
             .range((name.to_string(), 0)..=(name.to_string(), u32::MAX))
             .next_back()
             .map(|(_, e)| Arc::clone(&e.def))
+    }
+
+    /// Refuses activity steps whose attempts may outlive the broker's
+    /// `consumer_timeout`: a worker holds a task unacked while its handler runs, and
+    /// RabbitMQ closes the channel of a consumer that holds a message longer, then
+    /// redelivers everything the channel held: the handler would run again on another
+    /// worker while the first is still going, and every task on that channel would lose
+    /// a delivery attempt. Such an activity needs the broker's `consumer_timeout`
+    /// (and `queues.consumer_timeout_ms`) raised, or splitting into shorter steps.
+    pub fn check_consumer_timeout(&self, consumer_timeout: Duration) -> Vec<DefinitionError> {
+        let mut errors = Vec::new();
+        for e in self.entries.values() {
+            for (i, step) in e.def.steps.iter().enumerate() {
+                let StepKind::Activity(a) = &step.kind else {
+                    continue;
+                };
+                if a.timeouts.start_to_close >= consumer_timeout {
+                    errors.push(DefinitionError {
+                        file: e.origin.clone(),
+                        field: format!("steps[{i}].start_to_close"),
+                        reason: format!(
+                            "{} is not below the broker's consumer_timeout ({}, queues.consumer_timeout_ms): RabbitMQ would close the worker's channel mid-run and redeliver the task; raise consumer_timeout on the broker and in queues.consumer_timeout_ms together, or split the activity",
+                            humantime::format_duration(a.timeouts.start_to_close),
+                            humantime::format_duration(consumer_timeout)
+                        ),
+                    });
+                }
+            }
+        }
+        errors
     }
 
     /// All definitions, ordered by name, then version.

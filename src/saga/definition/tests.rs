@@ -1434,3 +1434,29 @@ fn sleep_until_refuses_unknown_or_later_step_references_and_bad_paths() {
         "only valid on activity steps",
     );
 }
+
+#[test]
+fn catalog_refuses_attempts_that_outlive_the_consumer_timeout() {
+    let text = |stc: &str| {
+        format!(
+            "name = \"long\"\nversion = 1\n[[steps]]\nname = \"crunch\"\nactivity = \"batch.crunch\"\nstart_to_close = \"{stc}\"\n"
+        )
+    };
+    let mut cat = Catalog::new();
+    cat.insert(parse("long.toml", &text("29m")).unwrap(), "long.toml")
+        .unwrap();
+    let limit = Duration::from_secs(30 * 60);
+    assert!(cat.check_consumer_timeout(limit).is_empty());
+    let mut cat = Catalog::new();
+    cat.insert(parse("long.toml", &text("30m")).unwrap(), "long.toml")
+        .unwrap();
+    let errors = cat.check_consumer_timeout(limit);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].file, "long.toml");
+    assert_eq!(errors[0].field, "steps[0].start_to_close");
+    assert!(
+        errors[0].reason.contains("consumer_timeout"),
+        "{}",
+        errors[0].reason
+    );
+}
