@@ -302,7 +302,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
             }
             let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            let client = Client::connect(&settings.amqp.url, &settings.namespace)
+                .await?
+                .with_limits(settings.limits.clone());
             let opts = StartOptions {
                 id: Some(id.clone()),
                 delay,
@@ -317,13 +319,17 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Cmd::Status { id, json } => status(&settings, &id, json).await?,
         Cmd::Signal { id, name, payload } => {
-            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            let client = Client::connect(&settings.amqp.url, &settings.namespace)
+                .await?
+                .with_limits(settings.limits.clone());
             client.signal(&id, &name, payload).await?;
             client.close().await;
             println!("signal {name} sent to {id}");
         }
         Cmd::Cancel { id, reason } => {
-            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            let client = Client::connect(&settings.amqp.url, &settings.namespace)
+                .await?
+                .with_limits(settings.limits.clone());
             client.cancel(&id, &reason).await?;
             client.close().await;
             println!("cancel sent to {id}");

@@ -124,7 +124,8 @@ pub struct HistoryItem {
 }
 
 #[utoipa::path(post, path = "/api/sagas", request_body = StartRequest,
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn start(
     State(st): State<ApiState>,
     Body(req): Body<StartRequest>,
@@ -142,16 +143,15 @@ pub async fn start(
         ));
     }
     let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    if id.is_empty() {
-        return Err(ApiError::BadRequest("`id` must not be empty".into()));
-    }
+    st.limits.check_id("id", &id)?;
+    let input = req.input.unwrap_or_else(|| serde_json::json!({}));
+    st.limits.check_payload("start input", &input)?;
     let opts = StartOptions {
         id: Some(id.clone()),
         delay: req.delay,
         start_at: req.start_at,
         version: None,
     };
-    let input = req.input.unwrap_or_else(|| serde_json::json!({}));
     st.broker
         .client()
         .await?
@@ -246,12 +246,14 @@ pub async fn history(
 }
 
 #[utoipa::path(post, path = "/api/sagas/{id}/signal", params(("id" = String, Path)), request_body = SignalRequest,
-    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn signal(
     State(st): State<ApiState>,
     Path(id): Path<String>,
     Body(req): Body<SignalRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    st.limits.check_payload("signal payload", &req.payload)?;
     exists(&st, &id).await?;
     let client = st.broker.client().await?;
     client.signal(&id, &req.name, req.payload).await?;

@@ -193,6 +193,7 @@ impl Coordinator {
                 &d.data,
                 message_id,
                 now,
+                &self.settings.limits,
             ) {
                 Ok(i) => inputs.push((pos, i)),
                 Err(reason) => poison.push((pos, reason)),
