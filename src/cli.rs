@@ -220,7 +220,7 @@ pub fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
 }
 
 async fn pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    store::connect(&settings.database.url, settings.database.max_connections)
+    store::connect_with(&settings.database)
         .await
         .with_context(|| format!("database {}", redact(&settings.database.url)))
 }

@@ -46,7 +46,7 @@ pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
     /// How long one connection attempt may take (TCP, TLS, authentication), and how
-    /// long a caller waits for a pooled connection. 0 waits for ever.
+    /// long a caller waits for a pooled connection (at least 100).
     pub connect_timeout_ms: u64,
     /// Postgres `lock_timeout` of every pooled session: a statement waiting longer
     /// than this for a row or table lock fails (55P03, transient) instead of queueing
@@ -232,6 +232,9 @@ impl Settings {
         }
         if self.coordinator.outbox_lease_ms < 100 {
             return invalid("coordinator.outbox_lease_ms", "expected at least 100");
+        }
+        if self.database.connect_timeout_ms < 100 {
+            return invalid("database.connect_timeout_ms", "expected at least 100");
         }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "expected at least 1");
