@@ -436,8 +436,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()> {
     let pool = pool(settings).await?;
-    let Some(saga) = saga_rows::get(&pool, id).await? else {
-        return Err(SagaNotFound(id.to_string()).into());
+    let saga = match saga_rows::read(&pool, id).await? {
+        None => return Err(SagaNotFound(id.to_string()).into()),
+        Some(Ok(saga)) => saga,
+        Some(Err(u)) => return unreadable(&pool, *u, json).await,
     };
     let history = saga_rows::history(&pool, id).await?;
     if json {
@@ -486,6 +488,48 @@ async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()>
         );
     }
     Ok(())
+}
+
+/// `status` of a saga whose stored state cannot be decoded: what its columns say, the
+/// reason and its history, then an error (exit code 1) naming the reason.
+async fn unreadable(
+    pool: &sqlx::PgPool,
+    u: saga_rows::UnreadableSaga,
+    json: bool,
+) -> anyhow::Result<()> {
+    let history = saga_rows::history(pool, &u.id).await?;
+    if json {
+        let out = serde_json::json!({ "saga": null, "unreadable": &u, "history": history });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Err(u.error().into());
+    }
+    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+    println!(
+        "saga     {} ({} v{})",
+        u.id,
+        or_unknown(u.saga.clone()),
+        or_unknown(u.version.map(|v| v.to_string()))
+    );
+    println!(
+        "status   unreadable (the status column says {})",
+        or_unknown(u.status.clone())
+    );
+    println!("reason   {}", u.reason);
+    println!(
+        "\n{:<28} {:<26} {:<18} {:>7}  detail",
+        "at", "event", "step", "attempt"
+    );
+    for h in history {
+        println!(
+            "{:<28} {:<26} {:<18} {:>7}  {}",
+            h.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            h.event,
+            h.step.unwrap_or_default(),
+            h.attempt.map(|a| a.to_string()).unwrap_or_default(),
+            h.detail
+        );
+    }
+    Err(u.error().into())
 }
 
 async fn dlq_show(

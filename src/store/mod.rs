@@ -50,13 +50,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("stored state of saga {id} is unreadable: {reason}")]
     Corrupt { id: String, reason: String },
-    /// A stored row other than a saga's state that cannot be decoded.
-    #[error("stored {table} row {key} is unreadable: {reason}")]
-    Unreadable {
-        table: &'static str,
-        key: String,
-        reason: String,
-    },
+    /// A stored row other than a saga's state that cannot be decoded; `what` names it
+    /// (`outbox row 17`, `schedule nightly`).
+    #[error("stored {what} is unreadable: {reason}")]
+    Unreadable { what: String, reason: String },
 }
 
 /// What a failure means for the caller.
@@ -152,6 +149,23 @@ impl StoreError {
     pub fn is_outage(&self) -> bool {
         self.class() == Class::Outage
     }
+}
+
+/// Column `name` of a stored row; a value that does not decode is an
+/// [`StoreError::Unreadable`] naming the row (`what`) and the column, never a panic.
+pub(crate) fn column<'r, T>(
+    row: &'r sqlx::postgres::PgRow,
+    name: &str,
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    use sqlx::Row;
+    row.try_get(name).map_err(|e| StoreError::Unreadable {
+        what: what(),
+        reason: e.to_string(),
+    })
 }
 
 /// Attaches what was being done to a sqlx error.
