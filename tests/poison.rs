@@ -397,3 +397,48 @@ async fn the_api_answers_413_and_422_and_shows_unreadable_sagas() {
     stop.cancel();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_cli_shows_an_unreadable_saga_with_the_reason_and_fails() {
+    let env = common::TestEnv::new(&[("order.toml", common::ORDER)]).await;
+    write_raw_saga(&env.pool, "bad", json!({"garbage": true})).await;
+    write_started_saga(&env, "good").await;
+    let run = |args: &'static [&'static str]| {
+        let child_env = env.child_env();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+                .args(args)
+                .envs(child_env)
+                .output()
+                .await
+                .unwrap();
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+    let (code, out, err) = run(&["status", "bad"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("status   unreadable"), "{out}");
+    assert!(out.contains("missing field"), "{out}");
+    assert!(
+        err.contains("stored state of saga bad is unreadable"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["sagas", "show", "bad", "--json"]).await;
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["unreadable"]["id"], "bad");
+    let (code, out, err) = run(&["sagas", "list"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let line = |id: &str| {
+        out.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("bad ").contains("unreadable"), "{out}");
+    assert!(line("good ").contains("running"), "{out}");
+    let (code, _, _) = run(&["status", "good"]).await;
+    assert_eq!(code, Some(0));
+    env.cleanup().await;
+}
