@@ -310,7 +310,8 @@ async fn create_database_if_missing(
 /// into other work. If it is dropped without [`SchemaLock::release`] (an error on the
 /// way), closing the connection releases the lock.
 pub struct SchemaLock {
-    conn: Option<PgConnection>,
+    // Dropping it closes the socket, and the server releases the session's lock.
+    conn: PgConnection,
 }
 
 /// The advisory lock key of schema setup (any constant; advisory locks are per
@@ -336,27 +337,22 @@ impl SchemaLock {
             .execute(&mut conn)
             .await
             .map_err(ctx("take the schema setup lock"))?;
-        Ok(SchemaLock { conn: Some(conn) })
+        Ok(SchemaLock { conn })
     }
 
     /// The locked session, to run schema statements on.
     pub fn conn(&mut self) -> &mut PgConnection {
-        self.conn
-            .as_mut()
-            .expect("the connection is held until release consumes the lock")
+        &mut self.conn
     }
 
     /// Releases the lock and closes the session.
     pub async fn release(mut self) -> Result<(), StoreError> {
-        let Some(mut conn) = self.conn.take() else {
-            return Ok(());
-        };
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(SCHEMA_LOCK_KEY)
-            .execute(&mut conn)
+            .execute(&mut self.conn)
             .await
             .map_err(ctx("release the schema setup lock"))?;
-        conn.close().await.map_err(ctx("close"))?;
+        self.conn.close().await.map_err(ctx("close"))?;
         Ok(())
     }
 }
