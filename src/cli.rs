@@ -227,7 +227,7 @@ pub fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
 }
 
 async fn pool(settings: &Settings) -> anyhow::Result<sqlx::PgPool> {
-    store::connect(&settings.database.url, settings.database.max_connections)
+    store::connect_with(&settings.database)
         .await
         .with_context(|| format!("database {}", redact(&settings.database.url)))
 }
@@ -310,7 +310,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
             }
             let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            let client = Client::connect(&settings.amqp.url, &settings.namespace)
+                .await?
+                .with_limits(settings.limits.clone());
             let opts = StartOptions {
                 id: Some(id.clone()),
                 delay,
@@ -325,13 +327,17 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Cmd::Status { id, json } => status(&settings, &id, json).await?,
         Cmd::Signal { id, name, payload } => {
-            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            let client = Client::connect(&settings.amqp.url, &settings.namespace)
+                .await?
+                .with_limits(settings.limits.clone());
             client.signal(&id, &name, payload).await?;
             client.close().await;
             println!("signal {name} sent to {id}");
         }
         Cmd::Cancel { id, reason } => {
-            let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+            let client = Client::connect(&settings.amqp.url, &settings.namespace)
+                .await?
+                .with_limits(settings.limits.clone());
             client.cancel(&id, &reason).await?;
             client.close().await;
             println!("cancel sent to {id}");
@@ -452,8 +458,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
 
 async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()> {
     let pool = pool(settings).await?;
-    let Some(saga) = saga_rows::get(&pool, id).await? else {
-        return Err(SagaNotFound(id.to_string()).into());
+    let saga = match saga_rows::read(&pool, id).await? {
+        None => return Err(SagaNotFound(id.to_string()).into()),
+        Some(Ok(saga)) => saga,
+        Some(Err(u)) => return unreadable(&pool, *u, json).await,
     };
     let history = saga_rows::history(&pool, id).await?;
     if json {
@@ -502,6 +510,48 @@ async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()>
         );
     }
     Ok(())
+}
+
+/// `status` of a saga whose stored state cannot be decoded: what its columns say, the
+/// reason and its history, then an error (exit code 1) naming the reason.
+async fn unreadable(
+    pool: &sqlx::PgPool,
+    u: saga_rows::UnreadableSaga,
+    json: bool,
+) -> anyhow::Result<()> {
+    let history = saga_rows::history(pool, &u.id).await?;
+    if json {
+        let out = serde_json::json!({ "saga": null, "unreadable": &u, "history": history });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Err(u.error().into());
+    }
+    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+    println!(
+        "saga     {} ({} v{})",
+        u.id,
+        or_unknown(u.saga.clone()),
+        or_unknown(u.version.map(|v| v.to_string()))
+    );
+    println!(
+        "status   unreadable (the status column says {})",
+        or_unknown(u.status.clone())
+    );
+    println!("reason   {}", u.reason);
+    println!(
+        "\n{:<28} {:<26} {:<18} {:>7}  detail",
+        "at", "event", "step", "attempt"
+    );
+    for h in history {
+        println!(
+            "{:<28} {:<26} {:<18} {:>7}  {}",
+            h.at.format("%Y-%m-%d %H:%M:%S%.3f"),
+            h.event,
+            h.step.unwrap_or_default(),
+            h.attempt.map(|a| a.to_string()).unwrap_or_default(),
+            h.detail
+        );
+    }
+    Err(u.error().into())
 }
 
 async fn dlq_show(

@@ -1,10 +1,14 @@
 //! A small client for services and the CLI: start sagas, send signals and cancels.
 //! Every publish is confirmed and mandatory, so "ok" means the broker has it.
+//!
+//! A message over `[limits]` is refused here, before it is published, with the same
+//! reason the coordinator would dead-letter it with.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::broker::{topology, Names, Outgoing, PublishError, Publisher};
+use crate::config::{LimitError, Limits};
 use crate::messages::StartEvent;
 
 /// Why a client call failed.
@@ -16,6 +20,9 @@ pub enum ClientError {
     Connect(#[from] crate::broker::ConnectError),
     #[error("publish: {0}")]
     Publish(#[from] PublishError),
+    /// Refused locally: the coordinator would dead-letter it.
+    #[error("{0}")]
+    Limit(#[from] LimitError),
 }
 
 /// A connection that publishes start events, signals and cancels.
@@ -23,6 +30,7 @@ pub struct Client {
     conn: lapin::Connection,
     publisher: Publisher,
     names: Names,
+    limits: Limits,
 }
 
 /// Options of one start.
@@ -34,8 +42,53 @@ pub struct StartOptions {
     pub version: Option<u32>,
 }
 
+/// The body of one start event, refused as the coordinator would refuse it (checks in
+/// its order, so the reason is the same).
+fn start_body(
+    limits: &Limits,
+    saga: &str,
+    input: &Value,
+    o: &StartOptions,
+) -> Result<Vec<u8>, LimitError> {
+    // An id chosen here, not by the coordinator, makes a redelivered start idempotent.
+    let id =
+        o.id.clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let e = StartEvent {
+        saga: Some(saga.to_string()),
+        id: Some(id),
+        input: input.clone(),
+        delay: o.delay.clone(),
+        start_at: o.start_at,
+        version: o.version,
+    };
+    let body = serde_json::to_vec(&e).expect("start event serialises");
+    limits.check_message("start body", &body)?;
+    limits.check_id("id", e.id.as_deref().unwrap_or_default())?;
+    limits.check_payload("start input", input)?;
+    Ok(body)
+}
+
+/// The body of a message to `<ns>.signals` (signal, cancel, operator action), refused
+/// as the coordinator would refuse it: the body, the saga id, then its payload.
+fn control_body(
+    limits: &Limits,
+    saga_id: &str,
+    body: &Value,
+    payload: Option<(&str, &Value)>,
+) -> Result<String, LimitError> {
+    let body = body.to_string();
+    limits.check_message("signal body", body.as_bytes())?;
+    limits.check_id("saga_id", saga_id)?;
+    if let Some((what, v)) = payload {
+        limits.check_payload(what, v)?;
+    }
+    Ok(body)
+}
+
 impl Client {
     /// Connects and declares the exchanges (so a client may start before a coordinator).
+    /// Messages are held to the default `[limits]`; see [`Client::with_limits`].
     pub async fn connect(amqp_url: &str, namespace: &str) -> Result<Client, ClientError> {
         let conn = crate::broker::connect(amqp_url, "sagaflow-client").await?;
         let names = Names::new(namespace);
@@ -46,7 +99,14 @@ impl Client {
             conn,
             publisher,
             names,
+            limits: Limits::default(),
         })
+    }
+
+    /// Holds outgoing messages to `limits` (those of the coordinators, `settings.limits`).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Publishes start events for `(saga, input, options)` in one confirmed batch.
@@ -54,24 +114,10 @@ impl Client {
         &self,
         starts: &[(String, Value, StartOptions)],
     ) -> Result<(), ClientError> {
-        let bodies: Vec<Vec<u8>> = starts
+        let bodies = starts
             .iter()
-            .map(|(saga, input, o)| {
-                // An id chosen here, not by the coordinator, makes a redelivered start idempotent.
-                let id =
-                    o.id.clone()
-                        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-                let e = StartEvent {
-                    saga: Some(saga.clone()),
-                    id: Some(id),
-                    input: input.clone(),
-                    delay: o.delay.clone(),
-                    start_at: o.start_at,
-                    version: o.version,
-                };
-                serde_json::to_vec(&e).expect("start event serialises")
-            })
-            .collect();
+            .map(|(saga, input, o)| start_body(&self.limits, saga, input, o))
+            .collect::<Result<Vec<_>, _>>()?;
         let exchange = self.names.start();
         let msgs: Vec<Outgoing> = starts
             .iter()
@@ -104,7 +150,8 @@ impl Client {
         name: &str,
         payload: Value,
     ) -> Result<(), ClientError> {
-        self.control(json!({"saga_id": saga_id, "signal": name, "payload": payload}))
+        let body = json!({"saga_id": saga_id, "signal": name, "payload": payload});
+        self.control(saga_id, body, Some(("signal payload", &payload)))
             .await
     }
 
@@ -118,18 +165,32 @@ impl Client {
         action: &crate::saga::machine::OperatorAction,
         issued_for: &crate::saga::machine::IssuedFor,
     ) -> Result<(), ClientError> {
-        self.control(json!({"saga_id": saga_id, "operator": action, "issued_for": issued_for}))
-            .await
+        let output = match action {
+            crate::saga::machine::OperatorAction::Skip { output } => Some(("skip output", output)),
+            _ => None,
+        };
+        self.control(
+            saga_id,
+            json!({"saga_id": saga_id, "operator": action, "issued_for": issued_for}),
+            output,
+        )
+        .await
     }
 
     /// Asks a saga to stop and undo its completed steps.
     pub async fn cancel(&self, saga_id: &str, reason: &str) -> Result<(), ClientError> {
-        self.control(json!({"saga_id": saga_id, "cancel": true, "reason": reason}))
-            .await
+        let body = json!({"saga_id": saga_id, "cancel": true, "reason": reason});
+        self.control(saga_id, body, None).await
     }
 
-    async fn control(&self, body: Value) -> Result<(), ClientError> {
-        let body = body.to_string();
+    /// Publishes a message to `<ns>.signals` once it passed the coordinator's checks.
+    async fn control(
+        &self,
+        saga_id: &str,
+        body: Value,
+        payload: Option<(&str, &Value)>,
+    ) -> Result<(), ClientError> {
+        let body = control_body(&self.limits, saga_id, &body, payload)?;
         let exchange = self.names.signals();
         let msg = Outgoing {
             exchange: &exchange,
@@ -172,5 +233,75 @@ impl Client {
 
     pub async fn close(self) {
         let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> Limits {
+        Limits {
+            payload_bytes: 16,
+            message_bytes: 120,
+            json_depth: 4,
+            id_bytes: 8,
+        }
+    }
+
+    fn opts(id: &str) -> StartOptions {
+        StartOptions {
+            id: Some(id.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn starts_over_a_limit_are_refused_with_the_coordinators_reason() {
+        let l = small();
+        let body = start_body(&l, "order", &json!({"k": "01234567"}), &opts("o-1")).unwrap();
+        let parsed: StartEvent = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.id.as_deref(), Some("o-1"));
+        let err = start_body(&l, "order", &json!({"k": "0123456789"}), &opts("o-1")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "start input is 18 bytes; limits.payload_bytes is 16"
+        );
+        let err = start_body(&l, "order", &json!([[[[1]]]]), &opts("o-1")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "start body is nested more than 4 levels deep; limits.json_depth is 4"
+        );
+        let err = start_body(&l, "order", &json!({}), &opts("123456789")).unwrap_err();
+        assert_eq!(err.to_string(), "`id` is 9 bytes; limits.id_bytes is 8");
+        let long = "x".repeat(200);
+        let err = start_body(&l, "order", &json!(long), &opts("o-1")).unwrap_err();
+        assert!(
+            err.to_string().contains("limits.message_bytes is 120"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn signals_and_skips_over_a_limit_are_refused() {
+        let l = small();
+        let big = json!({"k": "0123456789"});
+        let body = json!({"saga_id": "s", "signal": "go", "payload": big});
+        let err = control_body(&l, "s", &body, Some(("signal payload", &big))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "signal payload is 18 bytes; limits.payload_bytes is 16"
+        );
+        let err = control_body(&l, "s", &body, Some(("skip output", &big))).unwrap_err();
+        assert!(
+            err.to_string().starts_with("skip output is 18 bytes"),
+            "{err}"
+        );
+        let cancel = json!({"saga_id": "s", "cancel": true, "reason": "x".repeat(200)});
+        let err = control_body(&l, "s", &cancel, None).unwrap_err();
+        assert!(err.to_string().starts_with("signal body is "), "{err}");
+        let ok = json!({"saga_id": "s", "cancel": true});
+        assert_eq!(control_body(&l, "s", &ok, None).unwrap(), ok.to_string());
+        assert!(control_body(&l, "", &ok, None).is_err());
     }
 }

@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod limits;
+
+pub use limits::{LimitError, Limits};
+
 /// Everything a sagaflow process needs to know.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -20,6 +24,8 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub queues: QueueSettings,
     pub api: ApiSettings,
+    /// Sizes and depths of received documents (`[limits]`).
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -39,6 +45,34 @@ pub struct DatabaseSettings {
     /// The database is created when it does not exist.
     pub url: String,
     pub max_connections: u32,
+    /// How long one connection attempt may take (TCP, TLS, authentication), and how
+    /// long a caller waits for a pooled connection (at least 100).
+    pub connect_timeout_ms: u64,
+    /// Postgres `lock_timeout` of every pooled session: a statement waiting longer
+    /// than this for a row or table lock fails (55P03, transient) instead of queueing
+    /// behind a stuck session. 0 disables it.
+    pub lock_timeout_ms: u64,
+    /// Postgres `statement_timeout` of every pooled session (57014, transient).
+    /// 0 disables it.
+    pub statement_timeout_ms: u64,
+    /// Postgres `idle_in_transaction_session_timeout` of every pooled session: the
+    /// server ends a session that sits in an open transaction this long (a stalled
+    /// process holding saga row locks). 0 disables it.
+    pub idle_in_transaction_session_timeout_ms: u64,
+}
+
+impl DatabaseSettings {
+    /// The built-in defaults for `url` (what `store::connect` uses).
+    pub fn new(url: &str, max_connections: u32) -> Self {
+        DatabaseSettings {
+            url: url.to_string(),
+            max_connections,
+            connect_timeout_ms: 10_000,
+            lock_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+            idle_in_transaction_session_timeout_ms: 30_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,6 +156,10 @@ const DEFAULTS: &[(&str, &str)] = &[
         "postgres://postgres@127.0.0.1:5432/sagaflow",
     ),
     ("database.max_connections", "10"),
+    ("database.connect_timeout_ms", "10000"),
+    ("database.lock_timeout_ms", "5000"),
+    ("database.statement_timeout_ms", "30000"),
+    ("database.idle_in_transaction_session_timeout_ms", "30000"),
     ("coordinator.batch_size", "256"),
     ("coordinator.batch_linger_ms", "2"),
     ("coordinator.prefetch", "1024"),
@@ -137,6 +175,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("queues.dlq_max_length", "1000000"),
     ("queues.consumer_timeout_ms", "1800000"),
     ("api.listen", "127.0.0.1:8080"),
+    ("limits.payload_bytes", "1048576"),
+    ("limits.message_bytes", "2097152"),
+    ("limits.json_depth", "32"),
+    ("limits.id_bytes", "200"),
 ];
 
 impl Settings {
@@ -209,6 +251,15 @@ impl Settings {
         if self.coordinator.outbox_lease_ms < 100 {
             return invalid("coordinator.outbox_lease_ms", "expected at least 100");
         }
+        if self.database.connect_timeout_ms < 100 {
+            return invalid("database.connect_timeout_ms", "expected at least 100");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "expected at least 1");
+        }
+        if let Some((key, reason)) = self.limits.invalid() {
+            return invalid(key, &reason);
+        }
         Ok(())
     }
 }
@@ -232,6 +283,35 @@ mod tests {
         assert!(!s.namespace.is_empty());
         assert!(s.coordinator.batch_size >= 1);
         assert_eq!(s.worker.drain_grace_ms, 30_000);
+        assert_eq!(s.limits, Limits::default());
+        let db = DatabaseSettings::new(&s.database.url, s.database.max_connections);
+        assert_eq!(
+            (
+                db.connect_timeout_ms,
+                db.lock_timeout_ms,
+                db.statement_timeout_ms,
+                db.idle_in_transaction_session_timeout_ms
+            ),
+            (
+                s.database.connect_timeout_ms,
+                s.database.lock_timeout_ms,
+                s.database.statement_timeout_ms,
+                s.database.idle_in_transaction_session_timeout_ms
+            ),
+            "the built-in defaults and DatabaseSettings::new agree"
+        );
+    }
+
+    #[test]
+    fn limits_are_checked_at_load() {
+        let mut s = Settings::load(None).unwrap();
+        s.limits.json_depth = 500;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.json_depth"), "{err}");
+        s.limits.json_depth = 32;
+        s.limits.message_bytes = 10;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("limits.message_bytes"), "{err}");
     }
 
     #[test]

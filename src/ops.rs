@@ -56,9 +56,20 @@ pub async fn check(
 ) -> Result<Vec<Verdict>, OpsError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
-        let saga = sagas::get(pool, id)
-            .await?
-            .ok_or_else(|| OpsError::NotFound(id.clone()))?;
+        let saga = match sagas::get(pool, id).await {
+            Ok(Some(saga)) => saga,
+            Ok(None) => return Err(OpsError::NotFound(id.clone())),
+            // One unreadable saga in a bulk selection is refused, not the whole request.
+            Err(e @ StoreError::Corrupt { .. }) => {
+                out.push(Verdict {
+                    saga_id: id.clone(),
+                    refused: Some(e.to_string()),
+                    issued_for: None,
+                });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let s = &saga.state;
         let (refused, issued_for) = match catalog.get(&s.saga, s.version) {
             None => (

@@ -19,13 +19,16 @@ use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(20);
 
-/// An activity no worker hosts here: its task waits in its queue until poisoned.
+/// An activity no worker hosts here: its task waits in its queue until poisoned. A
+/// dead-lettered task is a failed attempt; the retry waits two hours in Postgres, so
+/// the task queue holds only what the test puts there.
 const MANUAL: &str = r#"
 name = "manual"
 version = 1
 [[steps]]
 name = "review"
 activity = "manual.review"
+retry = { initial_interval = "2h", max_interval = "2h" }
 "#;
 
 fn find_in_path(names: &[&str]) -> Option<PathBuf> {

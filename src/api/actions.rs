@@ -32,6 +32,7 @@ pub async fn saga_action(
     Path(id): Path<String>,
     Body(action): Body<OperatorAction>,
 ) -> Result<(StatusCode, Json<ActionAccepted>), ApiError> {
+    check_action(&st, &action)?;
     // The same check the CLI makes, against the saga as stored.
     let verdicts = crate::ops::check(&st.pool, &st.catalog, std::slice::from_ref(&id), &action)
         .await
@@ -47,6 +48,14 @@ pub async fn saga_action(
             action: action.name().into(),
         }),
     ))
+}
+
+/// A `skip` output is stored as the step's output: held to `limits.payload_bytes`.
+fn check_action(st: &ApiState, action: &OperatorAction) -> Result<(), ApiError> {
+    if let OperatorAction::Skip { output } = action {
+        st.limits.check_payload("skip output", output)?;
+    }
+    Ok(())
 }
 
 /// A bulk operator action: the sagas a filter selects (at most `limit`, default 100).
@@ -83,6 +92,7 @@ pub async fn bulk_action(
     State(st): State<ApiState>,
     Body(req): Body<BulkAction>,
 ) -> Result<Json<BulkResult>, ApiError> {
+    check_action(&st, &req.action)?;
     if req.saga.is_none() && req.status.is_none() && req.id_prefix.is_none() {
         return Err(ApiError::BadRequest(
             "a bulk action needs a filter: saga, status or id_prefix".into(),

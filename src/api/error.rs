@@ -2,15 +2,17 @@
 //! `{"error": {"code": "<stable_code>", "message": "..."}}`. Codes are part of the
 //! contract (scripts match on them); messages are for humans.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection, QueryRejection};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::ClientError;
+use crate::config::{LimitError, Limits};
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,9 @@ pub enum ApiError {
     SagaNotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// Over a `[limits]` value: 413 (too large), 422 (too deep) or 400 (a bad id).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     #[error("action refused: {0}")]
     ActionRefused(String),
     #[error("no schedule named `{0}`")]
@@ -54,11 +59,23 @@ impl ApiError {
             ApiError::ActionRefused(_) => (StatusCode::CONFLICT, "action_refused"),
             ApiError::ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Limit(e) | ApiError::Client(ClientError::Limit(e)) => limit_status(e),
+            ApiError::Store(StoreError::Corrupt { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "saga_unreadable")
+            }
             ApiError::Store(e) if !e.is_transient() => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
             _ => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
+    }
+}
+
+fn limit_status(e: &LimitError) -> (StatusCode, &'static str) {
+    match e {
+        LimitError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        LimitError::TooDeep { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "json_too_deep"),
+        LimitError::BadId(_) => (StatusCode::BAD_REQUEST, "bad_request"),
     }
 }
 
@@ -90,17 +107,73 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A JSON body whose rejection is our JSON 400 rather than axum's plain text.
+/// A JSON body held to `[limits]`, whose rejection is our JSON error rather than
+/// axum's plain text: 413 over `limits.message_bytes` (from `Content-Length` before
+/// reading, or while reading; the router's body limit is `message_bytes`), 422 nested
+/// deeper than `limits.json_depth` (a byte scan, before parsing), 400 for anything else.
 pub struct Body<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+    Limits: FromRef<S>,
+{
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        axum::Json::<T>::from_request(req, state)
-            .await
+        let limits = Limits::from_ref(state);
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::BadRequest(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
+        }
+        let too_large = |size| LimitError::TooLarge {
+            what: "request body".into(),
+            size,
+            limit: "message_bytes",
+            max: limits.message_bytes,
+        };
+        if let Some(n) = content_length(req.headers()).filter(|n| *n > limits.message_bytes) {
+            return Err(too_large(Some(n)).into());
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                ApiError::Limit(too_large(None))
+            }
+            other => ApiError::BadRequest(other.body_text()),
+        })?;
+        limits.check_message("request body", &bytes)?;
+        axum::Json::<T>::from_bytes(&bytes)
             .map(|axum::Json(v)| Body(v))
             .map_err(|e: JsonRejection| ApiError::BadRequest(e.body_text()))
     }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `application/json` or `application/<something>+json`, parameters ignored (what
+/// axum's `Json` accepts).
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(v) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = v
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// Query parameters whose rejection is our JSON 400.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Names;
 use crate::client::Client;
-use crate::config::Settings;
+use crate::config::{Limits, Settings};
 use crate::saga::definition::Catalog;
 
 pub use error::{ApiError, ErrorBody};
@@ -39,6 +39,14 @@ pub struct ApiState {
     pub names: Names,
     pub tokens: Arc<Vec<String>>,
     pub broker: Arc<BrokerLink>,
+    /// `[limits]`: request bodies and the payloads in them are held to these.
+    pub limits: Limits,
+}
+
+impl axum::extract::FromRef<ApiState> for Limits {
+    fn from_ref(st: &ApiState) -> Limits {
+        st.limits.clone()
+    }
 }
 
 impl ApiState {
@@ -48,7 +56,11 @@ impl ApiState {
             catalog: Arc::new(catalog),
             names: Names::new(&settings.namespace),
             tokens: Arc::new(settings.api.tokens.clone()),
-            broker: Arc::new(BrokerLink::new(&settings.amqp.url, &settings.namespace)),
+            broker: Arc::new(
+                BrokerLink::new(&settings.amqp.url, &settings.namespace)
+                    .with_limits(settings.limits.clone()),
+            ),
+            limits: settings.limits.clone(),
         }
     }
 }
@@ -58,6 +70,7 @@ impl ApiState {
 pub struct BrokerLink {
     url: String,
     namespace: String,
+    limits: Limits,
     client: Mutex<Option<Arc<Client>>>,
 }
 
@@ -66,8 +79,15 @@ impl BrokerLink {
         BrokerLink {
             url: url.into(),
             namespace: namespace.into(),
+            limits: Limits::default(),
             client: Mutex::new(None),
         }
+    }
+
+    /// Clients made by this link hold messages to `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The open client, connecting when there is none or it dropped.
@@ -76,7 +96,11 @@ impl BrokerLink {
         if let Some(c) = slot.as_ref().filter(|c| c.is_connected()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(Client::connect(&self.url, &self.namespace).await?);
+        let c = Arc::new(
+            Client::connect(&self.url, &self.namespace)
+                .await?
+                .with_limits(self.limits.clone()),
+        );
         *slot = Some(c.clone());
         Ok(c)
     }
@@ -104,6 +128,10 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        // Request bodies are read up to `limits.message_bytes` (not axum's 2 MB).
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.limits.message_bytes,
         ));
     Router::new()
         .route("/healthz", get(ops::healthz))

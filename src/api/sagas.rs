@@ -82,6 +82,10 @@ pub struct SagaRow {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Present when the row cannot be shown as stored (its state does not match the
+    /// row, or a column does not decode): why. The dashboard shows it as `unreadable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
 }
 
 impl From<SagaSummary> for SagaRow {
@@ -93,16 +97,25 @@ impl From<SagaSummary> for SagaRow {
             status: s.status,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            unreadable: s.unreadable,
         }
     }
 }
 
-/// A saga's full state.
+/// A saga's full state. A saga whose stored state cannot be decoded is still a 200:
+/// `state` is `null` and `unreadable` holds its columns and the reason (its history
+/// stays readable at `/api/sagas/{id}/history`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SagaDetail {
-    /// The persisted saga state (status, steps, active task, error).
+    /// The persisted saga state (status, steps, active task, error); `null` when
+    /// unreadable.
     #[schema(value_type = Object)]
-    pub state: crate::saga::state::SagaState,
+    pub state: Option<crate::saga::state::SagaState>,
+    /// `{"id", "saga", "version", "status", "wake_at", "created_at", "updated_at",
+    /// "reason"}` when the stored state cannot be decoded.
+    #[schema(value_type = Object)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<sagas::UnreadableSaga>,
     /// The step names of the saga's definition version, in order (index = `state.steps`).
     pub step_names: Vec<String>,
     /// When a timer (delayed start, sleep, wait timeout, long retry delay, activity
@@ -124,7 +137,8 @@ pub struct HistoryItem {
 }
 
 #[utoipa::path(post, path = "/api/sagas", request_body = StartRequest,
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn start(
     State(st): State<ApiState>,
     Body(req): Body<StartRequest>,
@@ -142,16 +156,15 @@ pub async fn start(
         ));
     }
     let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    if id.is_empty() {
-        return Err(ApiError::BadRequest("`id` must not be empty".into()));
-    }
+    st.limits.check_id("id", &id)?;
+    let input = req.input.unwrap_or_else(|| serde_json::json!({}));
+    st.limits.check_payload("start input", &input)?;
     let opts = StartOptions {
         id: Some(id.clone()),
         delay: req.delay,
         start_at: req.start_at,
         version: None,
     };
-    let input = req.input.unwrap_or_else(|| serde_json::json!({}));
     st.broker
         .client()
         .await?
@@ -207,9 +220,21 @@ pub async fn show(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<SagaDetail>, ApiError> {
-    let saga = sagas::get(&st.pool, &id)
-        .await?
-        .ok_or(ApiError::SagaNotFound(id))?;
+    let saga = match sagas::read(&st.pool, &id).await? {
+        None => return Err(ApiError::SagaNotFound(id)),
+        Some(Ok(saga)) => saga,
+        Some(Err(u)) => {
+            let epoch = DateTime::<Utc>::default();
+            return Ok(Json(SagaDetail {
+                state: None,
+                step_names: vec![],
+                wake_at: u.wake_at,
+                created_at: u.created_at.unwrap_or(epoch),
+                updated_at: u.updated_at.unwrap_or(epoch),
+                unreadable: Some(*u),
+            }));
+        }
+    };
     let step_names = st
         .catalog
         .get(&saga.state.saga, saga.state.version)
@@ -218,7 +243,8 @@ pub async fn show(
     Ok(Json(SagaDetail {
         wake_at: saga.state.next_wake(),
         step_names,
-        state: saga.state,
+        state: Some(saga.state),
+        unreadable: None,
         created_at: saga.created_at,
         updated_at: saga.updated_at,
     }))
@@ -230,7 +256,7 @@ pub async fn history(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<HistoryItem>>, ApiError> {
-    exists(&st, &id).await?;
+    has_row(&st, &id).await?;
     let rows = sagas::history(&st.pool, &id).await?;
     let items = rows
         .into_iter()
@@ -246,12 +272,14 @@ pub async fn history(
 }
 
 #[utoipa::path(post, path = "/api/sagas/{id}/signal", params(("id" = String, Path)), request_body = SignalRequest,
-    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody)))]
+    responses((status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn signal(
     State(st): State<ApiState>,
     Path(id): Path<String>,
     Body(req): Body<SignalRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    st.limits.check_payload("signal payload", &req.payload)?;
     exists(&st, &id).await?;
     let client = st.broker.client().await?;
     client.signal(&id, &req.name, req.payload).await?;
@@ -271,9 +299,19 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
 }
 
-/// 404 before publishing: a signal to an unknown id would only be dead-lettered.
+/// 404 before publishing: a signal to an unknown id would only be dead-lettered. A
+/// saga whose stored state is unreadable is a 500 `saga_unreadable` naming the
+/// reason: the coordinator could only dead-letter what was sent to it.
 async fn exists(st: &ApiState, id: &str) -> Result<(), ApiError> {
     match sagas::get(&st.pool, id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::SagaNotFound(id.to_string())),
+    }
+}
+
+/// 404 for an unknown id; a saga whose state is unreadable still has a history.
+async fn has_row(st: &ApiState, id: &str) -> Result<(), ApiError> {
+    match sagas::read(&st.pool, id).await? {
         Some(_) => Ok(()),
         None => Err(ApiError::SagaNotFound(id.to_string())),
     }

@@ -142,7 +142,9 @@ pub async fn saga_action(settings: &Settings, action: SagaAction) -> anyhow::Res
         );
         return Ok(());
     }
-    let client = Client::connect(&settings.amqp.url, &settings.namespace).await?;
+    let client = Client::connect(&settings.amqp.url, &settings.namespace)
+        .await?
+        .with_limits(settings.limits.clone());
     ops::send(&client, &verdicts, &action).await?;
     client.close().await;
     match id {

@@ -72,7 +72,12 @@ pub async fn run(settings: &Settings, cmd: SagasCmd) -> anyhow::Result<()> {
                     r.id,
                     r.saga,
                     r.version,
-                    r.status,
+                    // The reason is in `--json` and in `sagaflow status <id>`.
+                    if r.unreadable.is_some() {
+                        "unreadable"
+                    } else {
+                        r.status.as_str()
+                    },
                     r.created_at.format("%Y-%m-%d %H:%M:%S"),
                     r.updated_at.format("%Y-%m-%d %H:%M:%S")
                 );

@@ -57,6 +57,9 @@ struct Work<'a> {
     unhandled: Vec<(usize, String)>,
     /// Locked sagas whose definition version is not loaded here.
     no_definition: BTreeMap<String, String>,
+    /// Locked sagas whose stored state cannot be decoded: id -> the reason inputs for
+    /// them are dead-lettered with.
+    unreadable: BTreeMap<String, String>,
 }
 
 impl<'a> Work<'a> {
@@ -241,6 +244,7 @@ pub async fn apply_inputs(
     ids.dedup();
     let locked = sagas::lock(tx, &ids).await?;
     let mut work = Work::loaded(names, catalog, now, locked);
+    let inputs = work.refuse_unreadable(inputs);
     for (pos, input) in inputs {
         match input {
             Input::Start {
@@ -281,7 +285,7 @@ pub async fn run_wakeups(
     if n == 0 {
         return Ok((0, Committed::default()));
     }
-    let ids: Vec<String> = due.iter().map(|s| s.state.id.clone()).collect();
+    let ids: Vec<String> = due.ids();
     let mut work = Work::loaded(names, catalog, now, due);
     for id in &ids {
         work.event(0, id, Event::Wake);
@@ -304,12 +308,15 @@ pub async fn run_wakeups(
 }
 
 impl<'a> Work<'a> {
-    /// A batch holding the locked sagas whose definitions are loaded.
+    /// A batch holding the locked sagas whose definitions are loaded. Rows whose state
+    /// cannot be decoded are kept aside (see [`Work::refuse_unreadable`]): one corrupt
+    /// saga must not fail the batch of every other saga. In a wake-up scan they are
+    /// not entries, so they count as orphans and their wake-up is postponed.
     fn loaded(
         names: &'a Names,
         catalog: &'a Catalog,
         now: DateTime<Utc>,
-        rows: Vec<sagas::StoredSaga>,
+        locked: sagas::Locked,
     ) -> Self {
         let mut work = Work {
             names,
@@ -321,8 +328,13 @@ impl<'a> Work<'a> {
             rejected: vec![],
             unhandled: vec![],
             no_definition: BTreeMap::new(),
+            unreadable: locked
+                .unreadable
+                .iter()
+                .map(|u| (u.id.clone(), u.error().to_string()))
+                .collect(),
         };
-        for row in rows {
+        for row in locked.sagas {
             let s = row.state;
             match catalog.get(&s.saga, s.version) {
                 Some(def) => {
@@ -345,6 +357,22 @@ impl<'a> Work<'a> {
             }
         }
         work
+    }
+
+    /// Dead-letters every input for a saga whose stored state is unreadable (with
+    /// `stored state of saga X is unreadable: …`) and returns the others.
+    fn refuse_unreadable(&mut self, inputs: Vec<(usize, Input)>) -> Vec<(usize, Input)> {
+        if self.unreadable.is_empty() {
+            return inputs;
+        }
+        let mut kept = Vec::with_capacity(inputs.len());
+        for (pos, input) in inputs {
+            match self.unreadable.get(input.saga_id()) {
+                Some(reason) => self.rejected.push((pos, reason.clone())),
+                None => kept.push((pos, input)),
+            }
+        }
+        kept
     }
 }
 

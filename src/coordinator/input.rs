@@ -1,11 +1,15 @@
 //! Turning a coordinator delivery (exchange, routing key, body) into an input, or a
 //! reason to dead-letter it. Pure, so every malformed shape is a unit test.
+//!
+//! `[limits]` are enforced here, cheapest first: the body's size, then its nesting
+//! (a byte scan), and only then serde; then each payload inside it and the saga id.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::broker::Names;
+use crate::config::Limits;
 use crate::messages::{Outcome, ResultMessage, StartEvent};
 use crate::saga::definition::parse_duration;
 use crate::saga::machine::{IssuedFor, OperatorAction};
@@ -71,7 +75,8 @@ struct SignalMessage {
 }
 
 /// Parses one delivery. `message_id` (an AMQP property) names the saga when a start
-/// event has no `id`, so a redelivered start cannot create a second saga.
+/// event has no `id`, so a redelivered start cannot create a second saga. Anything over
+/// `limits` is refused with the limit named.
 pub fn parse(
     names: &Names,
     exchange: &str,
@@ -79,23 +84,42 @@ pub fn parse(
     body: &[u8],
     message_id: Option<&str>,
     now: DateTime<Utc>,
+    limits: &Limits,
 ) -> Result<Input, String> {
+    let what = if exchange == names.start() {
+        "start body"
+    } else if exchange == names.results() {
+        "result body"
+    } else if exchange == names.signals() {
+        "signal body"
+    } else {
+        return Err(format!("unexpected exchange `{exchange}`"));
+    };
+    limits
+        .check_message(what, body)
+        .map_err(|e| e.to_string())?;
     if exchange == names.start() {
-        return parse_start(routing_key, body, message_id, now);
+        parse_start(routing_key, body, message_id, now, limits)
+    } else if exchange == names.results() {
+        parse_result(body, limits)
+    } else {
+        parse_signal(body, limits)
     }
-    if exchange == names.results() {
-        let r: ResultMessage =
-            serde_json::from_slice(body).map_err(|e| format!("result body: {e}"))?;
-        check_id("saga_id", &r.saga_id)?;
-        if r.outcome == Outcome::Error && r.error.is_none() {
-            return Err("result body: outcome \"error\" without an \"error\" object".into());
-        }
-        return Ok(Input::Result(r));
+}
+
+fn parse_result(body: &[u8], limits: &Limits) -> Result<Input, String> {
+    let r: ResultMessage = serde_json::from_slice(body).map_err(|e| format!("result body: {e}"))?;
+    check_id(limits, "saga_id", &r.saga_id)?;
+    if r.outcome == Outcome::Error && r.error.is_none() {
+        return Err("result body: outcome \"error\" without an \"error\" object".into());
     }
-    if exchange == names.signals() {
-        return parse_signal(body);
+    if let Some(output) = &r.output {
+        check_payload(limits, "result output", output)?;
     }
-    Err(format!("unexpected exchange `{exchange}`"))
+    if let Some(details) = &r.details {
+        check_payload(limits, "heartbeat details", details)?;
+    }
+    Ok(Input::Result(r))
 }
 
 fn parse_start(
@@ -103,6 +127,7 @@ fn parse_start(
     body: &[u8],
     message_id: Option<&str>,
     now: DateTime<Utc>,
+    limits: &Limits,
 ) -> Result<Input, String> {
     let e: StartEvent = serde_json::from_slice(body).map_err(|e| format!("start body: {e}"))?;
     let saga = match e.saga {
@@ -121,7 +146,8 @@ fn parse_start(
         Some(id) => id,
         None => uuid::Uuid::now_v7().to_string(),
     };
-    check_id("id", &id)?;
+    check_id(limits, "id", &id)?;
+    check_payload(limits, "start input", &e.input)?;
     let run_at = match (e.delay, e.start_at) {
         (Some(_), Some(_)) => {
             return Err("start event has both `delay` and `start_at`; give one".into())
@@ -144,10 +170,14 @@ fn parse_start(
     })
 }
 
-fn parse_signal(body: &[u8]) -> Result<Input, String> {
+fn parse_signal(body: &[u8], limits: &Limits) -> Result<Input, String> {
     let m: SignalMessage = serde_json::from_slice(body).map_err(|e| format!("signal body: {e}"))?;
-    check_id("saga_id", &m.saga_id)?;
+    check_id(limits, "saga_id", &m.saga_id)?;
+    check_payload(limits, "signal payload", &m.payload)?;
     if let Some(action) = m.operator {
+        if let OperatorAction::Skip { output } = &action {
+            check_payload(limits, "skip output", output)?;
+        }
         if m.cancel || m.signal.is_some() {
             return Err("an operator message carries only `operator` and `issued_for`".into());
         }
@@ -175,11 +205,12 @@ fn parse_signal(body: &[u8]) -> Result<Input, String> {
     }
 }
 
-fn check_id(field: &str, id: &str) -> Result<(), String> {
-    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
-        return Err(format!("`{field}` must be 1 to 200 printable characters"));
-    }
-    Ok(())
+fn check_id(limits: &Limits, field: &str, id: &str) -> Result<(), String> {
+    limits.check_id(field, id).map_err(|e| e.to_string())
+}
+
+fn check_payload(limits: &Limits, what: &str, v: &Value) -> Result<(), String> {
+    limits.check_payload(what, v).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -195,6 +226,175 @@ mod tests {
 
     fn n() -> Names {
         Names::new("ns")
+    }
+
+    /// `super::parse` with the default limits (the limit tests pass their own).
+    fn parse(
+        names: &Names,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        message_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Input, String> {
+        super::parse(
+            names,
+            exchange,
+            routing_key,
+            body,
+            message_id,
+            now,
+            &Limits::default(),
+        )
+    }
+
+    fn limited(exchange: &str, body: &str, limits: &Limits) -> Result<Input, String> {
+        super::parse(
+            &n(),
+            exchange,
+            "order",
+            body.as_bytes(),
+            None,
+            now(),
+            limits,
+        )
+    }
+
+    fn small() -> Limits {
+        Limits {
+            payload_bytes: 16,
+            message_bytes: 200,
+            json_depth: 4,
+            id_bytes: 8,
+        }
+    }
+
+    #[test]
+    fn a_body_over_message_bytes_is_refused_before_parsing() {
+        // Not even JSON: the size is checked first, so the reason is the size.
+        let body = "x".repeat(201);
+        for (ex, what) in [
+            ("ns.start", "start body"),
+            ("ns.results", "result body"),
+            ("ns.signals", "signal body"),
+        ] {
+            assert_eq!(
+                limited(ex, &body, &small()).unwrap_err(),
+                format!("{what} is 201 bytes; limits.message_bytes is 200")
+            );
+        }
+        let head = r#"{"id": "a", "delay": "1s""#;
+        let at_limit = format!("{head}{}}}", " ".repeat(200 - head.len() - 1));
+        assert_eq!(at_limit.len(), 200);
+        assert!(limited("ns.start", &at_limit, &small()).is_ok());
+    }
+
+    #[test]
+    fn a_body_nested_deeper_than_json_depth_is_refused_before_parsing() {
+        // Depth 4 is allowed (the envelope counts: {"input": [[[ ]]]} is 4).
+        let ok = json!({"id": "a", "input": [[[1]]]}).to_string();
+        assert!(limited("ns.start", &ok, &small()).is_ok());
+        let deep = json!({"id": "a", "input": [[[[1]]]]}).to_string();
+        assert_eq!(
+            limited("ns.start", &deep, &small()).unwrap_err(),
+            "start body is nested more than 4 levels deep; limits.json_depth is 4"
+        );
+        // Deeper than serde_json could parse at all: still the limit, not a parser error.
+        let abyss = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let big = Limits {
+            message_bytes: 1 << 20,
+            ..small()
+        };
+        let err = limited("ns.signals", &abyss, &big).unwrap_err();
+        assert!(err.contains("limits.json_depth is 4"), "{err}");
+        // Brackets in strings are not nesting.
+        let text = json!({"id": "a", "input": {"s": "[[[[{{"}}).to_string();
+        assert!(limited("ns.start", &text, &small()).is_ok());
+    }
+
+    #[test]
+    fn payloads_over_payload_bytes_are_refused_with_the_limit() {
+        let l = small();
+        // {"k":"0123456789"} is 18 bytes; {"k":"01234567"} is 16.
+        let big = json!({"k": "0123456789"});
+        let fits = json!({"k": "01234567"});
+        let cases = [
+            (
+                "ns.start",
+                json!({"id": "a", "input": big}),
+                json!({"id": "a", "input": fits}),
+                "start input",
+            ),
+            (
+                "ns.signals",
+                json!({"saga_id": "a", "signal": "go", "payload": big}),
+                json!({"saga_id": "a", "signal": "go", "payload": fits}),
+                "signal payload",
+            ),
+            (
+                "ns.results",
+                json!({"task_id": "t", "saga_id": "a", "outcome": "ok", "output": big}),
+                json!({"task_id": "t", "saga_id": "a", "outcome": "ok", "output": fits}),
+                "result output",
+            ),
+            (
+                "ns.results",
+                json!({"task_id": "t", "saga_id": "a", "outcome": "heartbeat", "details": big}),
+                json!({"task_id": "t", "saga_id": "a", "outcome": "heartbeat", "details": fits}),
+                "heartbeat details",
+            ),
+            (
+                "ns.signals",
+                json!({"saga_id": "a", "operator": {"action": "skip", "output": big},
+                    "issued_for": {"step": "s", "generation": 0}}),
+                json!({"saga_id": "a", "operator": {"action": "skip", "output": fits},
+                    "issued_for": {"step": "s", "generation": 0}}),
+                "skip output",
+            ),
+        ];
+        for (ex, over, ok, what) in cases {
+            assert_eq!(
+                limited(ex, &over.to_string(), &l).unwrap_err(),
+                format!("{what} is 18 bytes; limits.payload_bytes is 16"),
+                "{over}"
+            );
+            assert!(limited(ex, &ok.to_string(), &l).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn saga_ids_over_id_bytes_are_refused() {
+        let l = small();
+        assert!(limited("ns.start", r#"{"id": "12345678"}"#, &l).is_ok());
+        assert_eq!(
+            limited("ns.start", r#"{"id": "123456789"}"#, &l).unwrap_err(),
+            "`id` is 9 bytes; limits.id_bytes is 8"
+        );
+        let sig = json!({"saga_id": "123456789", "cancel": true}).to_string();
+        assert!(limited("ns.signals", &sig, &l)
+            .unwrap_err()
+            .contains("`saga_id` is 9 bytes"));
+        let res = json!({"task_id": "t", "saga_id": "123456789", "outcome": "ok"}).to_string();
+        assert!(limited("ns.results", &res, &l)
+            .unwrap_err()
+            .contains("limits.id_bytes is 8"));
+        // The default stays 200, as before limits were configurable.
+        let id = "x".repeat(201);
+        let err = start("order", json!({"id": id})).unwrap_err();
+        assert_eq!(err, "`id` is 201 bytes; limits.id_bytes is 200");
+        assert!(start("order", json!({"id": "x".repeat(200)})).is_ok());
+        // A message id used as the saga id is held to the same limit.
+        let err = super::parse(
+            &n(),
+            "ns.start",
+            "order",
+            b"{}",
+            Some("123456789"),
+            now(),
+            &l,
+        )
+        .unwrap_err();
+        assert!(err.contains("limits.id_bytes"), "{err}");
     }
 
     fn start(rk: &str, body: Value) -> Result<Input, String> {

@@ -259,6 +259,7 @@ impl Coordinator {
             &d.body,
             d.message_id.as_deref(),
             now,
+            &self.settings.limits,
         )
     }
 
@@ -368,7 +369,7 @@ impl Coordinator {
                         }
                     }
                     Err(e) => {
-                        if e.is_transient() {
+                        if e.is_outage() {
                             self.health.database_unavailable(&e.to_string());
                         }
                         tracing::warn!(error = %e, "wake-up scan failed");

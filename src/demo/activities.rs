@@ -39,9 +39,11 @@ struct DemoInput {
     saga: Value,
 }
 
-/// Creates the effects table (idempotent).
-pub async fn prepare(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query(
+/// Creates the effects table (idempotent), under the schema setup lock so replicas
+/// starting at the same instant do not race in `CREATE TABLE IF NOT EXISTS`.
+pub async fn prepare(pool: &PgPool) -> Result<(), crate::store::StoreError> {
+    let mut lock = crate::store::SchemaLock::acquire(pool).await?;
+    let created = sqlx::query(
         "CREATE TABLE IF NOT EXISTS demo_effects (
             idempotency_key text PRIMARY KEY,
             saga_id text NOT NULL,
@@ -49,8 +51,11 @@ pub async fn prepare(pool: &PgPool) -> Result<(), sqlx::Error> {
             calls integer NOT NULL DEFAULT 1,
             created_at timestamptz NOT NULL DEFAULT now())",
     )
-    .execute(pool)
-    .await?;
+    .execute(&mut *lock.conn())
+    .await
+    .map_err(crate::store::ctx("create table demo_effects"));
+    lock.release().await?;
+    created?;
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! Monotonic metric counters (see migrations/0003_metric_counters.sql).
 
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use super::{ctx, StoreError};
+use super::{column, ctx, StoreError};
 
 /// One counter increment.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,8 +50,14 @@ pub async fn all(pool: &PgPool) -> Result<Vec<(String, String, f64)>, StoreError
         .fetch_all(pool)
         .await
         .map_err(ctx("read counters"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get("name"), r.get("labels"), r.get("value")))
-        .collect())
+    let what = || "metric counter".to_string();
+    rows.iter()
+        .map(|r| {
+            Ok((
+                column(r, "name", what)?,
+                column(r, "labels", what)?,
+                column(r, "value", what)?,
+            ))
+        })
+        .collect()
 }

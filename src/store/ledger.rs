@@ -4,9 +4,19 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use super::{ctx, StoreError};
+use super::{column, ctx, StoreError};
+
+/// A ledger row as (key, output).
+fn entry(r: &PgRow) -> Result<(String, Value), StoreError> {
+    let what = || {
+        let key = r.try_get::<String, _>("key").unwrap_or_else(|_| "?".into());
+        format!("idempotency ledger entry `{key}`")
+    };
+    Ok((column(r, "key", what)?, column(r, "output", what)?))
+}
 
 /// Recorded outputs for those of `keys` that completed before.
 pub async fn lookup(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Value>, StoreError> {
@@ -18,10 +28,7 @@ pub async fn lookup(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Va
         .fetch_all(pool)
         .await
         .map_err(ctx("ledger lookup"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get("key"), r.get("output")))
-        .collect())
+    rows.iter().map(entry).collect()
 }
 
 /// One completed activity to record.
@@ -61,8 +68,5 @@ pub async fn record(
     .fetch_all(pool)
     .await
     .map_err(ctx("ledger record"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get("key"), r.get("output")))
-        .collect())
+    rows.iter().map(entry).collect()
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::{ctx, StoreError};
+use super::{column, ctx, StoreError};
 
 /// A message waiting to be published.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,10 @@ pub async fn insert(
     .fetch_all(&mut **tx)
     .await
     .map_err(ctx("insert outbox"))?;
-    let mut ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
+    let mut ids: Vec<i64> = rows
+        .iter()
+        .map(|r| column(r, "id", || "new outbox row".into()))
+        .collect::<Result<_, _>>()?;
     // bigserial ids are assigned in insertion order, which follows ORDER BY n.
     ids.sort_unstable();
     Ok(ids
@@ -92,16 +95,24 @@ pub async fn claim_expired(
     .map_err(ctx("claim outbox"))?;
     let mut out: Vec<OutboxRow> = rows
         .iter()
-        .map(|r| OutboxRow {
-            id: r.get("id"),
-            message: OutboxMessage {
-                exchange: r.get("exchange"),
-                routing_key: r.get("routing_key"),
-                body: r.get("body"),
-                mandatory: r.get("mandatory"),
-            },
+        .map(|r| {
+            let what = || {
+                let id = r
+                    .try_get::<i64, _>("id")
+                    .map_or("?".into(), |n| n.to_string());
+                format!("outbox row {id}")
+            };
+            Ok(OutboxRow {
+                id: column(r, "id", what)?,
+                message: OutboxMessage {
+                    exchange: column(r, "exchange", what)?,
+                    routing_key: column(r, "routing_key", what)?,
+                    body: column(r, "body", what)?,
+                    mandatory: column(r, "mandatory", what)?,
+                },
+            })
         })
-        .collect();
+        .collect::<Result<_, StoreError>>()?;
     out.sort_by_key(|r| r.id);
     Ok(out)
 }
@@ -112,5 +123,5 @@ pub async fn backlog(pool: &PgPool) -> Result<i64, StoreError> {
         .fetch_one(pool)
         .await
         .map_err(ctx("count outbox"))?;
-    Ok(row.get("n"))
+    column(&row, "n", || "outbox count".into())
 }

@@ -1,6 +1,7 @@
 //! Saga rows and their history.
 
 use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{ctx, StoreError};
@@ -24,44 +25,136 @@ pub struct SagaWrite<'a> {
     pub expected_version: Option<i64>,
 }
 
-fn decode(row: &sqlx::postgres::PgRow) -> Result<StoredSaga, StoreError> {
-    let id: String = row.get("id");
-    let state: serde_json::Value = row.get("state");
-    let state = serde_json::from_value(state).map_err(|e| StoreError::Corrupt {
-        id,
-        reason: e.to_string(),
-    })?;
+/// A saga row whose stored state cannot be decoded (or contradicts its row): what can
+/// be read of its columns, and why. It is reported, never a panic: the API and the CLI
+/// show it as `unreadable`, and the coordinator dead-letters inputs for it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UnreadableSaga {
+    pub id: String,
+    /// The `name`, `version` and `status` columns, when they can be read.
+    pub saga: Option<String>,
+    pub version: Option<i32>,
+    pub status: Option<String>,
+    pub wake_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub reason: String,
+}
+
+impl UnreadableSaga {
+    /// As an error: `stored state of saga X is unreadable: …`.
+    pub fn error(&self) -> StoreError {
+        StoreError::Corrupt {
+            id: self.id.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// A saga row as read: decoded, or why not (boxed: it is the rare, larger case).
+pub type SagaRow = Result<StoredSaga, Box<UnreadableSaga>>;
+
+/// Locked saga rows: those that decode, and those that do not.
+#[derive(Debug, Default)]
+pub struct Locked {
+    pub sagas: Vec<StoredSaga>,
+    pub unreadable: Vec<UnreadableSaga>,
+}
+
+impl Locked {
+    fn from_rows(rows: &[PgRow]) -> Locked {
+        let mut locked = Locked::default();
+        for row in rows {
+            match decode(row) {
+                Ok(s) => locked.sagas.push(s),
+                Err(u) => {
+                    tracing::warn!(saga_id = %u.id, reason = %u.reason, "stored saga state is unreadable");
+                    locked.unreadable.push(*u);
+                }
+            }
+        }
+        locked
+    }
+
+    /// Rows locked, readable or not.
+    pub fn len(&self) -> usize {
+        self.sagas.len() + self.unreadable.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The ids of every locked row.
+    pub fn ids(&self) -> Vec<String> {
+        self.sagas
+            .iter()
+            .map(|s| s.state.id.clone())
+            .chain(self.unreadable.iter().map(|u| u.id.clone()))
+            .collect()
+    }
+}
+
+fn decode(row: &PgRow) -> SagaRow {
+    let unreadable = |reason: String| {
+        Box::new(UnreadableSaga {
+            id: row
+                .try_get("id")
+                .unwrap_or_else(|_| "<unreadable id>".to_string()),
+            saga: row.try_get("name").ok(),
+            version: row.try_get("version").ok(),
+            status: row.try_get("status").ok(),
+            wake_at: row.try_get("wake_at").ok().flatten(),
+            created_at: row.try_get("created_at").ok(),
+            updated_at: row.try_get("updated_at").ok(),
+            reason,
+        })
+    };
+    let column = |e: sqlx::Error| unreadable(e.to_string());
+    let id: String = row.try_get("id").map_err(column)?;
+    let state: serde_json::Value = row.try_get("state").map_err(column)?;
+    let state: SagaState = serde_json::from_value(state).map_err(|e| unreadable(e.to_string()))?;
+    if state.id != id {
+        // Acting on it would write another saga's state into this row.
+        return Err(unreadable(format!(
+            "the state names saga `{}`, not `{id}`",
+            state.id
+        )));
+    }
     Ok(StoredSaga {
         state,
-        row_version: row.get("row_version"),
-        created_at: row.get("created_at"),
-        updated_at: row.get("updated_at"),
+        row_version: row.try_get("row_version").map_err(column)?,
+        created_at: row.try_get("created_at").map_err(column)?,
+        updated_at: row.try_get("updated_at").map_err(column)?,
     })
 }
 
-const COLUMNS: &str = "id, state, row_version, created_at, updated_at";
+const COLUMNS: &str =
+    "id, state, row_version, created_at, updated_at, name, version, status, wake_at";
 
 /// Locks the given sagas in id order (a fixed order keeps concurrent coordinators
-/// from deadlocking on each other's batches).
+/// from deadlocking on each other's batches). A row whose state does not decode is
+/// locked too and returned in `unreadable`, so it cannot fail the whole batch.
 pub async fn lock(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[String],
-) -> Result<Vec<StoredSaga>, StoreError> {
+) -> Result<Locked, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE");
     let rows = sqlx::query(&sql)
         .bind(ids)
         .fetch_all(&mut **tx)
         .await
         .map_err(ctx("lock sagas"))?;
-    rows.iter().map(decode).collect()
+    Ok(Locked::from_rows(&rows))
 }
 
-/// Locks up to `limit` sagas whose wake-up is due, skipping rows another coordinator holds.
+/// Locks up to `limit` sagas whose wake-up is due, skipping rows another coordinator
+/// holds; unreadable rows come back in `unreadable`.
 pub async fn lock_due(
     tx: &mut Transaction<'_, Postgres>,
     now: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<StoredSaga>, StoreError> {
+) -> Result<Locked, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM sagas WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
@@ -71,7 +164,7 @@ pub async fn lock_due(
         .fetch_all(&mut **tx)
         .await
         .map_err(ctx("lock due sagas"))?;
-    rows.iter().map(decode).collect()
+    Ok(Locked::from_rows(&rows))
 }
 
 struct Columns {
@@ -128,7 +221,12 @@ pub async fn insert_new(
     .fetch_all(&mut **tx)
     .await
     .map_err(ctx("insert sagas"))?;
-    Ok(rows.iter().map(|r| r.get("id")).collect())
+    rows.iter()
+        .map(|r| {
+            r.try_get("id")
+                .map_err(ctx("insert sagas: read the inserted ids"))
+        })
+        .collect()
 }
 
 /// Writes changed sagas, fenced by the version read under lock.
@@ -207,15 +305,25 @@ pub async fn postpone_wake(
     Ok(())
 }
 
-/// One saga, without locking (operator reads).
+/// One saga, without locking (operator reads); a state that does not decode is
+/// `Err(StoreError::Corrupt)`. See [`read`] to show such a saga anyway.
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredSaga>, StoreError> {
+    match read(pool, id).await? {
+        None => Ok(None),
+        Some(Ok(s)) => Ok(Some(s)),
+        Some(Err(u)) => Err(u.error()),
+    }
+}
+
+/// One saga, without locking, decoded or with why its state cannot be.
+pub async fn read(pool: &PgPool, id: &str) -> Result<Option<SagaRow>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM sagas WHERE id = $1");
     let row = sqlx::query(&sql)
         .bind(id)
         .fetch_optional(pool)
         .await
         .map_err(ctx("get saga"))?;
-    row.as_ref().map(decode).transpose()
+    Ok(row.as_ref().map(decode))
 }
 
 /// A history line as stored.
@@ -231,22 +339,31 @@ pub struct HistoryRow {
 /// The history of one saga, oldest first.
 pub async fn history(pool: &PgPool, id: &str) -> Result<Vec<HistoryRow>, StoreError> {
     let rows = sqlx::query(
-        "SELECT at, event, step, attempt, detail FROM saga_history WHERE saga_id = $1 ORDER BY id",
+        "SELECT id, at, event, step, attempt, detail FROM saga_history WHERE saga_id = $1 ORDER BY id",
     )
     .bind(id)
     .fetch_all(pool)
     .await
     .map_err(ctx("read history"))?;
-    Ok(rows
-        .iter()
-        .map(|r| HistoryRow {
-            at: r.get("at"),
-            event: r.get("event"),
-            step: r.get("step"),
-            attempt: r.get("attempt"),
-            detail: r.get("detail"),
+    rows.iter()
+        .map(|r| {
+            let unreadable = |e: sqlx::Error| StoreError::Unreadable {
+                what: format!(
+                    "history entry {} of saga {id}",
+                    r.try_get::<i64, _>("id")
+                        .map_or("?".into(), |n| n.to_string())
+                ),
+                reason: e.to_string(),
+            };
+            Ok(HistoryRow {
+                at: r.try_get("at").map_err(unreadable)?,
+                event: r.try_get("event").map_err(unreadable)?,
+                step: r.try_get("step").map_err(unreadable)?,
+                attempt: r.try_get("attempt").map_err(unreadable)?,
+                detail: r.try_get("detail").map_err(unreadable)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Saga counts by status (for progress displays and tests).
@@ -256,7 +373,15 @@ pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreE
             .fetch_all(pool)
             .await
             .map_err(ctx("count sagas"))?;
-    Ok(rows.iter().map(|r| (r.get("status"), r.get("n"))).collect())
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("status")
+                    .map_err(ctx("count sagas: read a row"))?,
+                r.try_get("n").map_err(ctx("count sagas: read a row"))?,
+            ))
+        })
+        .collect()
 }
 
 /// Filters of an operator listing; `None` means "any".
@@ -280,6 +405,42 @@ pub struct SagaSummary {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set when the row cannot be shown as it is: a column does not decode, or the
+    /// stored state is not an object naming this row's id, saga, version and status
+    /// (a cheap check in SQL; the listing does not decode whole states). The other
+    /// fields then hold what could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<String>,
+}
+
+impl SagaSummary {
+    fn from_row(r: &PgRow) -> SagaSummary {
+        let read = || -> Result<SagaSummary, sqlx::Error> {
+            let consistent: bool = r.try_get("consistent")?;
+            Ok(SagaSummary {
+                id: r.try_get("id")?,
+                saga: r.try_get("name")?,
+                version: r.try_get("version")?,
+                status: r.try_get("status")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+                unreadable: (!consistent).then(|| {
+                    "the stored state does not match its row (id, saga, version, status)".into()
+                }),
+            })
+        };
+        read().unwrap_or_else(|e| SagaSummary {
+            id: r
+                .try_get("id")
+                .unwrap_or_else(|_| "<unreadable id>".to_string()),
+            saga: r.try_get("name").unwrap_or_default(),
+            version: r.try_get("version").unwrap_or_default(),
+            status: r.try_get("status").unwrap_or_default(),
+            created_at: r.try_get("created_at").unwrap_or_default(),
+            updated_at: r.try_get("updated_at").unwrap_or_default(),
+            unreadable: Some(e.to_string()),
+        })
+    }
 }
 
 /// Up to `limit` sagas, newest first by (created_at, id). Keyset pagination rather
@@ -292,7 +453,10 @@ pub async fn list(
 ) -> Result<Vec<SagaSummary>, StoreError> {
     let (after_at, after_id) = f.after.clone().unzip();
     let rows = sqlx::query(
-        "SELECT id, name, version, status, created_at, updated_at FROM sagas
+        "SELECT id, name, version, status, created_at, updated_at,
+                COALESCE(state @> jsonb_build_object('id', id, 'saga', name, 'version', version,
+                                                     'status', status), false) AS consistent
+         FROM sagas
          WHERE ($1::text IS NULL OR name = $1)
            AND ($2::text IS NULL OR status = $2)
            AND ($3::text IS NULL OR starts_with(id, $3))
@@ -313,15 +477,5 @@ pub async fn list(
     .fetch_all(pool)
     .await
     .map_err(ctx("list sagas"))?;
-    Ok(rows
-        .iter()
-        .map(|r| SagaSummary {
-            id: r.get("id"),
-            saga: r.get("name"),
-            version: r.get("version"),
-            status: r.get("status"),
-            created_at: r.get("created_at"),
-            updated_at: r.get("updated_at"),
-        })
-        .collect())
+    Ok(rows.iter().map(SagaSummary::from_row).collect())
 }

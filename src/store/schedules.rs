@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::{ctx, StoreError};
+use super::{column, ctx, StoreError};
 
 /// A schedule row as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -35,27 +35,34 @@ const COLUMNS: &str = "name, saga, cron, timezone, input, overlap, catch_up_wind
      source, next_fire_at, last_fire_at, last_saga_id, missed_ticks, skipped_ticks, \
      buffered_tick, trigger_requested_at, created_at, updated_at";
 
-fn decode(r: &PgRow) -> ScheduleRow {
-    ScheduleRow {
-        name: r.get("name"),
-        saga: r.get("saga"),
-        cron: r.get("cron"),
-        timezone: r.get("timezone"),
-        input: r.get("input"),
-        overlap: r.get("overlap"),
-        catch_up_window_ms: r.get("catch_up_window_ms"),
-        paused: r.get("paused"),
-        source: r.get("source"),
-        next_fire_at: r.get("next_fire_at"),
-        last_fire_at: r.get("last_fire_at"),
-        last_saga_id: r.get("last_saga_id"),
-        missed_ticks: r.get("missed_ticks"),
-        skipped_ticks: r.get("skipped_ticks"),
-        buffered_tick: r.get("buffered_tick"),
-        trigger_requested_at: r.get("trigger_requested_at"),
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    }
+/// A schedule row; a column that does not decode is an error naming the schedule.
+fn decode(r: &PgRow) -> Result<ScheduleRow, StoreError> {
+    let what = || {
+        let name = r
+            .try_get::<String, _>("name")
+            .unwrap_or_else(|_| "?".into());
+        format!("schedule `{name}`")
+    };
+    Ok(ScheduleRow {
+        name: column(r, "name", what)?,
+        saga: column(r, "saga", what)?,
+        cron: column(r, "cron", what)?,
+        timezone: column(r, "timezone", what)?,
+        input: column(r, "input", what)?,
+        overlap: column(r, "overlap", what)?,
+        catch_up_window_ms: column(r, "catch_up_window_ms", what)?,
+        paused: column(r, "paused", what)?,
+        source: column(r, "source", what)?,
+        next_fire_at: column(r, "next_fire_at", what)?,
+        last_fire_at: column(r, "last_fire_at", what)?,
+        last_saga_id: column(r, "last_saga_id", what)?,
+        missed_ticks: column(r, "missed_ticks", what)?,
+        skipped_ticks: column(r, "skipped_ticks", what)?,
+        buffered_tick: column(r, "buffered_tick", what)?,
+        trigger_requested_at: column(r, "trigger_requested_at", what)?,
+        created_at: column(r, "created_at", what)?,
+        updated_at: column(r, "updated_at", what)?,
+    })
 }
 
 /// A schedule's definition, as written by the file sync or `schedule add`.
@@ -98,7 +105,7 @@ pub async fn lock_due(
         .fetch_all(&mut **tx)
         .await
         .map_err(ctx("lock due schedules"))?;
-    Ok(rows.iter().map(decode).collect())
+    rows.iter().map(decode).collect()
 }
 
 /// Status of each given saga that exists, as (id, status).
@@ -258,7 +265,7 @@ pub async fn get(pool: &PgPool, name: &str) -> Result<Option<ScheduleRow>, Store
         .fetch_optional(pool)
         .await
         .map_err(ctx("get schedule"))?;
-    Ok(row.as_ref().map(decode))
+    row.as_ref().map(decode).transpose()
 }
 
 /// Every schedule by name, with the status of its last run (when that saga exists).
@@ -276,10 +283,12 @@ pub async fn list(pool: &PgPool) -> Result<Vec<(ScheduleRow, Option<String>)>, S
         .fetch_all(pool)
         .await
         .map_err(ctx("list schedules"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (decode(r), r.get("last_status")))
-        .collect())
+    rows.iter()
+        .map(|r| {
+            let last_status = column(r, "last_status", || "last run of a schedule".into())?;
+            Ok((decode(r)?, last_status))
+        })
+        .collect()
 }
 
 /// Pauses a schedule; `None` when there is no such schedule.
@@ -292,7 +301,7 @@ pub async fn pause(pool: &PgPool, name: &str) -> Result<Option<ScheduleRow>, Sto
         .fetch_optional(pool)
         .await
         .map_err(ctx("pause schedule"))?;
-    Ok(row.as_ref().map(decode))
+    row.as_ref().map(decode).transpose()
 }
 
 /// Resumes a paused schedule with a fresh next fire time; `false` when it was not paused
@@ -331,7 +340,8 @@ pub async fn request_trigger(
     .fetch_optional(pool)
     .await
     .map_err(ctx("trigger schedule"))?;
-    Ok(row.map(|r| r.get("trigger_requested_at")))
+    row.map(|r| column(&r, "trigger_requested_at", || format!("schedule `{name}`")))
+        .transpose()
 }
 
 /// Deletes an API schedule; `false` when there is no such API schedule.

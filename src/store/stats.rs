@@ -1,9 +1,9 @@
 //! Read-only aggregates for `/metrics` and the scaling signal. Each is one query
 //! over indexed columns or the JSONB state of open sagas only.
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
-use super::{ctx, StoreError};
+use super::{column, ctx, StoreError};
 
 /// Sagas per (definition name, status).
 pub async fn sagas_by_name_status(pool: &PgPool) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -12,10 +12,16 @@ pub async fn sagas_by_name_status(pool: &PgPool) -> Result<Vec<(String, String, 
             .fetch_all(pool)
             .await
             .map_err(ctx("count sagas by status"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get("name"), r.get("status"), r.get("n")))
-        .collect())
+    let what = || "saga count by status".to_string();
+    rows.iter()
+        .map(|r| {
+            Ok((
+                column(r, "name", what)?,
+                column(r, "status", what)?,
+                column(r, "n", what)?,
+            ))
+        })
+        .collect()
 }
 
 /// Wake-ups that are due now, and how late the oldest of them is.
@@ -35,9 +41,10 @@ pub async fn wakeups(pool: &PgPool) -> Result<Wakeups, StoreError> {
     .fetch_one(pool)
     .await
     .map_err(ctx("count due wake-ups"))?;
+    let what = || "wake-up count".to_string();
     Ok(Wakeups {
-        due: row.get("n"),
-        lag_seconds: row.get::<f64, _>("lag").max(0.0),
+        due: column(&row, "n", what)?,
+        lag_seconds: column::<f64>(&row, "lag", what)?.max(0.0),
     })
 }
 
@@ -78,13 +85,15 @@ pub async fn activity_load(
     .fetch_all(pool)
     .await
     .map_err(ctx("activity load"))?;
-    Ok(rows
-        .iter()
-        .map(|r| ActivityLoad {
-            activity: r.get("activity"),
-            outstanding: r.get("outstanding"),
-            due_soon: r.get("due_soon"),
-            oldest_age_seconds: r.get::<f64, _>("oldest").max(0.0),
+    let what = || "activity load".to_string();
+    rows.iter()
+        .map(|r| {
+            Ok(ActivityLoad {
+                activity: column(r, "activity", what)?,
+                outstanding: column(r, "outstanding", what)?,
+                due_soon: column(r, "due_soon", what)?,
+                oldest_age_seconds: column::<f64>(r, "oldest", what)?.max(0.0),
+            })
         })
-        .collect())
+        .collect()
 }

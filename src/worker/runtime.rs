@@ -131,6 +131,7 @@ async fn run_connected(
     let completer = tokio::spawn(complete_loop(
         Completion {
             health: worker.health.clone(),
+            limits: settings.limits.clone(),
             pool: pool.clone(),
             publisher: publisher.clone(),
             settler: intake.settler().clone(),
@@ -388,6 +389,7 @@ async fn report_loop(
 /// What the completion stage works with.
 struct Completion {
     health: crate::health::Health,
+    limits: crate::config::Limits,
     pool: PgPool,
     publisher: Publisher,
     settler: Settler,
@@ -429,6 +431,7 @@ async fn complete(
     mut batch: Vec<Done>,
     shutdown: &CancellationToken,
 ) -> Result<u64, WorkerError> {
+    refuse_over_limit(&c.limits, &mut batch);
     let Some(()) = record(c, &mut batch, shutdown).await else {
         return Ok(0); // shutdown while the database was away: redelivered, run again
     };
@@ -465,6 +468,29 @@ async fn complete(
         .settle_each(&c.publisher, &msgs, &verdicts)
         .await?;
     Ok(acked)
+}
+
+/// A handler output the coordinator would refuse (over `limits.payload_bytes` or
+/// `limits.json_depth`) fails its attempt here, with the limit named, instead of
+/// being published, dead-lettered and leaving the saga to its no-answer deadline.
+fn refuse_over_limit(limits: &crate::config::Limits, batch: &mut [Done]) {
+    for d in batch.iter_mut().filter(|d| !d.recorded) {
+        let Ok(output) = &d.outcome else {
+            continue;
+        };
+        let checked = limits
+            .check_payload("result output", output)
+            .and_then(|()| {
+                limits.check_depth(
+                    "result output",
+                    &serde_json::to_vec(output).unwrap_or_default(),
+                )
+            });
+        if let Err(e) = checked {
+            tracing::warn!(task_id = %d.task.task_id, error = %e, "handler output over a limit; failing the attempt");
+            d.outcome = Err(ActivityError::fatal("result_over_limit", e.to_string()).into_info());
+        }
+    }
 }
 
 /// Writes the batch's new successful outputs to the ledger and swaps in what the

@@ -133,10 +133,15 @@ async function sagasView(params) {
   });
   form.querySelector("select").addEventListener("change", () => form.requestSubmit());
   const page = await api("/sagas?" + q);
+  // A row whose stored state cannot be read shows as `unreadable` (the reason on hover);
+  // the rest of the list is unaffected.
+  const rowStatus = (s) => s.unreadable
+    ? h("span", { class: "status s-unreadable", testid: "status", title: s.unreadable }, "unreadable")
+    : status(s.status);
   const rows = page.sagas.map((s) =>
-    h("tr", { class: "clickable", testid: "saga-row", "data-id": s.id, "data-status": s.status,
+    h("tr", { class: "clickable", testid: "saga-row", "data-id": s.id, "data-status": s.unreadable ? "unreadable" : s.status,
               onclick: () => { location.hash = "#/saga/" + encodeURIComponent(s.id); } },
-      h("td", {}, sagaLink(s.id)), h("td", {}, s.saga + " v" + s.version), h("td", {}, status(s.status)),
+      h("td", {}, sagaLink(s.id)), h("td", {}, s.saga + " v" + s.version), h("td", {}, rowStatus(s)),
       h("td", { class: "mono" }, fmtTime(s.created_at)), h("td", { class: "mono" }, fmtTime(s.updated_at))));
   const nav = h("div", { class: "actions" });
   if (params.get("cursor")) {
@@ -178,6 +183,7 @@ const OK_EVENTS = /completed$|compensated$/;
 async function sagaView(id) {
   const enc = encodeURIComponent(id);
   const [detail, history] = await Promise.all([api("/sagas/" + enc), api("/sagas/" + enc + "/history")]);
+  if (detail.unreadable) return unreadableView(id, detail.unreadable, history);
   const st = detail.state;
   const names = detail.step_names || [];
   const refresh = () => render();
@@ -251,6 +257,27 @@ async function sagaView(id) {
   return [h("h2", {}, "Saga ", h("span", { class: "mono" }, id)), info, h("h3", {}, "Operator actions"), buttons,
     h("h3", {}, "Steps"), steps, h("h3", {}, "Timers"), timerTable,
     h("h3", {}, `History (${history.length} events)`), timeline];
+}
+
+// A saga whose stored state cannot be decoded: its columns, the reason, its history.
+function unreadableView(id, u, history) {
+  const info = h("dl", { class: "kv", testid: "saga-info" },
+    h("dt", {}, "id"), h("dd", { class: "mono", testid: "saga-id" }, id),
+    h("dt", {}, "saga"), h("dd", {}, (u.saga || "?") + " v" + (u.version ?? "?")),
+    h("dt", {}, "status"), h("dd", { testid: "saga-status" },
+      h("span", { class: "status s-unreadable", testid: "status" }, "unreadable"), " (column: " + (u.status || "?") + ")"),
+    h("dt", {}, "reason"), h("dd", { class: "err", testid: "saga-unreadable" }, u.reason),
+    h("dt", {}, "created"), h("dd", { class: "mono" }, fmtTime(u.created_at)),
+    h("dt", {}, "updated"), h("dd", { class: "mono" }, fmtTime(u.updated_at)));
+  const timeline = h("table", { testid: "timeline" },
+    h("tr", {}, h("th", {}, "at"), h("th", {}, "event"), h("th", {}, "step"), h("th", {}, "attempt"), h("th", {}, "detail")),
+    history.map((e) => h("tr", { testid: "event-row", "data-event": e.event },
+      h("td", { class: "mono" }, fmtTime(e.at)), h("td", {}, h("strong", {}, e.event)),
+      h("td", { class: "mono" }, e.step || ""), h("td", {}, e.attempt ?? ""),
+      h("td", {}, e.detail && Object.keys(e.detail).length ? json(e.detail) : ""))));
+  return [h("h2", {}, "Saga ", h("span", { class: "mono" }, id)),
+    h("p", { class: "err" }, "The stored state of this saga cannot be read: the coordinator dead-letters every message for it. Repair or delete the row in Postgres."),
+    info, h("h3", {}, `History (${history.length} events)`), timeline];
 }
 
 async function deadLettersView() {
