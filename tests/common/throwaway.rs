@@ -403,6 +403,20 @@ fn tail(path: &Path, lines: usize) -> String {
 
 const RABBIT_SBIN: &str = "/usr/lib/rabbitmq/bin";
 
+/// Whether an AMQP 0-9-1 server at `addr` answers the protocol header with a method
+/// frame (`connection.start`).
+fn amqp_answers(addr: &std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(2)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut frame = [0u8; 7];
+    s.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
+        && s.read_exact(&mut frame).is_ok()
+        && frame[0] == 1
+}
+
 /// A second RabbitMQ node of our own (`<unique>@localhost`): its own ports, data,
 /// logs, pid file, no plugins. Runs as the `rabbitmq` user, so it shares the Erlang
 /// cookie in `/var/lib/rabbitmq` with `rabbitmqctl`, and registers with the machine's
@@ -500,9 +514,11 @@ impl ThrowawayRabbit {
         self.wait_amqp();
     }
 
-    /// Waits until the node accepts an AMQP connection (guest/guest on loopback).
+    /// Waits until the node answers the AMQP protocol header with `connection.start`
+    /// (its listener opens only once the broker has booted). Plain blocking I/O, so it
+    /// needs no runtime.
     fn wait_amqp(&mut self) {
-        let addr = format!("127.0.0.1:{}", self.port);
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         let until = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(status) = self
@@ -515,31 +531,8 @@ impl ThrowawayRabbit {
                     self.log_tail()
                 );
             }
-            // A TCP connect first (cheap), then a real AMQP handshake.
-            if std::net::TcpStream::connect(&addr).is_ok() {
-                let url = self.url();
-                let ok = std::thread::scope(|s| {
-                    s.spawn(|| {
-                        tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .unwrap()
-                            .block_on(async {
-                                match lapin::Connection::connect(&url, Default::default()).await {
-                                    Ok(c) => {
-                                        let _ = c.close(200, "ready".into()).await;
-                                        true
-                                    }
-                                    Err(_) => false,
-                                }
-                            })
-                    })
-                    .join()
-                    .unwrap()
-                });
-                if ok {
-                    return;
-                }
+            if amqp_answers(&addr) {
+                return;
             }
             assert!(
                 Instant::now() < until,
@@ -873,18 +866,20 @@ impl Load {
                     .collect();
                 loop {
                     if client.as_ref().is_none_or(|c| !c.is_connected()) {
-                        match Client::connect(&amqp_url, &namespace).await {
-                            Ok(c) => client = Some(c),
-                            Err(_) => {
+                        let connect = Client::connect(&amqp_url, &namespace);
+                        match tokio::time::timeout(Duration::from_secs(10), connect).await {
+                            Ok(Ok(c)) => client = Some(c),
+                            _ => {
                                 stats.publish_errors += 1;
                                 tokio::time::sleep(Duration::from_millis(250)).await;
                                 continue;
                             }
                         }
                     }
-                    match client.as_ref().unwrap().start_many(&starts).await {
-                        Ok(()) => break,
-                        Err(_) => {
+                    let publish = client.as_ref().unwrap().start_many(&starts);
+                    match tokio::time::timeout(Duration::from_secs(15), publish).await {
+                        Ok(Ok(())) => break,
+                        _ => {
                             stats.publish_errors += 1;
                             client = None;
                             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -1075,8 +1070,43 @@ where
     }
 }
 
+/// Consumers of `queue` (None when it does not exist or the broker does not answer).
+pub async fn consumers(amqp_url: &str, queue: &str) -> Option<u32> {
+    tokio::time::timeout(Duration::from_secs(5), consumers_now(amqp_url, queue))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn consumers_now(amqp_url: &str, queue: &str) -> Option<u32> {
+    let conn = lapin::Connection::connect(amqp_url, Default::default())
+        .await
+        .ok()?;
+    let n = async {
+        let ch = conn.create_channel().await.ok()?;
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(queue.into(), opts, FieldTable::default())
+            .await
+            .ok()
+            .map(|q| q.consumer_count())
+    }
+    .await;
+    let _ = conn.close(200, "ok".into()).await;
+    n
+}
+
 /// Messages in `queue` (None when it does not exist).
 async fn depth(conn: &lapin::Connection, queue: &str) -> Option<u32> {
+    tokio::time::timeout(Duration::from_secs(5), depth_now(conn, queue))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn depth_now(conn: &lapin::Connection, queue: &str) -> Option<u32> {
     let ch = conn.create_channel().await.ok()?;
     let opts = QueueDeclareOptions {
         passive: true,
@@ -1116,9 +1146,13 @@ pub async fn account(
     let _ = wait_until("every saga terminal", settle, terminal).await;
     let settled = began.elapsed();
     // Queues and outbox: give them the rest of the deadline (at least 10 s) to drain.
-    let conn = sagaflow::broker::connect(&env.settings.amqp.url, "sagaflow-faults-accounting")
-        .await
-        .expect("amqp for the accounting");
+    let conn = tokio::time::timeout(
+        Duration::from_secs(30),
+        sagaflow::broker::connect(&env.settings.amqp.url, "sagaflow-faults-accounting"),
+    )
+    .await
+    .expect("the broker answers the accounting within 30 s")
+    .expect("amqp for the accounting");
     let queues = env.all_queues();
     let drain = settle
         .saturating_sub(began.elapsed())
@@ -1152,10 +1186,9 @@ pub async fn account(
     let mut dead_letters = vec![];
     for (q, _) in &left {
         if q.contains(".dlq.") {
-            for d in sagaflow::dlq::peek(&conn, q, 1000)
-                .await
-                .unwrap_or_default()
-            {
+            let peek = sagaflow::dlq::peek(&conn, q, 1000);
+            let letters = tokio::time::timeout(Duration::from_secs(30), peek).await;
+            for d in letters.ok().and_then(Result::ok).unwrap_or_default() {
                 dead_letters.push((
                     q.clone(),
                     d.reason.chars().take(120).collect::<String>(),
