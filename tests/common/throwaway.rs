@@ -631,7 +631,10 @@ impl TestEnv {
         settings.sagas_dir = dir.clone();
         settings.amqp.url = amqp_url.to_string();
         settings.database.url = format!("{pg_base}/{tag}");
-        settings.coordinator.outbox_lease_ms = 1000;
+        // The product's outbox lease (10 s), not the 1 s of `TestEnv::new`: under a
+        // steady load a 1 s lease expires before the publisher deletes its rows, the
+        // sweeper publishes them again, and the duplicates would be counted against
+        // the faults.
         settings.coordinator.sweep_interval_ms = 200;
         settings.coordinator.timer_poll_ms = 50;
         let pool = sagaflow::store::connect(&settings.database.url, 10)
