@@ -34,7 +34,7 @@ const SETTLE: Duration = Duration::from_secs(120);
 const STALL_BOUND: Duration = Duration::from_secs(5);
 /// Between two faults: wait until this many more sagas have ended (or `PROGRESS_WAIT`).
 const PROGRESS_STEP: i64 = 5;
-const PROGRESS_WAIT: Duration = Duration::from_secs(30);
+const PROGRESS_WAIT: Duration = Duration::from_secs(20);
 
 /// One deployment on throwaway servers with its child processes. Fields drop in
 /// order: the processes first, then the servers (each guard stops its own by pid).
@@ -191,7 +191,15 @@ impl Rig {
             stats.took.as_secs_f64(),
             stats.publish_errors
         ));
-        let tally = account(&self.env, self.test, faults, &expected, SETTLE).await;
+        let tally = account(
+            &self.env,
+            Some(&self.rabbit),
+            self.test,
+            faults,
+            &expected,
+            SETTLE,
+        )
+        .await;
         for e in self.exits() {
             println!("{}: {e}", self.test);
         }

@@ -571,6 +571,39 @@ impl ThrowawayRabbit {
         self.wait_amqp();
     }
 
+    /// (queue, ready, unacknowledged) of every queue of the node, from
+    /// `rabbitmqctl list_queues`: it also sees what a live consumer holds unacked,
+    /// which a passive declare does not. None when the node does not answer.
+    pub fn queue_counts(&self) -> Option<Vec<(String, u32, u32)>> {
+        let mut c = Command::new("/usr/sbin/rabbitmqctl");
+        c.current_dir("/tmp")
+            .arg("-n")
+            .arg(&self.node)
+            .args([
+                "list_queues",
+                "-q",
+                "--no-table-headers",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+            ])
+            .stdin(Stdio::null());
+        let out = c.output().ok().filter(|o| o.status.success())?;
+        Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split_whitespace();
+                    Some((
+                        f.next()?.to_string(),
+                        f.next()?.parse().ok()?,
+                        f.next()?.parse().ok()?,
+                    ))
+                })
+                .collect(),
+        )
+    }
+
     /// The beam's pid from the pid file, when it is alive and ours.
     pub fn pid(&self) -> Option<i32> {
         let mnesia = format!("RABBITMQ_MNESIA_BASE={}", self.dir.join("mnesia").display());
@@ -1018,11 +1051,19 @@ impl Tally {
             println!("  left: queues {:?}, outbox {}", self.left, self.outbox);
         }
         if !self.dead_letters.is_empty() {
-            let mut why: BTreeMap<(String, String), usize> = BTreeMap::new();
-            for (q, r, _) in &self.dead_letters {
-                *why.entry((q.clone(), r.clone())).or_default() += 1;
+            let mut why: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+            for (q, r, saga) in &self.dead_letters {
+                why.entry((q.clone(), r.clone()))
+                    .or_default()
+                    .push(saga.clone());
             }
-            println!("  dead letters (queue, reason) -> count: {why:?}");
+            for ((q, r), sagas) in why {
+                let first: Vec<&String> = sagas.iter().take(5).collect();
+                println!(
+                    "  dead letters: {} in {q}: {r} (sagas {first:?})",
+                    sagas.len()
+                );
+            }
         }
     }
 
@@ -1129,6 +1170,7 @@ async fn depth_now(conn: &lapin::Connection, queue: &str) -> Option<u32> {
 /// stuck, wrong, duplicated and left behind.
 pub async fn account(
     env: &TestEnv,
+    rabbit: Option<&ThrowawayRabbit>,
     test: &str,
     faults: String,
     expected: &[Expect],
@@ -1136,6 +1178,11 @@ pub async fn account(
 ) -> Tally {
     let ids: Vec<String> = expected.iter().map(|e| e.id.clone()).collect();
     let began = tokio::time::Instant::now();
+    // Settled: every saga terminal. Given up: the deadline, or no saga history written
+    // for `QUIET` (no retry or compensation of this scenario mix waits that long), so
+    // a run that is stuck for good does not wait out the whole deadline.
+    const QUIET: Duration = Duration::from_secs(30);
+    let progress = std::sync::Mutex::new((-1i64, tokio::time::Instant::now()));
     let terminal = || async {
         let n: Option<i64> = sqlx::query_scalar(
             "SELECT count(*) FROM sagas WHERE id = ANY($1) AND status IN ('completed','compensated','failed','cancelled')",
@@ -1144,7 +1191,15 @@ pub async fn account(
         .fetch_one(&env.pool)
         .await
         .ok();
-        n == Some(ids.len() as i64)
+        let last: Option<i64> = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM saga_history")
+            .fetch_one(&env.pool)
+            .await
+            .ok();
+        let mut p = progress.lock().unwrap();
+        if let Some(last) = last.filter(|l| *l != p.0) {
+            *p = (last, tokio::time::Instant::now());
+        }
+        n == Some(ids.len() as i64) || p.1.elapsed() > QUIET
     };
     let _ = wait_until("every saga terminal", settle, terminal).await;
     let settled = began.elapsed();
@@ -1186,13 +1241,54 @@ pub async fn account(
         outbox,
         ..Default::default()
     };
-    let mut dead_letters = vec![];
-    for (q, _) in &left {
-        if q.contains(".dlq.") {
-            let peek = sagaflow::dlq::peek(&conn, q, 1000);
-            let letters = tokio::time::timeout(Duration::from_secs(30), peek).await;
-            for d in letters.ok().and_then(Result::ok).unwrap_or_default() {
-                dead_letters.push((
+    t.left = left;
+    // On a throwaway node, rabbitmqctl is the final word: every queue of the
+    // namespace (also one this list does not know), ready and unacked messages (a
+    // live consumer's unacked ones are invisible to a passive declare).
+    if let Some(counts) = rabbit.and_then(|r| tokio::task::block_in_place(|| r.queue_counts())) {
+        let prefix = format!("{}.", env.names.namespace());
+        t.left.clear();
+        for (q, ready, unacked) in counts {
+            if !q.starts_with(&prefix) {
+                continue;
+            }
+            if ready > 0 {
+                t.left.push((q.clone(), ready));
+            }
+            if unacked > 0 {
+                t.left.push((format!("{q} (unacked)"), unacked));
+            }
+        }
+    }
+    for (q, _) in &t.left {
+        if q.contains(".dlq.") && !q.ends_with("(unacked)") {
+            // A fresh connection: on the one above, lapin can hand a new channel the
+            // NOT_FOUND of an earlier passive declare (a delay queue never declared).
+            let peek = async {
+                let c = sagaflow::broker::connect(&env.settings.amqp.url, "sagaflow-faults-dlq")
+                    .await?;
+                let l = sagaflow::dlq::peek(&c, q, 1000).await;
+                let _ = c.close(200, "ok".into()).await;
+                l
+            };
+            let letters = match tokio::time::timeout(Duration::from_secs(30), peek).await {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => {
+                    t.dead_letters
+                        .push((q.clone(), format!("(cannot read: {e})"), String::new()));
+                    vec![]
+                }
+                Err(_) => {
+                    t.dead_letters.push((
+                        q.clone(),
+                        "(cannot read: timeout)".into(),
+                        String::new(),
+                    ));
+                    vec![]
+                }
+            };
+            for d in letters {
+                t.dead_letters.push((
                     q.clone(),
                     d.reason.chars().take(120).collect::<String>(),
                     d.about.saga_id.unwrap_or_default(),
@@ -1200,8 +1296,6 @@ pub async fn account(
             }
         }
     }
-    t.dead_letters = dead_letters;
-    t.left = left;
     let _ = conn.close(200, "ok".into()).await;
 
     let rows: Vec<(String, String)> = query_retrying("read sagas", || {
