@@ -2,6 +2,8 @@
 //! in parallel against the real RabbitMQ and Postgres without seeing each other.
 #![allow(dead_code)]
 
+pub mod throwaway;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
