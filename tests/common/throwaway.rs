@@ -1266,10 +1266,11 @@ pub async fn account(
             // NOT_FOUND of an earlier passive declare (a delay queue never declared).
             let peek = async {
                 let c = sagaflow::broker::connect(&env.settings.amqp.url, "sagaflow-faults-dlq")
-                    .await?;
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let l = sagaflow::dlq::peek(&c, q, 1000).await;
                 let _ = c.close(200, "ok".into()).await;
-                l
+                l.map_err(|e| e.to_string())
             };
             let letters = match tokio::time::timeout(Duration::from_secs(30), peek).await {
                 Ok(Ok(l)) => l,
