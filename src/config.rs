@@ -92,6 +92,10 @@ pub struct CoordinatorSettings {
     pub wake_concurrency: usize,
     /// Where the process serves its own `/livez`, `/readyz` and `/metrics`; empty: off.
     pub health_listen: String,
+    /// How often the stuck-saga reconciler looks.
+    pub reconcile_interval_ms: u64,
+    /// How long a saga with nothing to move it may sit before it is flagged stuck.
+    pub stuck_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +172,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("coordinator.timer_poll_ms", "200"),
     ("coordinator.wake_concurrency", "4"),
     ("coordinator.health_listen", ""),
+    ("coordinator.reconcile_interval_ms", "60000"),
+    ("coordinator.stuck_after_ms", "60000"),
     ("worker.health_listen", ""),
     ("worker.prefetch", "64"),
     ("worker.drain_grace_ms", "30000"),

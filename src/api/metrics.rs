@@ -52,6 +52,12 @@ async fn store_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiError
         "Seconds since the oldest due wake-up; 0 if none.",
     )
     .sample("sagaflow_timer_lag_seconds", &[], w.lag_seconds);
+    let stuck = crate::store::stuck::count(&st.pool).await?;
+    e.gauge(
+        "sagaflow_stuck_sagas",
+        "Sagas the reconciler found with nothing to move them and that are still not moving.",
+    )
+    .sample("sagaflow_stuck_sagas", &[], stuck as f64);
     Ok(())
 }
 

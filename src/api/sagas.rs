@@ -64,6 +64,8 @@ pub struct ListQuery {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `true`: only sagas the reconciler flagged stuck that are still not moving.
+    pub stuck: Option<bool>,
 }
 
 /// One page of sagas, newest first.
@@ -201,6 +203,7 @@ pub async fn list(
         created_after: q.created_after,
         created_before: q.created_before,
         after,
+        stuck: q.stuck.unwrap_or(false),
     };
     let mut rows = sagas::list(&st.pool, &filter, limit + 1).await?;
     let more = rows.len() as i64 > limit;

@@ -25,6 +25,10 @@ pub enum SagasCmd {
         id_prefix: Option<String>,
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
         limit: i64,
+        /// Only sagas the reconciler flagged stuck (nothing will move them) that are
+        /// still not moving.
+        #[arg(long)]
+        stuck: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -49,12 +53,14 @@ pub async fn run(settings: &Settings, cmd: SagasCmd) -> anyhow::Result<()> {
             status,
             id_prefix,
             limit,
+            stuck,
             json,
         } => {
             let filter = ListFilter {
                 saga,
                 status: status.map(|s| s.as_str().to_string()),
                 id_prefix,
+                stuck,
                 ..Default::default()
             };
             let rows = sagas::list(&pool(settings).await?, &filter, limit).await?;

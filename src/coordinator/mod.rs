@@ -14,6 +14,7 @@ pub mod batch;
 pub mod counters;
 pub mod dead_task;
 pub mod input;
+pub mod reconcile;
 pub mod relay;
 
 use std::sync::Arc;
@@ -169,6 +170,15 @@ impl Coordinator {
                 self.clone().wake_loop(tx.clone(), background.clone()),
             );
         }
+        loops.spawn(
+            "stuck-saga reconciler",
+            reconcile::run(
+                self.pool.clone(),
+                Duration::from_millis(c.reconcile_interval_ms),
+                Duration::from_millis(c.stuck_after_ms),
+                background.clone(),
+            ),
+        );
         loops.spawn(
             "cron scheduler",
             self.scheduler().run(tx.clone(), background.clone()),

@@ -929,3 +929,16 @@ fn a_dead_lettered_attempt_is_a_retryable_failure() {
     let d = apply(&def, s, dead, secs(1));
     assert_eq!(events(&d), vec!["attempt_failed", "retry_scheduled"]);
 }
+
+#[test]
+fn a_wake_up_arms_the_deadline_of_an_attempt_stored_without_one() {
+    let def = order();
+    let mut s = started(&def);
+    if let Some(a) = s.active.as_mut() {
+        a.timeout_at = None; // as an older version stored it
+    }
+    assert_eq!(s.next_wake(), None);
+    let d = apply(&def, s, Event::Wake, secs(1));
+    assert!(!d.is_noop(), "the new deadline must be written");
+    assert_eq!(d.state.next_wake(), Some(no_answer_at(&def, 0, secs(0))));
+}

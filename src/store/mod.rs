@@ -10,6 +10,7 @@ pub mod outbox;
 pub mod sagas;
 pub mod schedules;
 pub mod stats;
+pub mod stuck;
 
 use std::str::FromStr;
 use std::time::Duration;

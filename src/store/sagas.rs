@@ -240,7 +240,11 @@ pub async fn update(
     let c = columns(writes.iter());
     let done = sqlx::query(
         "UPDATE sagas s SET status = u.status, state = u.state, wake_at = u.wake_at,
-                row_version = s.row_version + 1, updated_at = now()
+                row_version = s.row_version + 1, updated_at = now(),
+                -- A saga flagged stuck is repaired once it has a timer or has ended.
+                stuck_since = CASE WHEN u.wake_at IS NOT NULL
+                    OR u.status NOT IN ('scheduled', 'running', 'compensating')
+                    THEN NULL ELSE s.stuck_since END
          FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::int8[])
               AS u(id, status, state, wake_at, expected)
          WHERE s.id = u.id AND s.row_version = u.expected",
@@ -394,6 +398,8 @@ pub struct ListFilter {
     pub created_before: Option<DateTime<Utc>>,
     /// Keyset position: rows strictly after this (created_at, id) in descending order.
     pub after: Option<(DateTime<Utc>, String)>,
+    /// Only sagas the reconciler flagged stuck and that are still not moving.
+    pub stuck: bool,
 }
 
 /// One line of a listing: the columns, not the whole state.
@@ -463,6 +469,7 @@ pub async fn list(
            AND ($4::timestamptz IS NULL OR created_at > $4)
            AND ($5::timestamptz IS NULL OR created_at < $5)
            AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))
+           AND (NOT $9 OR stuck_since IS NOT NULL)
          ORDER BY created_at DESC, id DESC
          LIMIT $8",
     )
@@ -474,6 +481,7 @@ pub async fn list(
     .bind(after_at)
     .bind(after_id)
     .bind(limit)
+    .bind(f.stuck)
     .fetch_all(pool)
     .await
     .map_err(ctx("list sagas"))?;

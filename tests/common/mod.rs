@@ -216,6 +216,29 @@ impl TestEnv {
             .map(|s| s.state.status.to_string())
     }
 
+    /// Writes a saga straight into the store in whatever state `state` is, with
+    /// `wake_at` as given and `updated_at` an hour ago (the factory for states the
+    /// engine itself would not leave behind).
+    pub async fn insert_saga(
+        &self,
+        state: &sagaflow::saga::state::SagaState,
+        wake_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        sqlx::query(
+            "INSERT INTO sagas (id, name, version, status, state, wake_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, now() - interval '1 hour', now() - interval '1 hour')",
+        )
+        .bind(&state.id)
+        .bind(&state.saga)
+        .bind(state.version as i32)
+        .bind(state.status.as_str())
+        .bind(serde_json::to_value(state).unwrap())
+        .bind(wake_at)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+
     /// Where saga `id` stands now, as an operator action issued for it would say.
     pub async fn issued_for(&self, id: &str) -> sagaflow::saga::machine::IssuedFor {
         let saga = sagaflow::store::sagas::get(&self.pool, id)

@@ -116,7 +116,7 @@ function summarize(r) {
 
 async function sagasView(params) {
   const q = new URLSearchParams();
-  for (const k of ["saga", "status", "id_prefix", "cursor"]) if (params.get(k)) q.set(k, params.get(k));
+  for (const k of ["saga", "status", "id_prefix", "stuck", "cursor"]) if (params.get(k)) q.set(k, params.get(k));
   q.set("limit", "50");
   const statuses = ["", "scheduled", "running", "compensating", "completed", "compensated", "failed", "cancelled"];
   const form = h("form", { class: "filters", testid: "saga-filters" },
@@ -124,6 +124,9 @@ async function sagasView(params) {
     h("label", {}, "status", h("select", { name: "status", testid: "filter-status" },
       statuses.map((s) => h("option", { value: s, selected: (params.get("status") || "") === s }, s || "any")))),
     h("label", {}, "id prefix", h("input", { name: "id_prefix", value: params.get("id_prefix") || "", class: "mono", testid: "filter-id" })),
+    // Sagas the reconciler found with nothing to move them (see the README, Reliability).
+    h("label", { title: "flagged by the stuck-saga reconciler and still not moving" }, "stuck only",
+      h("input", { type: "checkbox", name: "stuck", value: "true", checked: params.get("stuck") === "true", testid: "filter-stuck" })),
     h("button", { type: "submit", testid: "filter-apply" }, "Filter"));
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();

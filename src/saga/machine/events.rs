@@ -33,6 +33,17 @@ impl Run<'_> {
             if let Some(kind) = self.due_timeout(&a) {
                 return self.on_timeout(&a, kind);
             }
+            // An attempt stored without a deadline (an older version wrote it; the
+            // stuck-saga reconciler woke it): arm one now.
+            if a.timeout_at.is_none() && a.dispatch_at.is_none() {
+                self.arm_timeouts();
+                self.touched = self
+                    .state
+                    .active
+                    .as_ref()
+                    .is_some_and(|a| a.timeout_at.is_some());
+                return;
+            }
         }
         let i = self.state.cursor;
         let Some(st) = self.state.steps.get(i) else {
