@@ -70,7 +70,7 @@ impl DatabaseSettings {
             connect_timeout_ms: 10_000,
             lock_timeout_ms: 5_000,
             statement_timeout_ms: 30_000,
-            idle_in_transaction_session_timeout_ms: 30_000,
+            idle_in_transaction_session_timeout_ms: 10_000,
         }
     }
 }
@@ -163,7 +163,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("database.connect_timeout_ms", "10000"),
     ("database.lock_timeout_ms", "5000"),
     ("database.statement_timeout_ms", "30000"),
-    ("database.idle_in_transaction_session_timeout_ms", "30000"),
+    ("database.idle_in_transaction_session_timeout_ms", "10000"),
     ("coordinator.batch_size", "256"),
     ("coordinator.batch_linger_ms", "2"),
     ("coordinator.prefetch", "1024"),

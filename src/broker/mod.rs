@@ -16,6 +16,12 @@ pub use topology::Names;
 /// How long opening a connection may take, TCP and AMQP handshake together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The AMQP heartbeat asked for when the URL names none (RabbitMQ's default is 60 s).
+/// A process that stops answering (SIGSTOP, a frozen VM) keeps every message it has
+/// prefetched until the broker declares it dead after two missed heartbeats; at 5 s
+/// its inputs go to another consumer within about 10-15 s instead of 2 minutes.
+pub const HEARTBEAT_SECS: u16 = 5;
+
 /// Why a connection could not be opened, said so an operator knows what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -61,7 +67,8 @@ async fn connect_within(
 ) -> Result<Connection, ConnectError> {
     let props = ConnectionProperties::default().with_connection_name(name.to_string().into());
     let host = without_credentials(url);
-    match tokio::time::timeout(limit, Connection::connect(url, props)).await {
+    let url = with_heartbeat(url, HEARTBEAT_SECS);
+    match tokio::time::timeout(limit, Connection::connect(&url, props)).await {
         Err(_) => Err(ConnectError::HandshakeTimeout { host, after: limit }),
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(source)) => Err(classify(host, source)),
@@ -81,10 +88,20 @@ fn classify(host: String, source: lapin::Error) -> ConnectError {
     }
 }
 
+/// `url` with `heartbeat=<secs>` unless it names a heartbeat itself.
+fn with_heartbeat(url: &str, secs: u16) -> String {
+    if url.contains("heartbeat=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}heartbeat={secs}")
+}
+
 /// `amqp://user:secret@host:5672/vhost` as `host:5672/vhost`, for logs.
 pub fn without_credentials(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.rsplit_once('@').map_or(rest, |(_, h)| h).to_string()
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    host.split_once('?').map_or(host, |(h, _)| h).to_string()
 }
 
 #[cfg(test)]
@@ -98,6 +115,16 @@ mod tests {
             "mq:5672/%2f"
         );
         assert_eq!(without_credentials("amqp://mq"), "mq");
+    }
+
+    #[test]
+    fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
+        assert_eq!(with_heartbeat("amqp://h/%2f", 5), "amqp://h/%2f?heartbeat=5");
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?frame_max=8192", 5),
+            "amqp://h/%2f?frame_max=8192&heartbeat=5"
+        );
+        assert_eq!(with_heartbeat("amqp://h/%2f?heartbeat=30", 5), "amqp://h/%2f?heartbeat=30");
     }
 
     #[tokio::test]

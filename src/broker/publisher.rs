@@ -35,9 +35,16 @@ pub enum PublishError {
     },
     #[error("broker refused (nack)")]
     Nacked,
+    #[error("no confirm within {0:?} (the broker or the channel is wedged)")]
+    ConfirmTimeout(std::time::Duration),
     #[error("amqp: {0}")]
     Amqp(#[from] lapin::Error),
 }
+
+/// How long a batch may wait for its confirms. A broker restarting from a crash can
+/// accept publishes and never confirm them on the old channel; without a bound the
+/// outbox relay would wait for ever while the process looked healthy.
+pub const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Header carrying a mandatory message's position in its batch, so a message the
 /// broker returns is matched to the message that was sent, not guessed.
@@ -83,6 +90,16 @@ impl Publisher {
     /// returned (unroutable) message to whichever of them it completes first; the
     /// batch position in [`BATCH_SEQ_HEADER`] tells which message really came back.
     pub async fn publish_all(&self, batch: &[Outgoing<'_>]) -> Vec<Result<(), PublishError>> {
+        match tokio::time::timeout(CONFIRM_TIMEOUT, self.publish_confirmed(batch)).await {
+            Ok(results) => results,
+            Err(_) => batch
+                .iter()
+                .map(|_| Err(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT)))
+                .collect(),
+        }
+    }
+
+    async fn publish_confirmed(&self, batch: &[Outgoing<'_>]) -> Vec<Result<(), PublishError>> {
         let _one_batch = self.one_batch.lock().await;
         let mut sends: Vec<_> = batch
             .iter()

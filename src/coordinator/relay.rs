@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::broker::topology;
+use crate::broker::publisher::CONFIRM_TIMEOUT;
 use crate::broker::{Names, Outgoing, Publisher};
 use crate::store::outbox::{self, OutboxRow};
 
@@ -52,6 +53,28 @@ impl DelayLevels {
                 .insert(ms);
         }
         Ok(())
+    }
+}
+
+/// A publish or declaration that did not finish within [`CONFIRM_TIMEOUT`]: the
+/// loop ends, its supervisor rebuilds the connection, the rows stay for the sweeper.
+#[derive(Debug)]
+pub struct Wedged;
+
+/// [`publish_rows`], bounded by [`CONFIRM_TIMEOUT`] (declarations included).
+async fn publish_bounded(
+    pool: &PgPool,
+    publisher: &Publisher,
+    delays: &DelayLevels,
+    rows: &[OutboxRow],
+) -> Result<usize, Wedged> {
+    let bounded = tokio::time::timeout(CONFIRM_TIMEOUT, publish_rows(pool, publisher, delays, rows));
+    match bounded.await {
+        Ok(failed) => Ok(failed),
+        Err(_) => {
+            tracing::warn!(rows = rows.len(), "outbox publish did not finish within {CONFIRM_TIMEOUT:?}; reconnecting (the sweeper publishes the rows after their lease)");
+            Err(Wedged)
+        }
     }
 }
 
@@ -112,7 +135,9 @@ pub async fn relay(
                 Err(_) => break,
             }
         }
-        publish_rows(&pool, &publisher, &delays, &rows).await;
+        if publish_bounded(&pool, &publisher, &delays, &rows).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -145,8 +170,10 @@ pub async fn sweep(
             }
             tracing::info!(rows = rows.len(), "republishing outbox rows left behind");
             let n = rows.len();
-            if publish_rows(&pool, &publisher, &delays, &rows).await > 0 || n < 1000 {
-                break;
+            match publish_bounded(&pool, &publisher, &delays, &rows).await {
+                Err(Wedged) => return,
+                Ok(failed) if failed > 0 || n < 1000 => break,
+                Ok(_) => {}
             }
         }
     }

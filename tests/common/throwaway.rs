@@ -1216,11 +1216,29 @@ pub async fn account(
         .saturating_sub(began.elapsed())
         .max(Duration::from_secs(10));
     let seen = std::sync::Mutex::new((vec![], 0));
+    let prefix = format!("{}.", env.names.namespace());
     let _ = wait_until("queues and outbox drained", drain, || async {
+        // On a throwaway node rabbitmqctl is the final word: every queue of the
+        // namespace, ready and unacked (a duplicate still being answered is unacked,
+        // and a passive declare does not see it).
         let mut left = vec![];
-        for q in &queues {
-            if let Some(n) = depth(&conn, q).await.filter(|n| *n > 0) {
-                left.push((q.clone(), n));
+        match rabbit.and_then(|r| tokio::task::block_in_place(|| r.queue_counts())) {
+            Some(counts) => {
+                for (q, ready, unacked) in counts.into_iter().filter(|c| c.0.starts_with(&prefix)) {
+                    if ready > 0 {
+                        left.push((q.clone(), ready));
+                    }
+                    if unacked > 0 {
+                        left.push((format!("{q} (unacked)"), unacked));
+                    }
+                }
+            }
+            None => {
+                for q in &queues {
+                    if let Some(n) = depth(&conn, q).await.filter(|n| *n > 0) {
+                        left.push((q.clone(), n));
+                    }
+                }
             }
         }
         let outbox = sagaflow::store::outbox::backlog(&env.pool)
@@ -1242,24 +1260,6 @@ pub async fn account(
         ..Default::default()
     };
     t.left = left;
-    // On a throwaway node, rabbitmqctl is the final word: every queue of the
-    // namespace (also one this list does not know), ready and unacked messages (a
-    // live consumer's unacked ones are invisible to a passive declare).
-    if let Some(counts) = rabbit.and_then(|r| tokio::task::block_in_place(|| r.queue_counts())) {
-        let prefix = format!("{}.", env.names.namespace());
-        t.left.clear();
-        for (q, ready, unacked) in counts {
-            if !q.starts_with(&prefix) {
-                continue;
-            }
-            if ready > 0 {
-                t.left.push((q.clone(), ready));
-            }
-            if unacked > 0 {
-                t.left.push((format!("{q} (unacked)"), unacked));
-            }
-        }
-    }
     for (q, _) in &t.left {
         if q.contains(".dlq.") && !q.ends_with("(unacked)") {
             // A fresh connection: on the one above, lapin can hand a new channel the
