@@ -254,16 +254,6 @@ impl Intake {
                 .await;
         }
     }
-
-    /// See [`Settler::settle`].
-    pub async fn settle(
-        &self,
-        dead: &Publisher,
-        batch: &[Inbound],
-        verdicts: &[Verdict],
-    ) -> Result<(), PublishError> {
-        self.settler.settle(dead, batch, verdicts).await
-    }
 }
 
 impl Settler {

@@ -119,12 +119,18 @@ mod tests {
 
     #[test]
     fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
-        assert_eq!(with_heartbeat("amqp://h/%2f", 5), "amqp://h/%2f?heartbeat=5");
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f", 5),
+            "amqp://h/%2f?heartbeat=5"
+        );
         assert_eq!(
             with_heartbeat("amqp://h/%2f?frame_max=8192", 5),
             "amqp://h/%2f?frame_max=8192&heartbeat=5"
         );
-        assert_eq!(with_heartbeat("amqp://h/%2f?heartbeat=30", 5), "amqp://h/%2f?heartbeat=30");
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?heartbeat=30", 5),
+            "amqp://h/%2f?heartbeat=30"
+        );
     }
 
     #[tokio::test]

@@ -210,7 +210,10 @@ impl Coordinator {
             let Some((rows, verdicts)) = self.handle_batch(&batch, &shutdown).await else {
                 break; // shutdown while the database was away: the broker keeps the batch
             };
-            intake.settle(&dead_pub, &batch, &verdicts).await?;
+            intake
+                .settler()
+                .settle(&dead_pub, &batch, &verdicts)
+                .await?;
             if !rows.is_empty() && tx.send(rows).await.is_err() {
                 return Err(CoordinatorError::ConsumerEnded);
             }

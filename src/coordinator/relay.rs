@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use crate::broker::topology;
 use crate::broker::publisher::CONFIRM_TIMEOUT;
+use crate::broker::topology;
 use crate::broker::{Names, Outgoing, Publisher};
 use crate::store::outbox::{self, OutboxRow};
 
@@ -68,7 +68,8 @@ async fn publish_bounded(
     delays: &DelayLevels,
     rows: &[OutboxRow],
 ) -> Result<usize, Wedged> {
-    let bounded = tokio::time::timeout(CONFIRM_TIMEOUT, publish_rows(pool, publisher, delays, rows));
+    let bounded =
+        tokio::time::timeout(CONFIRM_TIMEOUT, publish_rows(pool, publisher, delays, rows));
     match bounded.await {
         Ok(failed) => Ok(failed),
         Err(_) => {
@@ -135,7 +136,10 @@ pub async fn relay(
                 Err(_) => break,
             }
         }
-        if publish_bounded(&pool, &publisher, &delays, &rows).await.is_err() {
+        if publish_bounded(&pool, &publisher, &delays, &rows)
+            .await
+            .is_err()
+        {
             return;
         }
     }

@@ -51,36 +51,13 @@ pub struct TestEnv {
 }
 
 impl TestEnv {
-    /// A fresh deployment with the given definitions (file name, TOML).
+    /// A fresh deployment with the given definitions (file name, TOML), on the
+    /// machine's broker and Postgres, with a 1 s outbox lease so tests that kill a
+    /// publisher see its rows republished quickly.
     pub async fn new(sagas: &[(&str, &str)]) -> TestEnv {
-        let tag = format!("sft_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
-        let dir = std::env::temp_dir().join(&tag);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (file, text) in sagas {
-            std::fs::write(dir.join(file), text).unwrap();
-        }
-        let mut settings = Settings::load(None).expect("settings");
-        settings.namespace = tag.clone();
-        settings.sagas_dir = dir.clone();
-        settings.amqp.url = amqp_url();
-        settings.database.url = format!("{}/{tag}", pg_base());
-        settings.coordinator.outbox_lease_ms = 1000;
-        settings.coordinator.sweep_interval_ms = 200;
-        settings.coordinator.timer_poll_ms = 50;
-        let pool = sagaflow::store::connect(&settings.database.url, 10)
-            .await
-            .expect("database");
-        sagaflow::demo::prepare(&pool).await.unwrap();
-        let catalog = Catalog::load_dir(&dir).expect("definitions");
-        let names = Names::new(&tag);
-        TestEnv {
-            settings,
-            pool,
-            names,
-            dir,
-            catalog,
-            tasks: vec![],
-        }
+        let mut env = TestEnv::on(sagas, &amqp_url(), &pg_base()).await;
+        env.settings.coordinator.outbox_lease_ms = 1000;
+        env
     }
 
     /// Activities of this test's definitions that the demo worker hosts.
