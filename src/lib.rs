@@ -11,9 +11,11 @@
 //!   ([`saga::machine`]) and retry maths ([`saga::retry`]). No I/O.
 //! - [`messages`] — the wire contract (JSON bodies).
 //! - [`store`] — all SQL: sagas and history, outbox, ledger, schedules, counters.
-//! - [`broker`] — all AMQP: names and topology, confirmed publishing, consumption.
+//! - [`broker`] — all AMQP: names and topology, confirmed publishing, consumption
+//!   (one intake that settles each delivery exactly once), connecting.
 //! - [`coordinator`] — batches of inputs -> one transaction -> ack; outbox relay and
-//!   sweeper; wake-up scan.
+//!   sweeper; wake-up scan; dead tasks as failed attempts; the stuck-saga reconciler.
+//! - [`health`] — a process's own liveness, readiness and probe server.
 //! - [`worker`] — the activity runtime and its public API.
 //! - [`scheduler`] — cron schedules.
 //! - [`client`] — starting sagas, signals, cancels, operator actions.
@@ -32,6 +34,11 @@
 //! - **history**: the append-only audit trail of a saga.
 //! - **outbox**: messages committed with the state change that caused them.
 //! - **ledger**: the workers' record of completed tasks, by idempotency key.
+//! - **no-answer deadline**: the coordinator's deadline of an attempt that never
+//!   reports `started` (`start_to_close` + 5 min after scheduling).
+//! - **generation**: how often an operator resumed a saga; part of the idempotency
+//!   keys of the steps it re-runs.
+//! - **stuck**: not finished, no timer, nothing in flight, not waiting for a signal.
 pub mod api;
 pub mod bench;
 pub mod broker;

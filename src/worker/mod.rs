@@ -13,6 +13,7 @@
 //! });
 //! ```
 
+mod completion;
 mod runtime;
 
 use std::collections::BTreeMap;

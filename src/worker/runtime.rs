@@ -12,13 +12,14 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::completion::{complete_loop, result_body, Completion};
 use super::{ActivityContext, ActivityError, Worker};
 use crate::broker::consumer::{DeadLetterRoute, Inbound, Intake, Settler, Verdict};
 use crate::broker::topology::{self, QueueLimits};
 use crate::broker::{Names, Outgoing, PublishError, Publisher};
 use crate::config::Settings;
 use crate::messages::{ErrorInfo, Outcome, ResultMessage, TaskMessage};
-use crate::store::ledger::{self, Completion as LedgerEntry};
+use crate::store::ledger;
 use crate::store::StoreError;
 
 /// Why a worker connection ended; the run loop reconnects.
@@ -39,13 +40,13 @@ pub enum WorkerError {
 }
 
 /// A finished task waiting for its result to be recorded, published and acked.
-struct Done {
+pub(super) struct Done {
     /// The delivery (its body already parsed into `task`).
-    msg: Inbound,
-    task: TaskMessage,
-    outcome: Result<Value, ErrorInfo>,
+    pub msg: Inbound,
+    pub task: TaskMessage,
+    pub outcome: Result<Value, ErrorInfo>,
     /// The output came from the ledger: nothing to record.
-    recorded: bool,
+    pub recorded: bool,
 }
 
 /// How long the completion stage may take, after the handlers are done, to record,
@@ -383,204 +384,6 @@ async fn report_loop(
                 tracing::warn!(error = %e, "progress report not delivered");
             }
         }
-    }
-}
-
-/// What the completion stage works with.
-struct Completion {
-    health: crate::health::Health,
-    limits: crate::config::Limits,
-    pool: PgPool,
-    publisher: Publisher,
-    settler: Settler,
-    results: String,
-}
-
-/// Records, publishes and acks finished tasks in batches until every sender is gone;
-/// returns how many tasks it acked.
-async fn complete_loop(
-    c: Completion,
-    mut rx: mpsc::Receiver<Done>,
-    shutdown: CancellationToken,
-) -> u64 {
-    let mut acked = 0;
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < 512 {
-            match rx.try_recv() {
-                Ok(d) => batch.push(d),
-                Err(_) => break,
-            }
-        }
-        match complete(&c, batch, &shutdown).await {
-            Ok(n) => acked += n,
-            // Only the broker can fail here (the ledger waits out outages): the channel
-            // is gone, its tasks are redelivered and the ledger answers those that
-            // completed.
-            Err(e) => tracing::warn!(error = %e, "completing tasks failed"),
-        }
-    }
-    acked
-}
-
-/// Records the successful outputs in the ledger (waiting out database outages), then
-/// publishes every result with confirms and acks its task; a task whose result was
-/// not confirmed is handed back.
-async fn complete(
-    c: &Completion,
-    mut batch: Vec<Done>,
-    shutdown: &CancellationToken,
-) -> Result<u64, WorkerError> {
-    refuse_over_limit(&c.limits, &mut batch);
-    let Some(()) = record(c, &mut batch, shutdown).await else {
-        return Ok(0); // shutdown while the database was away: redelivered, run again
-    };
-    let bodies: Vec<Vec<u8>> = batch
-        .iter()
-        .map(|d| result_body(&result_message(d)))
-        .collect();
-    let msgs: Vec<Outgoing> = batch
-        .iter()
-        .zip(&bodies)
-        .map(|(d, body)| Outgoing {
-            exchange: &c.results,
-            routing_key: &d.task.reply_to,
-            body,
-            mandatory: true,
-            headers: None,
-        })
-        .collect();
-    let confirmed = c.publisher.publish_all(&msgs).await;
-    let verdicts: Vec<Verdict> = batch
-        .iter()
-        .zip(confirmed)
-        .map(|(d, res)| match res {
-            Ok(()) => Verdict::Ack,
-            Err(e) => {
-                tracing::warn!(task_id = %d.task.task_id, error = %e, "result not confirmed; task handed back");
-                Verdict::HandBack
-            }
-        })
-        .collect();
-    let acked = verdicts.iter().filter(|v| **v == Verdict::Ack).count() as u64;
-    let msgs: Vec<Inbound> = batch.into_iter().map(|d| d.msg).collect();
-    c.settler
-        .settle_each(&c.publisher, &msgs, &verdicts)
-        .await?;
-    Ok(acked)
-}
-
-/// A handler output the coordinator would refuse (over `limits.payload_bytes` or
-/// `limits.json_depth`) fails its attempt here, with the limit named, instead of
-/// being published, dead-lettered and leaving the saga to its no-answer deadline.
-fn refuse_over_limit(limits: &crate::config::Limits, batch: &mut [Done]) {
-    for d in batch.iter_mut().filter(|d| !d.recorded) {
-        let Ok(output) = &d.outcome else {
-            continue;
-        };
-        let checked = limits
-            .check_payload("result output", output)
-            .and_then(|()| {
-                limits.check_depth(
-                    "result output",
-                    &serde_json::to_vec(output).unwrap_or_default(),
-                )
-            });
-        if let Err(e) = checked {
-            tracing::warn!(task_id = %d.task.task_id, error = %e, "handler output over a limit; failing the attempt");
-            d.outcome = Err(ActivityError::fatal("result_over_limit", e.to_string()).into_info());
-        }
-    }
-}
-
-/// Writes the batch's new successful outputs to the ledger and swaps in what the
-/// ledger holds (an earlier attempt may have recorded first). An output the ledger
-/// refuses for good (e.g. text Postgres cannot store) fails its attempt with
-/// `result_unrecordable` instead of stranding the task. `None` on shutdown.
-async fn record(c: &Completion, batch: &mut [Done], shutdown: &CancellationToken) -> Option<()> {
-    let pool = &c.pool;
-    let pending: Vec<usize> = (0..batch.len())
-        .filter(|i| batch[*i].outcome.is_ok() && !batch[*i].recorded)
-        .collect();
-    let all = completions(batch, &pending);
-    let written = crate::runtime::outlast(
-        "worker ledger write",
-        &c.health,
-        shutdown,
-        StoreError::is_transient,
-        || ledger::record(pool, &all),
-    )
-    .await?;
-    let stored = match written {
-        Ok(stored) => stored,
-        Err(e) => {
-            tracing::warn!(error = %e, "ledger write refused; recording task by task");
-            let mut stored = std::collections::HashMap::new();
-            for i in &pending {
-                let one = completions(batch, &[*i]);
-                let r = crate::runtime::outlast(
-                    "worker ledger write",
-                    &c.health,
-                    shutdown,
-                    StoreError::is_transient,
-                    || ledger::record(pool, &one),
-                )
-                .await?;
-                match r {
-                    Ok(s) => stored.extend(s),
-                    Err(e) => {
-                        batch[*i].outcome = Err(ActivityError::fatal(
-                            "result_unrecordable",
-                            format!("the worker could not record the handler's output: {e}"),
-                        )
-                        .into_info())
-                    }
-                }
-            }
-            stored
-        }
-    };
-    for i in pending {
-        let d = &mut batch[i];
-        if let (Ok(_), Some(s)) = (&d.outcome, stored.get(&d.task.idempotency_key)) {
-            d.outcome = Ok(s.clone());
-        }
-    }
-    Some(())
-}
-
-fn completions(batch: &[Done], which: &[usize]) -> Vec<LedgerEntry> {
-    which
-        .iter()
-        .filter_map(|i| {
-            let d = &batch[*i];
-            d.outcome.as_ref().ok().map(|o| LedgerEntry {
-                key: d.task.idempotency_key.clone(),
-                task_id: d.task.task_id.clone(),
-                output: o.clone(),
-            })
-        })
-        .collect()
-}
-
-/// A result body; a `Value` always serialises, so the fallback is never taken.
-fn result_body(r: &ResultMessage) -> Vec<u8> {
-    serde_json::to_vec(r).unwrap_or_default()
-}
-
-fn result_message(d: &Done) -> ResultMessage {
-    let (outcome, output, error) = match &d.outcome {
-        Ok(v) => (Outcome::Ok, Some(v.clone()), None),
-        Err(e) => (Outcome::Error, None, Some(e.clone())),
-    };
-    ResultMessage {
-        task_id: d.task.task_id.clone(),
-        saga_id: d.task.saga_id.clone(),
-        attempt: Some(d.task.attempt),
-        outcome,
-        output,
-        error,
-        details: None,
     }
 }
 
