@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::{TestEnv, ORDER};
 use sagaflow::client::StartOptions;
-use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
 const SAGAS: usize = 300;
@@ -33,35 +32,9 @@ async fn kill9(child: &mut Child) {
     child.wait().await.unwrap();
 }
 
-/// (input, expected status, expected effect activities) per scenario.
-fn scenario(i: usize) -> (Value, &'static str, Vec<&'static str>) {
-    match i % 4 {
-        0 => (
-            json!({}),
-            "completed",
-            vec!["inventory.reserve", "payments.charge", "shipping.ship"],
-        ),
-        1 => (
-            json!({"fail": {"payments.charge": {"code": "flaky", "times": 2}}}),
-            "completed",
-            vec!["inventory.reserve", "payments.charge", "shipping.ship"],
-        ),
-        2 => (
-            json!({"fail": {"payments.charge": {"code": "card_declined"}}}),
-            "compensated",
-            vec!["inventory.release", "inventory.reserve"],
-        ),
-        _ => (
-            json!({"fail": {"shipping.ship": {"code": "carrier_down", "retryable": false}}}),
-            "compensated",
-            vec![
-                "inventory.release",
-                "inventory.reserve",
-                "payments.charge",
-                "payments.refund",
-            ],
-        ),
-    }
+/// The scenario mix, shared with the fault suite: input, expected status, effects.
+fn scenario(i: usize) -> common::throwaway::Expect {
+    common::throwaway::scenario("crash", i)
 }
 
 async fn terminal_count(env: &TestEnv) -> i64 {
@@ -99,7 +72,7 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
         .map(|(i, id)| {
             (
                 "order_fulfillment".to_string(),
-                scenario(i).0,
+                scenario(i).input,
                 StartOptions {
                     id: Some(id.clone()),
                     ..Default::default()
@@ -144,7 +117,7 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
 
     // 1. Every saga ended as its scenario says.
     for (i, id) in ids.iter().enumerate() {
-        assert_eq!(done[id], scenario(i).1, "{id}");
+        assert_eq!(done[id], scenario(i).status, "{id}");
     }
     // 2. Exactly the expected effects per saga: nothing missing, nothing extra.
     let rows: Vec<(String, String, i32)> =
@@ -165,7 +138,7 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
         reruns += calls - 1;
     }
     for (i, id) in ids.iter().enumerate() {
-        let want: BTreeSet<String> = scenario(i).2.into_iter().map(String::from).collect();
+        let want: BTreeSet<String> = scenario(i).effects.into_iter().map(String::from).collect();
         assert_eq!(by_saga.get(id).cloned().unwrap_or_default(), want, "{id}");
     }
     // 3. Every completed step of a compensated saga was compensated exactly once.

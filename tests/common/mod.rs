@@ -364,16 +364,7 @@ impl TestEnv {
     /// Messages currently in `queue` (0 when it does not exist).
     pub async fn depth(&self, queue: &str) -> u32 {
         let conn = self.connect().await;
-        let ch = conn.create_channel().await.unwrap();
-        let opts = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let n = ch
-            .queue_declare(queue.into(), opts, FieldTable::default())
-            .await
-            .map(|q| q.message_count())
-            .unwrap_or(0);
+        let n = queue_depth(&conn, queue).await.unwrap_or(0);
         let _ = conn.close(200, "ok".into()).await;
         n
     }
@@ -457,6 +448,23 @@ impl TestEnv {
         let _ = sagaflow::broker::topology::delete_namespace(&conn, &self.names, &activities).await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Ready messages in `queue` by a passive declare on a channel of its own; `None`
+/// when it does not exist.
+pub async fn queue_depth(conn: &lapin::Connection, queue: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.ok()?;
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let n = ch
+        .queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .ok()
+        .map(|q| q.message_count());
+    let _ = ch.close(200, "ok".into()).await;
+    n
 }
 
 /// Next event from an events consumer, as (saga_id, status).

@@ -1144,25 +1144,10 @@ async fn consumers_now(amqp_url: &str, queue: &str) -> Option<u32> {
 
 /// Messages in `queue` (None when it does not exist).
 async fn depth(conn: &lapin::Connection, queue: &str) -> Option<u32> {
-    tokio::time::timeout(Duration::from_secs(5), depth_now(conn, queue))
+    tokio::time::timeout(Duration::from_secs(5), super::queue_depth(conn, queue))
         .await
         .ok()
         .flatten()
-}
-
-async fn depth_now(conn: &lapin::Connection, queue: &str) -> Option<u32> {
-    let ch = conn.create_channel().await.ok()?;
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let n = ch
-        .queue_declare(queue.into(), opts, FieldTable::default())
-        .await
-        .ok()
-        .map(|q| q.message_count());
-    let _ = ch.close(200, "ok".into()).await;
-    n
 }
 
 /// Accounts for every saga of `expected`: waits up to `settle` for all of them to be
