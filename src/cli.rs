@@ -466,7 +466,7 @@ async fn dlq_show(
     let queue = crate::dlq::queue_name(&names, queue);
     let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
     let letters = crate::dlq::peek(&conn, &queue, limit).await?;
-    let _ = conn.close(200, "bye".into()).await;
+    conn.close("bye").await;
     print_letters(&letters, json)
 }
 

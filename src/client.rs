@@ -7,19 +7,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::broker::{topology, Names, Outgoing, PublishError, Publisher};
+use crate::broker::{self, topology, Names, Outgoing, Publisher};
 use crate::config::{LimitError, Limits};
 use crate::messages::StartEvent;
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("amqp: {0}")]
-    Amqp(#[from] lapin::Error),
     #[error(transparent)]
-    Connect(#[from] crate::broker::ConnectError),
-    #[error("publish: {0}")]
-    Publish(#[from] PublishError),
+    Broker(#[from] broker::Error),
     /// Refused locally: the coordinator would dead-letter it.
     #[error("{0}")]
     Limit(#[from] LimitError),
@@ -27,7 +23,7 @@ pub enum ClientError {
 
 /// A connection that publishes start events, signals and cancels.
 pub struct Client {
-    conn: lapin::Connection,
+    conn: broker::Connection,
     publisher: Publisher,
     names: Names,
     limits: Limits,
@@ -90,10 +86,9 @@ impl Client {
     /// Connects and declares the exchanges (so a client may start before a coordinator).
     /// Messages are held to the default `[limits]`; see [`Client::with_limits`].
     pub async fn connect(amqp_url: &str, namespace: &str) -> Result<Client, ClientError> {
-        let conn = crate::broker::connect(amqp_url, "sagaflow-client").await?;
+        let conn = broker::connect(amqp_url, "sagaflow-client").await?;
         let names = Names::new(namespace);
-        let ch = conn.create_channel().await?;
-        topology::declare_exchanges(&ch, &names).await?;
+        topology::declare_exchanges(&conn, &names).await?;
         let publisher = Publisher::open(&conn).await?;
         Ok(Client {
             conn,
@@ -223,16 +218,16 @@ impl Client {
 
     /// Whether the underlying connection is still open (readiness checks, reconnecting).
     pub fn is_connected(&self) -> bool {
-        self.conn.status().connected()
+        self.conn.is_connected()
     }
 
     /// The connection, for read-only inspection (passive queue declares).
-    pub fn connection(&self) -> &lapin::Connection {
+    pub fn connection(&self) -> &broker::Connection {
         &self.conn
     }
 
     pub async fn close(self) {
-        let _ = self.conn.close(200, "bye".into()).await;
+        self.conn.close("bye").await;
     }
 }
 

@@ -35,10 +35,10 @@ pub fn reason(headers: Option<&FieldTable>) -> String {
 /// Counts of the coordinator DLQ and of each activity's DLQ (queues that do not
 /// exist are skipped).
 pub async fn summaries(
-    conn: &lapin::Connection,
+    conn: &crate::broker::Connection,
     names: &Names,
     activities: &[String],
-) -> lapin::Result<Vec<DlqSummary>> {
+) -> crate::broker::Result<Vec<DlqSummary>> {
     let mut queues = vec![names.dlq_coordinator()];
     queues.extend(activities.iter().map(|a| names.dlq(a)));
     let infos = crate::broker::inspect::queue_infos(conn, &queues).await?;
@@ -53,11 +53,11 @@ pub async fn summaries(
 
 /// Up to `limit` messages of `queue`, left in place (fetched, then requeued).
 pub async fn peek(
-    conn: &lapin::Connection,
+    conn: &crate::broker::Connection,
     queue: &str,
     limit: usize,
-) -> lapin::Result<Vec<DeadLetter>> {
-    let ch = conn.create_channel().await?;
+) -> crate::broker::Result<Vec<DeadLetter>> {
+    let ch = conn.channel().await?;
     let mut out = Vec::new();
     let mut last_tag = None;
     while out.len() < limit {
@@ -219,13 +219,13 @@ pub struct Touched {
 /// replays it twice at worst — which the worker ledger and the saga machine absorb.
 /// Dead letters not selected stay, in order.
 pub async fn act(
-    conn: &lapin::Connection,
+    conn: &crate::broker::Connection,
     publisher: &crate::broker::Publisher,
     queue: &str,
     sel: &Selection,
     action: DlqAction,
-) -> lapin::Result<Vec<Touched>> {
-    let ch = conn.create_channel().await?;
+) -> crate::broker::Result<Vec<Touched>> {
+    let ch = conn.channel().await?;
     let depth = ready(&ch, queue).await?;
     let mut touched = Vec::new();
     // The highest fetched delivery still unacked, and how many are: returned at the end.

@@ -5,8 +5,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use tokio::process::{Child, Command};
 
 /// Environment overrides handed to child processes.
@@ -42,25 +40,16 @@ pub async fn stop(child: &mut Child, grace: Duration) {
 
 /// Waits until `queue` exists and has at least one consumer, or `deadline` passes.
 pub async fn wait_for_consumer(
-    conn: &lapin::Connection,
+    conn: &crate::broker::Connection,
     queue: &str,
     deadline: Duration,
 ) -> Result<(), String> {
     let until = tokio::time::Instant::now() + deadline;
+    let queues = [queue.to_string()];
     loop {
-        if let Ok(ch) = conn.create_channel().await {
-            let opts = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            if let Ok(q) = ch
-                .queue_declare(queue.into(), opts, FieldTable::default())
-                .await
-            {
-                let _ = ch.close(200, "ok".into()).await;
-                if q.consumer_count() > 0 {
-                    return Ok(());
-                }
+        if let Ok(infos) = crate::broker::inspect::queue_infos(conn, &queues).await {
+            if infos.iter().any(|q| q.consumers > 0) {
+                return Ok(());
             }
         }
         if tokio::time::Instant::now() > until {

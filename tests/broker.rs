@@ -21,7 +21,11 @@ async fn a_pipelined_batch_arrives_in_order_and_each_unroutable_message_is_repor
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let exchange = format!("sft_pub_{tag}");
     let queue = format!("sft_pub_{tag}.q");
-    let ch = conn.create_channel().await.unwrap();
+    // The test's own side (declare, consume) on a plain lapin connection.
+    let raw = lapin::Connection::connect(&common::amqp_url(), Default::default())
+        .await
+        .expect("amqp");
+    let ch = raw.create_channel().await.unwrap();
     ch.exchange_declare(
         exchange.as_str().into(),
         ExchangeKind::Direct,
@@ -104,5 +108,6 @@ async fn a_pipelined_batch_arrives_in_order_and_each_unroutable_message_is_repor
         got.push(String::from_utf8(d.data).unwrap().parse::<usize>().unwrap());
     }
     assert_eq!(got, expected, "the broker received the batch in order");
-    let _ = conn.close(200, "done".into()).await;
+    conn.close("done").await;
+    let _ = raw.close(200, "done".into()).await;
 }

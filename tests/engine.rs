@@ -294,7 +294,7 @@ async fn task_queue_dead_letters_after_the_delivery_limit() {
         .publish_raw(&env.names.tasks(), "shipping.ship", b"{\"hot\": 1}")
         .await
         .unwrap();
-    let conn = env.connect().await;
+    let conn = env.raw_connect().await;
     let ch = conn.create_channel().await.unwrap();
     let q = env.names.task_queue("shipping.ship");
     let mut c = ch

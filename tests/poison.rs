@@ -136,7 +136,7 @@ async fn write_raw_saga(pool: &sqlx::PgPool, id: &str, state: serde_json::Value)
 async fn write_started_saga(env: &common::TestEnv, id: &str) -> sagaflow::saga::state::SagaState {
     let def = env.catalog.latest("order_fulfillment").unwrap();
     let d = sagaflow::saga::machine::start(&def, id, json!({}), None, chrono::Utc::now());
-    let mut tx = env.pool.begin().await.unwrap();
+    let mut tx = sagaflow::store::begin(&env.pool).await.unwrap();
     let write = sagaflow::store::sagas::SagaWrite {
         state: &d.state,
         expected_version: None,
@@ -185,7 +185,7 @@ async fn a_saga_whose_state_does_not_decode_is_reported_not_a_panic() {
     assert!(sagas::history(&env.pool, "bad").await.unwrap().is_empty());
 
     // Locking a batch that holds it does not fail the batch.
-    let mut tx = env.pool.begin().await.unwrap();
+    let mut tx = sagaflow::store::begin(&env.pool).await.unwrap();
     let ids: Vec<String> = ["bad", "good", "twin"].map(String::from).to_vec();
     let locked = sagas::lock(&mut tx, &ids).await.unwrap();
     assert_eq!(locked.len(), 3);

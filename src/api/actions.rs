@@ -159,7 +159,7 @@ async fn dlq_act(
     let client = st.broker.client().await?;
     let publisher = Publisher::open(client.connection()).await?;
     let messages = dlq::act(client.connection(), &publisher, &queue, &sel, action).await?;
-    let _ = publisher.channel().close(200, "done".into()).await;
+    publisher.close().await;
     Ok(Json(DlqResult {
         queue,
         dry_run: sel.dry_run,

@@ -37,7 +37,7 @@ pub enum ApiError {
     #[error("broker: {0}")]
     Client(#[from] ClientError),
     #[error("broker: {0}")]
-    Amqp(#[from] lapin::Error),
+    Broker(#[from] crate::broker::Error),
     #[error("refusing to listen on {0} without api.tokens: unauthenticated access is allowed on loopback addresses only")]
     Insecure(std::net::SocketAddr),
     #[error("bad api.listen `{0}`: expected an IP address and port")]

@@ -66,7 +66,7 @@ pub async fn run(settings: &Settings, args: &BrokerArgs) -> anyhow::Result<serde
     let (got, published) = (got?, published?);
     // The exchanges `subscribe` declared (the queue is exclusive and goes by itself).
     crate::broker::topology::delete_namespace(&conn, &names, &[]).await?;
-    let _ = conn.close(200, "done".into()).await;
+    conn.close("done").await;
     Ok(json!({
         "messages": args.messages,
         "received": got,

@@ -10,11 +10,7 @@ pub mod timers;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-
-use crate::broker::Names;
+use crate::broker::{Connection, Names, Subscription};
 use crate::config::Settings;
 use crate::launch;
 use crate::messages::SagaEvent;
@@ -92,46 +88,16 @@ impl Sandbox {
 
 /// A consumer of `saga.<saga>.*` events, declared before anything starts.
 pub async fn subscribe(
-    conn: &lapin::Connection,
+    conn: &Connection,
     names: &Names,
     saga: &str,
-) -> anyhow::Result<lapin::Consumer> {
-    let ch = conn.create_channel().await?;
-    crate::broker::topology::declare_exchanges(&ch, names).await?;
-    let q = format!("{}.bench.events", names.namespace());
-    let opts = QueueDeclareOptions {
-        exclusive: true,
-        auto_delete: true,
-        ..Default::default()
-    };
-    ch.queue_declare(q.as_str().into(), opts, FieldTable::default())
-        .await?;
-    let key = format!("saga.{saga}.*");
-    ch.queue_bind(
-        q.as_str().into(),
-        names.events().as_str().into(),
-        key.as_str().into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(ch
-        .basic_consume(
-            q.as_str().into(),
-            "bench".into(),
-            // Auto-ack: the benchmark must not load the broker with one ack per event.
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?)
+) -> anyhow::Result<Subscription> {
+    Ok(Subscription::saga_events(conn, names, saga).await?)
 }
 
 /// Receives events until `n` arrived or `timeout` passed; calls `seen` with each event.
 pub async fn collect(
-    events: &mut lapin::Consumer,
+    events: &mut Subscription,
     n: usize,
     timeout: Duration,
     mut seen: impl FnMut(SagaEvent),
@@ -139,10 +105,10 @@ pub async fn collect(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut got = 0;
     while got < n {
-        let Ok(Some(Ok(d))) = tokio::time::timeout_at(deadline, events.next()).await else {
+        let Some(body) = events.next_before(deadline).await else {
             break;
         };
-        if let Ok(e) = serde_json::from_slice::<SagaEvent>(&d.data) {
+        if let Ok(e) = serde_json::from_slice::<SagaEvent>(&body) {
             got += 1;
             seen(e);
         }

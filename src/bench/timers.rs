@@ -79,7 +79,7 @@ async fn seed(pool: &PgPool, n: usize) -> anyhow::Result<()> {
             .iter()
             .flat_map(|d| d.history.iter().map(move |h| (d.state.id.as_str(), h)))
             .collect();
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::store::begin(pool).await?;
         sagas::insert_new(&mut tx, &writes).await?;
         sagas::append_history(&mut tx, &history).await?;
         tx.commit().await?;

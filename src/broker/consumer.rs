@@ -18,7 +18,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 
 use super::publisher::dead_letter_headers;
-use super::{Names, Outgoing, PublishError, Publisher};
+use super::{Names, Outgoing, Publisher};
 
 /// One delivery, detached from lapin's types so the rest of the crate never sees them.
 #[derive(Debug, Clone)]
@@ -178,13 +178,13 @@ pub struct Settler {
 impl Intake {
     /// Opens a channel with `prefetch` and consumes each `(queue, consumer tag)`.
     pub async fn open(
-        conn: &lapin::Connection,
+        conn: &super::Connection,
         names: &Names,
         queues: &[(String, String)],
         prefetch: u16,
         route: DeadLetterRoute,
-    ) -> lapin::Result<Intake> {
-        let channel = conn.create_channel().await?;
+    ) -> super::Result<Intake> {
+        let channel = conn.channel().await?;
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
@@ -221,7 +221,7 @@ impl Intake {
         &mut self,
         max: usize,
         linger: Duration,
-    ) -> lapin::Result<Option<Vec<Inbound>>> {
+    ) -> super::Result<Option<Vec<Inbound>>> {
         let first = match self.consumers.next().await {
             None => return Ok(None),
             Some(d) => d?,
@@ -265,7 +265,7 @@ impl Settler {
         dead: &Publisher,
         batch: &[Inbound],
         verdicts: &[Verdict],
-    ) -> Result<(), PublishError> {
+    ) -> super::Result<()> {
         self.settle_with(dead, batch, verdicts, true).await
     }
 
@@ -275,7 +275,7 @@ impl Settler {
         dead: &Publisher,
         batch: &[Inbound],
         verdicts: &[Verdict],
-    ) -> Result<(), PublishError> {
+    ) -> super::Result<()> {
         self.settle_with(dead, batch, verdicts, false).await
     }
 
@@ -285,7 +285,7 @@ impl Settler {
         batch: &[Inbound],
         verdicts: &[Verdict],
         sequential: bool,
-    ) -> Result<(), PublishError> {
+    ) -> super::Result<()> {
         debug_assert_eq!(batch.len(), verdicts.len());
         self.dead_letter(dead, batch, verdicts).await?;
         let tagged: Vec<(u64, &Verdict)> = batch.iter().map(|m| m.tag).zip(verdicts).collect();
@@ -322,7 +322,7 @@ impl Settler {
         dead: &Publisher,
         batch: &[Inbound],
         verdicts: &[Verdict],
-    ) -> Result<(), PublishError> {
+    ) -> super::Result<()> {
         let dlx = self.names.dlx();
         let refused: Vec<(&Inbound, &str, String, String)> = batch
             .iter()

@@ -16,13 +16,13 @@ pub struct QueueInfo {
 
 /// Counts of `queues`; a queue that does not exist is left out.
 pub async fn queue_infos(
-    conn: &lapin::Connection,
+    conn: &super::Connection,
     queues: &[String],
-) -> lapin::Result<Vec<QueueInfo>> {
+) -> super::Result<Vec<QueueInfo>> {
     let mut out = Vec::new();
     for q in queues {
         // A passive declare on a missing queue closes the channel: a fresh one each time.
-        let ch = conn.create_channel().await?;
+        let ch = conn.channel().await?;
         let opts = QueueDeclareOptions {
             passive: true,
             ..Default::default()
@@ -55,10 +55,10 @@ pub struct TaskQueue {
 /// Counts of the task queues of `activities` plus the coordinator's queue; queues
 /// not declared yet are left out.
 pub async fn task_queues(
-    conn: &lapin::Connection,
+    conn: &super::Connection,
     names: &crate::broker::Names,
     activities: &[String],
-) -> lapin::Result<Vec<TaskQueue>> {
+) -> super::Result<Vec<TaskQueue>> {
     let mut pairs: Vec<(String, String)> = activities
         .iter()
         .map(|a| (names.task_queue(a), a.clone()))

@@ -1,16 +1,20 @@
 //! Everything that speaks AMQP: connections, topology, publishing with confirms,
-//! batched consumption. The only module that imports lapin.
+//! batched consumption. The only module that imports lapin: the rest of the crate
+//! holds a [`Connection`] and gets a [`broker::Error`](Error) back, so a change of
+//! AMQP client, or of how a failure is reported, stays in this directory.
 
 pub mod consumer;
 pub mod inspect;
 pub mod publisher;
+pub mod subscription;
 pub mod topology;
 
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties, ErrorKind};
+use lapin::{ConnectionProperties, ErrorKind};
 
 pub use publisher::{Outgoing, PublishError, Publisher};
+pub use subscription::Subscription;
 pub use topology::Names;
 
 /// How long opening a connection may take, TCP and AMQP handshake together.
@@ -21,6 +25,54 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// prefetched until the broker declares it dead after two missed heartbeats; at 5 s
 /// its inputs go to another consumer within about 10-15 s instead of 2 minutes.
 pub const HEARTBEAT_SECS: u16 = 5;
+
+/// A broker failure, as the rest of the crate sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection could not be opened; says what to fix.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A message was not safely handed over (returned, refused, not confirmed).
+    #[error("publish: {0}")]
+    Publish(#[from] PublishError),
+    /// The broker, or the link to it, failed an operation (a declaration, a consume,
+    /// an ack): the connection or channel is gone and must be rebuilt.
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A broker result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An open AMQP connection. What is done with it goes through this module's
+/// functions ([`Publisher::open`], [`consumer::Intake::open`], [`topology`], [`inspect`]).
+pub struct Connection(lapin::Connection);
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Whether the connection is still open (readiness checks, reconnecting).
+    pub fn is_connected(&self) -> bool {
+        self.0.status().connected()
+    }
+
+    /// Closes the connection; unacked deliveries go back to their queues. Best effort:
+    /// a connection that is already gone is closed.
+    pub async fn close(&self, why: &str) {
+        let _ = self.0.close(200, why.into()).await;
+    }
+
+    /// A fresh channel, for work that needs one of its own.
+    pub(crate) async fn channel(&self) -> Result<lapin::Channel> {
+        Ok(self.0.create_channel().await?)
+    }
+}
 
 /// Why a connection could not be opened, said so an operator knows what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -56,22 +108,18 @@ pub enum ConnectError {
 }
 
 /// Opens a connection named for the management UI, within [`CONNECT_TIMEOUT`].
-pub async fn connect(url: &str, name: &str) -> Result<Connection, ConnectError> {
+pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     connect_within(url, name, CONNECT_TIMEOUT).await
 }
 
-async fn connect_within(
-    url: &str,
-    name: &str,
-    limit: Duration,
-) -> Result<Connection, ConnectError> {
+async fn connect_within(url: &str, name: &str, limit: Duration) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.to_string().into());
     let host = without_credentials(url);
     let url = with_heartbeat(url, HEARTBEAT_SECS);
-    match tokio::time::timeout(limit, Connection::connect(&url, props)).await {
-        Err(_) => Err(ConnectError::HandshakeTimeout { host, after: limit }),
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(source)) => Err(classify(host, source)),
+    match tokio::time::timeout(limit, lapin::Connection::connect(&url, props)).await {
+        Err(_) => Err(ConnectError::HandshakeTimeout { host, after: limit }.into()),
+        Ok(Ok(conn)) => Ok(Connection(conn)),
+        Ok(Err(source)) => Err(classify(host, source).into()),
     }
 }
 
@@ -139,7 +187,10 @@ mod tests {
         let e = connect("amqp://guest:guest@127.0.0.1:1/%2f", "t")
             .await
             .unwrap_err();
-        assert!(matches!(e, ConnectError::Refused { .. }), "{e}");
+        assert!(
+            matches!(e, Error::Connect(ConnectError::Refused { .. })),
+            "{e}"
+        );
         assert!(!e.to_string().contains("guest:guest"), "{e}");
     }
 
@@ -151,7 +202,10 @@ mod tests {
         let e = connect_within(&url, "t", Duration::from_millis(300))
             .await
             .unwrap_err();
-        assert!(matches!(e, ConnectError::HandshakeTimeout { .. }), "{e}");
+        assert!(
+            matches!(e, Error::Connect(ConnectError::HandshakeTimeout { .. })),
+            "{e}"
+        );
         drop(l);
     }
 }

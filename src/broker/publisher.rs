@@ -9,7 +9,9 @@ use lapin::message::BasicReturnMessage;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel};
+
+use super::Connection;
 
 use crate::messages::REASON_HEADER;
 
@@ -61,8 +63,9 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub async fn open(conn: &Connection) -> lapin::Result<Publisher> {
-        let channel = conn.create_channel().await?;
+    /// Opens a channel of its own on `conn` in confirm mode.
+    pub async fn open(conn: &Connection) -> super::Result<Publisher> {
+        let channel = conn.channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
@@ -72,8 +75,13 @@ impl Publisher {
         })
     }
 
+    /// Closes the channel (a publisher opened for one operator action).
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "done".into()).await;
+    }
+
     /// The underlying channel (for declarations that must precede a publish).
-    pub fn channel(&self) -> &Channel {
+    pub(crate) fn channel(&self) -> &Channel {
         &self.channel
     }
 
@@ -156,8 +164,9 @@ impl Publisher {
     }
 
     /// Publishes `batch`, failing on the first message that was not confirmed.
-    pub async fn publish_all_or_fail(&self, batch: &[Outgoing<'_>]) -> Result<(), PublishError> {
-        self.publish_all(batch).await.into_iter().collect()
+    pub async fn publish_all_or_fail(&self, batch: &[Outgoing<'_>]) -> super::Result<()> {
+        let all: Result<(), PublishError> = self.publish_all(batch).await.into_iter().collect();
+        Ok(all?)
     }
 }
 

@@ -13,6 +13,7 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, ExchangeKind};
 
+use super::{Connection, Publisher, Result};
 use crate::messages::COORDINATOR_REPLY_TO;
 
 /// Delay levels in milliseconds. A retry wait is rounded to the nearest level
@@ -152,34 +153,94 @@ async fn exchange(
     name: &str,
     kind: ExchangeKind,
     arguments: FieldTable,
-) -> lapin::Result<()> {
+) -> Result<()> {
     let opts = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(name.into(), kind, opts, arguments)
-        .await
+    Ok(ch
+        .exchange_declare(name.into(), kind, opts, arguments)
+        .await?)
 }
 
-async fn queue(ch: &Channel, name: &str, arguments: FieldTable) -> lapin::Result<()> {
-    ch.queue_declare(name.into(), durable(), arguments)
-        .await
-        .map(|_| ())
+async fn queue(ch: &Channel, name: &str, arguments: FieldTable) -> Result<()> {
+    ch.queue_declare(name.into(), durable(), arguments).await?;
+    Ok(())
 }
 
-async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
+async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()> {
+    Ok(ch
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+/// Declares what a client needs (idempotent): the exchanges every process relies on.
+pub async fn declare_exchanges(conn: &Connection, n: &Names) -> Result<()> {
+    on_own_channel(conn, |ch| async move { exchanges(&ch, n).await }).await
+}
+
+/// Declares what a worker consuming `activities` needs (idempotent): the exchanges,
+/// and each activity's task queue and dead-letter queue.
+pub async fn declare_worker(
+    conn: &Connection,
+    n: &Names,
+    activities: &[String],
+    limits: QueueLimits,
+) -> Result<()> {
+    on_own_channel(conn, |ch| async move {
+        exchanges(&ch, n).await?;
+        for a in activities {
+            activity(&ch, n, a, limits).await?;
+        }
+        Ok(())
+    })
     .await
 }
 
-/// Declares the exchanges every process relies on (idempotent).
-pub async fn declare_exchanges(ch: &Channel, n: &Names) -> lapin::Result<()> {
+/// Declares what a coordinator of `sagas` needs (idempotent): everything a worker of
+/// `activities` needs, plus the coordinator's input queue and its dead-letter queue.
+pub async fn declare_coordinator(
+    conn: &Connection,
+    n: &Names,
+    sagas: Vec<String>,
+    activities: Vec<String>,
+    limits: QueueLimits,
+) -> Result<()> {
+    declare_worker(conn, n, &activities, limits).await?;
+    on_own_channel(conn, |ch| async move {
+        coordinator(&ch, n, sagas, activities, limits).await
+    })
+    .await
+}
+
+/// Declares one delay level on the publisher's channel, before a message is sent
+/// through it. Levels are declared on first use (see
+/// `coordinator::relay::DelayLevels`): a deployment uses a few of them, and every
+/// level is a quorum queue, which costs the broker file handles.
+pub async fn declare_delay_level(publisher: &Publisher, n: &Names, ms: u64) -> Result<()> {
+    delay_level_on(publisher.channel(), n, ms).await
+}
+
+/// Runs `work` on a channel of its own, closed afterwards: a failed declaration
+/// closes its channel, and must not take another user's with it.
+async fn on_own_channel<F, Fut>(conn: &Connection, work: F) -> Result<()>
+where
+    F: FnOnce(Channel) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let ch = conn.channel().await?;
+    work(ch.clone()).await?;
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(())
+}
+
+async fn exchanges(ch: &Channel, n: &Names) -> Result<()> {
     exchange(
         ch,
         &n.start_unrouted(),
@@ -220,12 +281,7 @@ fn dlq_args(limits: QueueLimits) -> FieldTable {
 }
 
 /// Declares an activity's task queue and its dead-letter queue.
-pub async fn declare_activity(
-    ch: &Channel,
-    n: &Names,
-    activity: &str,
-    limits: QueueLimits,
-) -> lapin::Result<()> {
+async fn activity(ch: &Channel, n: &Names, activity: &str, limits: QueueLimits) -> Result<()> {
     let dlq = n.dlq(activity);
     queue(ch, &dlq, dlq_args(limits)).await?;
     bind(ch, &dlq, &n.dlx(), &Names::dlx_key_task(activity)).await?;
@@ -239,10 +295,8 @@ pub async fn declare_activity(
     bind(ch, &q, &n.tasks(), activity).await
 }
 
-/// Declares one delay level: its fanout exchange and its TTL queue. Levels are
-/// declared on first use (see `coordinator::relay::DelayLevels`): a deployment uses a
-/// few of them, and every level is a quorum queue, which costs the broker file handles.
-pub async fn declare_delay_level(ch: &Channel, n: &Names, ms: u64) -> lapin::Result<()> {
+/// Declares one delay level: its fanout exchange and its TTL queue.
+async fn delay_level_on(ch: &Channel, n: &Names, ms: u64) -> Result<()> {
     let name = n.delay(ms);
     exchange(ch, &name, ExchangeKind::Fanout, FieldTable::default()).await?;
     let a = args(&[
@@ -259,13 +313,13 @@ pub async fn declare_delay_level(ch: &Channel, n: &Names, ms: u64) -> lapin::Res
 /// Declares the coordinator's input queue and binds it to starts of `sagas`, results,
 /// signals and the dead letters of `activities` (a dead task is a failed attempt);
 /// plus the coordinator dead-letter queue.
-pub async fn declare_coordinator(
+async fn coordinator(
     ch: &Channel,
     n: &Names,
-    sagas: impl IntoIterator<Item = String>,
-    activities: impl IntoIterator<Item = String>,
+    sagas: Vec<String>,
+    activities: Vec<String>,
     limits: QueueLimits,
-) -> lapin::Result<()> {
+) -> Result<()> {
     let dlq = n.dlq_coordinator();
     queue(ch, &dlq, dlq_args(limits)).await?;
     bind(ch, &dlq, &n.dlx(), Names::DLX_KEY_COORDINATOR).await?;
@@ -288,12 +342,8 @@ pub async fn declare_coordinator(
 }
 
 /// Deletes a namespace's queues and exchanges (benchmarks and tests clean up with it).
-pub async fn delete_namespace(
-    conn: &lapin::Connection,
-    n: &Names,
-    activities: &[String],
-) -> lapin::Result<()> {
-    let ch = conn.create_channel().await?;
+pub async fn delete_namespace(conn: &Connection, n: &Names, activities: &[String]) -> Result<()> {
+    let ch = conn.channel().await?;
     let mut queues = vec![n.coordinator_queue(), n.dlq_coordinator()];
     queues.extend(DELAY_LEVELS_MS.iter().map(|ms| n.delay(*ms)));
     for a in activities {

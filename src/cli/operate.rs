@@ -174,7 +174,7 @@ pub async fn dlq_action(
     let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
     let publisher = Publisher::open(&conn).await?;
     let touched = dlq::act(&conn, &publisher, &queue, &sel, action).await?;
-    let _ = conn.close(200, "bye".into()).await;
+    conn.close("bye").await;
     if json {
         println!(
             "{}",

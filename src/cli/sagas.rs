@@ -100,7 +100,7 @@ pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let names = crate::broker::Names::new(&settings.namespace);
     let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
     let queues = crate::broker::inspect::task_queues(&conn, &names, &activities).await?;
-    let _ = conn.close(200, "bye".into()).await;
+    conn.close("bye").await;
     if json {
         println!("{}", serde_json::to_string_pretty(&queues)?);
         return Ok(());

@@ -20,7 +20,7 @@ use crate::saga::machine::{
 use crate::saga::state::SagaState;
 use crate::store::outbox::{self, OutboxMessage, OutboxRow};
 use crate::store::sagas::{self, SagaWrite};
-use crate::store::StoreError;
+use crate::store::{self, StoreError, Tx};
 
 /// What a committed batch produced.
 #[derive(Debug, Default)]
@@ -209,17 +209,18 @@ fn to_event(input: Input) -> Option<Event> {
     })
 }
 
-/// Runs one batch of parsed inputs in one transaction.
+/// Runs one batch of parsed inputs, received at `now`, in one transaction.
 pub async fn run_inputs(
     pool: &PgPool,
     names: &Names,
     catalog: &Catalog,
     inputs: Vec<(usize, Input)>,
     lease: Duration,
+    now: DateTime<Utc>,
 ) -> Result<Committed, StoreError> {
-    let mut tx = pool.begin().await.map_err(crate::store::ctx("begin"))?;
-    let committed = apply_inputs(&mut tx, names, catalog, inputs, lease, Utc::now()).await?;
-    tx.commit().await.map_err(crate::store::ctx("commit"))?;
+    let mut tx = store::begin(pool).await?;
+    let committed = apply_inputs(&mut tx, names, catalog, inputs, lease, now).await?;
+    tx.commit().await?;
     Ok(committed)
 }
 
@@ -229,7 +230,7 @@ pub async fn run_inputs(
 /// its saga commit together or not at all. The result's outbox rows may be published
 /// only after that commit.
 pub async fn apply_inputs(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tx: &mut Tx,
     names: &Names,
     catalog: &Catalog,
     inputs: Vec<(usize, Input)>,
@@ -270,16 +271,16 @@ pub async fn apply_inputs(
     write(tx, work, lease).await
 }
 
-/// Wakes up to `limit` due sagas in one transaction.
+/// Wakes up to `limit` sagas due at `now` in one transaction.
 pub async fn run_wakeups(
     pool: &PgPool,
     names: &Names,
     catalog: &Catalog,
     limit: i64,
     lease: Duration,
+    now: DateTime<Utc>,
 ) -> Result<(usize, Committed), StoreError> {
-    let mut tx = pool.begin().await.map_err(crate::store::ctx("begin"))?;
-    let now = Utc::now();
+    let mut tx = store::begin(pool).await?;
     let due = sagas::lock_due(&mut tx, now, limit).await?;
     let n = due.len();
     if n == 0 {
@@ -303,7 +304,7 @@ pub async fn run_wakeups(
         .collect();
     sagas::postpone_wake(&mut tx, &orphans, now + chrono::Duration::minutes(1)).await?;
     let committed = write(&mut tx, work, lease).await?;
-    tx.commit().await.map_err(crate::store::ctx("commit"))?;
+    tx.commit().await?;
     Ok((n, committed))
 }
 
@@ -376,11 +377,7 @@ impl<'a> Work<'a> {
     }
 }
 
-async fn write(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    work: Work<'_>,
-    lease: Duration,
-) -> Result<Committed, StoreError> {
+async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed, StoreError> {
     let new: Vec<SagaWrite> = work
         .entries
         .values()

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::consumer::{DeadLetterRoute, Inbound, Intake, Verdict};
 use crate::broker::topology::{self, QueueLimits};
-use crate::broker::{ConnectError, Names, PublishError, Publisher};
+use crate::broker::{self, Names, Publisher};
 use crate::config::Settings;
 use crate::health::Health;
 use crate::runtime::Supervised;
@@ -38,14 +38,10 @@ use input::Input;
 /// Why the coordinator lost its footing; the run loop reconnects after any of these.
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
-    #[error("amqp: {0}")]
-    Amqp(#[from] lapin::Error),
     #[error(transparent)]
-    Connect(#[from] ConnectError),
+    Broker(#[from] broker::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("publish: {0}")]
-    Publish(#[from] PublishError),
     #[error("consumer ended")]
     ConsumerEnded,
     #[error("the {0} stopped; restarting the coordinator's loops")]
@@ -106,29 +102,22 @@ impl Coordinator {
     }
 
     /// Declares the topology this coordinator's definitions need.
-    pub async fn declare(&self, conn: &lapin::Connection) -> Result<(), CoordinatorError> {
-        let ch = conn.create_channel().await?;
-        topology::declare_exchanges(&ch, &self.names).await?;
-        for activity in self.catalog.activities() {
-            topology::declare_activity(&ch, &self.names, &activity, self.limits()).await?;
-        }
+    pub async fn declare(&self, conn: &broker::Connection) -> broker::Result<()> {
         topology::declare_coordinator(
-            &ch,
+            conn,
             &self.names,
-            self.catalog.names(),
-            self.catalog.activities(),
+            self.catalog.names().into_iter().collect(),
+            self.catalog.activities().into_iter().collect(),
             self.limits(),
         )
-        .await?;
-        let _ = ch.close(200, "declared".into()).await;
-        Ok(())
+        .await
     }
 
     async fn run_connected(&self, shutdown: CancellationToken) -> Result<(), CoordinatorError> {
         let name = format!("sagaflow-coordinator@{}", self.settings.namespace);
         // A broker that hangs in the handshake or in a declaration must not hold up SIGTERM.
         let setup = async {
-            let conn = crate::broker::connect(&self.settings.amqp.url, &name).await?;
+            let conn = broker::connect(&self.settings.amqp.url, &name).await?;
             self.declare(&conn).await?;
             let publishers = [
                 Publisher::open(&conn).await?,
@@ -218,7 +207,7 @@ impl Coordinator {
                 return Err(CoordinatorError::ConsumerEnded);
             }
         }
-        let _ = conn.close(200, "shutdown".into()).await;
+        conn.close("shutdown").await;
         Ok(())
     }
 
@@ -333,6 +322,7 @@ impl Coordinator {
                 &self.catalog,
                 inputs.clone(),
                 self.lease(),
+                chrono::Utc::now(),
             )
             .await
             {
@@ -369,6 +359,7 @@ impl Coordinator {
                     &self.catalog,
                     LIMIT,
                     self.lease(),
+                    chrono::Utc::now(),
                 )
                 .await
                 {

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::broker::publisher::CONFIRM_TIMEOUT;
-use crate::broker::topology;
+use crate::broker::{self, topology};
 use crate::broker::{Names, Outgoing, Publisher};
 use crate::store::outbox::{self, OutboxRow};
 
@@ -33,7 +33,7 @@ impl DelayLevels {
     }
 
     /// Declares the delay levels `rows` go through that this connection has not declared yet.
-    async fn ensure(&self, publisher: &Publisher, rows: &[OutboxRow]) -> lapin::Result<()> {
+    async fn ensure(&self, publisher: &Publisher, rows: &[OutboxRow]) -> broker::Result<()> {
         for row in rows {
             let Some(ms) = self.names.delay_level_of(&row.message.exchange) else {
                 continue;
@@ -46,7 +46,7 @@ impl DelayLevels {
             {
                 continue;
             }
-            topology::declare_delay_level(publisher.channel(), &self.names, ms).await?;
+            topology::declare_delay_level(publisher, &self.names, ms).await?;
             self.declared
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

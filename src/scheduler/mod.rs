@@ -60,7 +60,7 @@ use crate::saga::definition::Catalog;
 use crate::saga::state::SagaStatus;
 use crate::store::outbox::OutboxRow;
 use crate::store::schedules::{self, Advance, ScheduleRow};
-use crate::store::{ctx, StoreError};
+use crate::store::{self, StoreError, Tx};
 
 /// Schedule rows locked per pass transaction.
 const ROWS_PER_PASS: i64 = 200;
@@ -149,7 +149,7 @@ impl Scheduler {
 
     /// One pass in one transaction: lock due rows, decide, start sagas, advance rows.
     pub async fn pass(&self, now: DateTime<Utc>) -> Result<Pass, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(ctx("begin"))?;
+        let mut tx = store::begin(&self.pool).await?;
         let sagas: Vec<String> = self.catalog.names().into_iter().collect();
         let rows = schedules::lock_due(&mut tx, &sagas, now, ROWS_PER_PASS).await?;
         if rows.is_empty() {
@@ -161,7 +161,7 @@ impl Scheduler {
             apply_inputs(&mut tx, &self.names, &self.catalog, inputs, self.lease, now).await?;
         log_rejected(&committed);
         schedules::advance(&mut tx, &advances).await?;
-        tx.commit().await.map_err(ctx("commit"))?;
+        tx.commit().await?;
         Ok(Pass {
             rows: rows.len(),
             advanced: advances.len(),
@@ -206,10 +206,7 @@ impl Scheduler {
 }
 
 /// Whether each row's last run is still open (exists and is not terminal), by saga id.
-async fn open_runs(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    rows: &[ScheduleRow],
-) -> Result<HashMap<String, bool>, StoreError> {
+async fn open_runs(tx: &mut Tx, rows: &[ScheduleRow]) -> Result<HashMap<String, bool>, StoreError> {
     let ids: Vec<String> = rows.iter().filter_map(|r| r.last_saga_id.clone()).collect();
     let mut open: HashMap<String, bool> = ids.iter().map(|id| (id.clone(), false)).collect();
     for (id, status) in schedules::saga_statuses(tx, &ids).await? {

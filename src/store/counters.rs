@@ -1,6 +1,8 @@
 //! Monotonic metric counters (see migrations/0003_metric_counters.sql).
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
+
+use super::Tx;
 
 use super::{column, ctx, StoreError};
 
@@ -18,7 +20,7 @@ const SHARDS: u32 = 16;
 /// Adds `deltas` (sorted by key, so concurrent coordinators lock rows in one order) to
 /// one shard picked from the clock's nanoseconds: no two concurrent writers need to
 /// share a row, and nothing here needs a random number generator.
-pub async fn add(tx: &mut Transaction<'_, Postgres>, deltas: &[Delta]) -> Result<(), StoreError> {
+pub async fn add(tx: &mut Tx, deltas: &[Delta]) -> Result<(), StoreError> {
     if deltas.is_empty() {
         return Ok(());
     }
@@ -38,7 +40,7 @@ pub async fn add(tx: &mut Transaction<'_, Postgres>, deltas: &[Delta]) -> Result
     .bind(&labels)
     .bind(&values)
     .bind(shard)
-    .execute(&mut **tx)
+    .execute(tx.conn())
     .await
     .map_err(ctx("add counters"))?;
     Ok(())

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
+
+use super::Tx;
 
 use super::{column, ctx, StoreError};
 
@@ -29,7 +31,7 @@ fn millis(d: Duration) -> f64 {
 
 /// Inserts messages claimed by the writer for `lease`; returns the rows in input order.
 pub async fn insert(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     messages: Vec<OutboxMessage>,
     lease: Duration,
 ) -> Result<Vec<OutboxRow>, StoreError> {
@@ -48,7 +50,7 @@ pub async fn insert(
          RETURNING id",
     )
     .bind(&exchanges).bind(&keys).bind(&bodies).bind(&mandatory).bind(millis(lease))
-    .fetch_all(&mut **tx)
+    .fetch_all(tx.conn())
     .await
     .map_err(ctx("insert outbox"))?;
     let mut ids: Vec<i64> = rows

@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
+
+use super::Tx;
 
 use super::{ctx, StoreError};
 use crate::saga::machine::HistoryEntry;
@@ -135,14 +137,11 @@ const COLUMNS: &str =
 /// Locks the given sagas in id order (a fixed order keeps concurrent coordinators
 /// from deadlocking on each other's batches). A row whose state does not decode is
 /// locked too and returned in `unreadable`, so it cannot fail the whole batch.
-pub async fn lock(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[String],
-) -> Result<Locked, StoreError> {
+pub async fn lock(tx: &mut Tx, ids: &[String]) -> Result<Locked, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE");
     let rows = sqlx::query(&sql)
         .bind(ids)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.conn())
         .await
         .map_err(ctx("lock sagas"))?;
     Ok(Locked::from_rows(&rows))
@@ -150,18 +149,14 @@ pub async fn lock(
 
 /// Locks up to `limit` sagas whose wake-up is due, skipping rows another coordinator
 /// holds; unreadable rows come back in `unreadable`.
-pub async fn lock_due(
-    tx: &mut Transaction<'_, Postgres>,
-    now: DateTime<Utc>,
-    limit: i64,
-) -> Result<Locked, StoreError> {
+pub async fn lock_due(tx: &mut Tx, now: DateTime<Utc>, limit: i64) -> Result<Locked, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM sagas WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
     let rows = sqlx::query(&sql)
         .bind(now)
         .bind(limit)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.conn())
         .await
         .map_err(ctx("lock due sagas"))?;
     Ok(Locked::from_rows(&rows))
@@ -203,10 +198,7 @@ fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
 
 /// Inserts new sagas; returns the ids actually inserted (an existing id is left alone:
 /// a second start with the same id starts nothing).
-pub async fn insert_new(
-    tx: &mut Transaction<'_, Postgres>,
-    writes: &[SagaWrite<'_>],
-) -> Result<Vec<String>, StoreError> {
+pub async fn insert_new(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<Vec<String>, StoreError> {
     if writes.is_empty() {
         return Ok(vec![]);
     }
@@ -218,7 +210,7 @@ pub async fn insert_new(
          ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     .bind(&c.ids).bind(&c.names).bind(&c.versions).bind(&c.statuses).bind(&c.states).bind(&c.wakes)
-    .fetch_all(&mut **tx)
+    .fetch_all(tx.conn())
     .await
     .map_err(ctx("insert sagas"))?;
     rows.iter()
@@ -230,10 +222,7 @@ pub async fn insert_new(
 }
 
 /// Writes changed sagas, fenced by the version read under lock.
-pub async fn update(
-    tx: &mut Transaction<'_, Postgres>,
-    writes: &[SagaWrite<'_>],
-) -> Result<(), StoreError> {
+pub async fn update(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<(), StoreError> {
     if writes.is_empty() {
         return Ok(());
     }
@@ -254,7 +243,7 @@ pub async fn update(
     .bind(&c.states)
     .bind(&c.wakes)
     .bind(&c.expected)
-    .execute(&mut **tx)
+    .execute(tx.conn())
     .await
     .map_err(ctx("update sagas"))?;
     if done.rows_affected() != writes.len() as u64 {
@@ -265,7 +254,7 @@ pub async fn update(
 
 /// Appends history entries, each tagged with its saga id.
 pub async fn append_history(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     entries: &[(&str, &HistoryEntry)],
 ) -> Result<(), StoreError> {
     if entries.is_empty() {
@@ -285,7 +274,7 @@ pub async fn append_history(
          SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], $6::jsonb[])",
     )
     .bind(&ids).bind(&ats).bind(&events).bind(&steps).bind(&attempts).bind(&details)
-    .execute(&mut **tx)
+    .execute(tx.conn())
     .await
     .map_err(ctx("append history"))?;
     Ok(())
@@ -293,7 +282,7 @@ pub async fn append_history(
 
 /// Moves the wake-up of `ids` to `until` (sagas this coordinator cannot handle now).
 pub async fn postpone_wake(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     ids: &[String],
     until: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -303,7 +292,7 @@ pub async fn postpone_wake(
     sqlx::query("UPDATE sagas SET wake_at = $2 WHERE id = ANY($1)")
         .bind(ids)
         .bind(until)
-        .execute(&mut **tx)
+        .execute(tx.conn())
         .await
         .map_err(ctx("postpone wake-up"))?;
     Ok(())

@@ -4,7 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
+
+use super::Tx;
 
 use super::{column, ctx, StoreError};
 
@@ -85,7 +87,7 @@ pub struct NewSchedule {
 /// Rows another coordinator holds are skipped; rows of sagas this coordinator has not
 /// loaded are left to a coordinator that has.
 pub async fn lock_due(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     sagas: &[String],
     now: DateTime<Utc>,
     limit: i64,
@@ -102,7 +104,7 @@ pub async fn lock_due(
         .bind(sagas)
         .bind(now)
         .bind(limit)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.conn())
         .await
         .map_err(ctx("lock due schedules"))?;
     rows.iter().map(decode).collect()
@@ -110,7 +112,7 @@ pub async fn lock_due(
 
 /// Status of each given saga that exists, as (id, status).
 pub async fn saga_statuses(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Tx,
     ids: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
     if ids.is_empty() {
@@ -118,7 +120,7 @@ pub async fn saga_statuses(
     }
     sqlx::query_as("SELECT id, status FROM sagas WHERE id = ANY($1)")
         .bind(ids)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.conn())
         .await
         .map_err(ctx("read last runs"))
 }
@@ -139,10 +141,7 @@ pub struct Advance {
 }
 
 /// Writes what a pass decided for rows it holds locked.
-pub async fn advance(
-    tx: &mut Transaction<'_, Postgres>,
-    rows: &[Advance],
-) -> Result<(), StoreError> {
+pub async fn advance(tx: &mut Tx, rows: &[Advance]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -175,7 +174,7 @@ pub async fn advance(
     )
     .bind(&names).bind(&next).bind(&last_at).bind(&last_id).bind(&missed)
     .bind(&skipped).bind(&buffered).bind(&triggered)
-    .execute(&mut **tx)
+    .execute(tx.conn())
     .await
     .map_err(ctx("advance schedules"))?;
     Ok(())
@@ -187,7 +186,7 @@ pub async fn advance(
 /// touched. Safe when several coordinators sync at once: rows are written in name order
 /// (no deadlock) and the upsert leaves unchanged rows alone.
 pub async fn sync_file(pool: &PgPool, schedules: &[NewSchedule]) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await.map_err(ctx("begin"))?;
+    let mut tx = super::begin(pool).await?;
     let col = |f: fn(&NewSchedule) -> String| -> Vec<String> { schedules.iter().map(f).collect() };
     let names = col(|s| s.name.clone());
     let inputs: Vec<&serde_json::Value> = schedules.iter().map(|s| &s.input).collect();
@@ -221,17 +220,17 @@ pub async fn sync_file(pool: &PgPool, schedules: &[NewSchedule]) -> Result<u64, 
     .bind(col(|s| s.overlap.clone()))
     .bind(&windows)
     .bind(&next)
-    .execute(&mut *tx)
+    .execute(tx.conn())
     .await
     .map_err(ctx("sync file schedules"))?;
     let deleted =
         sqlx::query("DELETE FROM schedules WHERE source = 'file' AND NOT (name = ANY($1))")
             .bind(&names)
-            .execute(&mut *tx)
+            .execute(tx.conn())
             .await
             .map_err(ctx("delete stale file schedules"))?
             .rows_affected();
-    tx.commit().await.map_err(ctx("commit"))?;
+    tx.commit().await?;
     Ok(deleted)
 }
 

@@ -16,7 +16,7 @@ use super::completion::{complete_loop, result_body, Completion};
 use super::{ActivityContext, ActivityError, Worker};
 use crate::broker::consumer::{DeadLetterRoute, Inbound, Intake, Settler, Verdict};
 use crate::broker::topology::{self, QueueLimits};
-use crate::broker::{Names, Outgoing, PublishError, Publisher};
+use crate::broker::{self, Names, Outgoing, Publisher};
 use crate::config::Settings;
 use crate::messages::{ErrorInfo, Outcome, ResultMessage, TaskMessage};
 use crate::store::ledger;
@@ -25,14 +25,10 @@ use crate::store::StoreError;
 /// Why a worker connection ended; the run loop reconnects.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
-    #[error("amqp: {0}")]
-    Amqp(#[from] lapin::Error),
     #[error(transparent)]
-    Connect(#[from] crate::broker::ConnectError),
+    Broker(#[from] broker::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("publish: {0}")]
-    Publish(#[from] PublishError),
     #[error("no handler registered for any of the configured activities")]
     NothingToDo,
     #[error("consumer ended")]
@@ -109,7 +105,7 @@ async fn run_connected(
     let name = format!("sagaflow-worker@{}", settings.namespace);
     // A broker that hangs in the handshake or in a declaration must not hold up SIGTERM.
     let setup = async {
-        let conn = crate::broker::connect(&settings.amqp.url, &name).await?;
+        let conn = broker::connect(&settings.amqp.url, &name).await?;
         declare(&conn, &names, &activities, &settings).await?;
         let publisher = Publisher::open(&conn).await?;
         let intake = Intake::open(
@@ -173,27 +169,21 @@ async fn run_connected(
     let grace = Duration::from_millis(settings.worker.drain_grace_ms);
     drain(in_flight, session.done_tx, completer, grace).await;
     // Closing returns every unacked delivery (prefetched, never started) to its queue.
-    let _ = conn.close(200, "worker stopping".into()).await;
+    conn.close("worker stopping").await;
     result
 }
 
 async fn declare(
-    conn: &lapin::Connection,
+    conn: &broker::Connection,
     names: &Names,
     activities: &[String],
     settings: &Settings,
-) -> Result<(), WorkerError> {
-    let ch = conn.create_channel().await?;
-    topology::declare_exchanges(&ch, names).await?;
+) -> broker::Result<()> {
     let limits = QueueLimits {
         delivery_limit: settings.queues.delivery_limit,
         dlq_max_length: settings.queues.dlq_max_length,
     };
-    for a in activities {
-        topology::declare_activity(&ch, names, a, limits).await?;
-    }
-    let _ = ch.close(200, "declared".into()).await;
-    Ok(())
+    topology::declare_worker(conn, names, activities, limits).await
 }
 
 /// What the intake stage of one connection works with.

@@ -171,11 +171,20 @@ impl TestEnv {
         sagaflow::launch::wait_for_consumer(&conn, queue, Duration::from_secs(30))
             .await
             .unwrap();
-        let _ = conn.close(200, "ok".into()).await;
+        conn.close("ok").await;
     }
 
-    pub async fn connect(&self) -> lapin::Connection {
+    /// A connection for the library's broker functions.
+    pub async fn connect(&self) -> sagaflow::broker::Connection {
         sagaflow::broker::connect(&self.settings.amqp.url, "sagaflow-test")
+            .await
+            .expect("amqp")
+    }
+
+    /// A plain lapin connection, for tests that poke the broker the way an outside
+    /// client would (consume a task queue, nack, basic_get).
+    pub async fn raw_connect(&self) -> lapin::Connection {
+        lapin::Connection::connect(&self.settings.amqp.url, Default::default())
             .await
             .expect("amqp")
     }
@@ -284,7 +293,7 @@ impl TestEnv {
     /// Nacks the next message of `queue` until the broker dead-letters it (delivery limit).
     pub async fn poison_next(&self, queue: &str) {
         use lapin::options::BasicNackOptions;
-        let conn = self.connect().await;
+        let conn = self.raw_connect().await;
         let ch = conn.create_channel().await.unwrap();
         let mut c = ch
             .basic_consume(
@@ -365,13 +374,13 @@ impl TestEnv {
     pub async fn depth(&self, queue: &str) -> u32 {
         let conn = self.connect().await;
         let n = queue_depth(&conn, queue).await.unwrap_or(0);
-        let _ = conn.close(200, "ok".into()).await;
+        conn.close("ok").await;
         n
     }
 
     /// Waits for one message in `queue` and returns its reason header and body.
     pub async fn get_dead_letter(&self, queue: &str, within: Duration) -> (String, Vec<u8>) {
-        let conn = self.connect().await;
+        let conn = self.raw_connect().await;
         let ch = conn.create_channel().await.unwrap();
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -393,11 +402,13 @@ impl TestEnv {
 
     /// A queue bound to `<ns>.events` for `saga.#`; returns a consumer of it.
     pub async fn subscribe_events(&self) -> (lapin::Connection, lapin::Consumer) {
-        let conn = self.connect().await;
-        let ch = conn.create_channel().await.unwrap();
-        sagaflow::broker::topology::declare_exchanges(&ch, &self.names)
+        let declarer = self.connect().await;
+        sagaflow::broker::topology::declare_exchanges(&declarer, &self.names)
             .await
             .unwrap();
+        declarer.close("declared").await;
+        let conn = self.raw_connect().await;
+        let ch = conn.create_channel().await.unwrap();
         let q = format!("{}.test.events", self.names.namespace());
         let opts = QueueDeclareOptions {
             exclusive: true,
@@ -452,19 +463,11 @@ impl TestEnv {
 
 /// Ready messages in `queue` by a passive declare on a channel of its own; `None`
 /// when it does not exist.
-pub async fn queue_depth(conn: &lapin::Connection, queue: &str) -> Option<u32> {
-    let ch = conn.create_channel().await.ok()?;
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let n = ch
-        .queue_declare(queue.into(), opts, FieldTable::default())
+pub async fn queue_depth(conn: &sagaflow::broker::Connection, queue: &str) -> Option<u32> {
+    let infos = sagaflow::broker::inspect::queue_infos(conn, &[queue.to_string()])
         .await
-        .ok()
-        .map(|q| q.message_count());
-    let _ = ch.close(200, "ok".into()).await;
-    n
+        .ok()?;
+    infos.first().map(|q| q.ready)
 }
 
 /// Next event from an events consumer, as (saga_id, status).

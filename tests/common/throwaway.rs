@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use sagaflow::broker::Names;
 use sagaflow::client::{Client, StartOptions};
 use sagaflow::config::Settings;
@@ -1123,27 +1121,16 @@ pub async fn consumers(amqp_url: &str, queue: &str) -> Option<u32> {
 }
 
 async fn consumers_now(amqp_url: &str, queue: &str) -> Option<u32> {
-    let conn = lapin::Connection::connect(amqp_url, Default::default())
+    let conn = sagaflow::broker::connect(amqp_url, "sagaflow-faults-consumers")
         .await
         .ok()?;
-    let n = async {
-        let ch = conn.create_channel().await.ok()?;
-        let opts = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        ch.queue_declare(queue.into(), opts, FieldTable::default())
-            .await
-            .ok()
-            .map(|q| q.consumer_count())
-    }
-    .await;
-    let _ = conn.close(200, "ok".into()).await;
-    n
+    let infos = sagaflow::broker::inspect::queue_infos(&conn, &[queue.to_string()]).await;
+    conn.close("ok").await;
+    infos.ok()?.first().map(|q| q.consumers)
 }
 
 /// Messages in `queue` (None when it does not exist).
-async fn depth(conn: &lapin::Connection, queue: &str) -> Option<u32> {
+async fn depth(conn: &sagaflow::broker::Connection, queue: &str) -> Option<u32> {
     tokio::time::timeout(Duration::from_secs(5), super::queue_depth(conn, queue))
         .await
         .ok()
@@ -1254,7 +1241,7 @@ pub async fn account(
                     .await
                     .map_err(|e| e.to_string())?;
                 let l = sagaflow::dlq::peek(&c, q, 1000).await;
-                let _ = c.close(200, "ok".into()).await;
+                c.close("ok").await;
                 l.map_err(|e| e.to_string())
             };
             let letters = match tokio::time::timeout(Duration::from_secs(30), peek).await {
@@ -1282,7 +1269,7 @@ pub async fn account(
             }
         }
     }
-    let _ = conn.close(200, "ok".into()).await;
+    conn.close("ok").await;
 
     let rows: Vec<(String, String)> = query_retrying("read sagas", || {
         sqlx::query_as("SELECT id, status FROM sagas WHERE id = ANY($1)")
