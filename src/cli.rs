@@ -292,9 +292,9 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 anyhow::bail!("this binary hosts only the example activities: run `sagaflow worker --demo`, or embed sagaflow::worker::Worker in your service");
             }
             let pool = pool(&settings).await?;
-            crate::demo::prepare(&pool).await?;
+            crate::tools::demo::prepare(&pool).await?;
             let shutdown = crate::runtime::shutdown_on_signals();
-            let worker = crate::demo::worker(pool.clone());
+            let worker = crate::tools::demo::worker(pool.clone());
             serve_health(&settings.worker.health_listen, worker.health(), &shutdown).await?;
             worker.run(settings, pool, shutdown).await;
         }
@@ -379,7 +379,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Cmd::Saga { action } => operate::saga_action(&settings, action).await?,
         Cmd::Demo { sagas } => {
             let pool = pool(&settings).await?;
-            crate::demo::run::run(&settings, &pool, sagas).await?;
+            crate::tools::demo::run::run(&settings, &pool, sagas).await?;
         }
         Cmd::BenchBroker {
             messages,
@@ -389,12 +389,15 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             if messages == 0 || batch == 0 {
                 anyhow::bail!("--messages and --batch must be at least 1");
             }
-            let args = crate::bench::broker::BrokerArgs {
+            let args = crate::tools::bench::broker::BrokerArgs {
                 messages,
                 batch,
                 timeout: Duration::from_secs(timeout),
             };
-            println!("{}", crate::bench::broker::run(&settings, &args).await?);
+            println!(
+                "{}",
+                crate::tools::bench::broker::run(&settings, &args).await?
+            );
         }
         Cmd::BenchTimers {
             sagas,
@@ -404,12 +407,15 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             if sagas == 0 || window_ms == 0 {
                 anyhow::bail!("--sagas and --window-ms must be at least 1");
             }
-            let args = crate::bench::timers::TimerArgs {
+            let args = crate::tools::bench::timers::TimerArgs {
                 sagas,
                 window: Duration::from_millis(window_ms),
                 timeout: Duration::from_secs(timeout),
             };
-            println!("{}", crate::bench::timers::run(&settings, &args).await?);
+            println!(
+                "{}",
+                crate::tools::bench::timers::run(&settings, &args).await?
+            );
         }
         Cmd::Bench {
             sagas,
@@ -419,12 +425,12 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             if sagas == 0 || steps == 0 {
                 anyhow::bail!("--sagas and --steps must be at least 1");
             }
-            let args = crate::bench::BenchArgs {
+            let args = crate::tools::bench::BenchArgs {
                 sagas,
                 steps,
                 timeout: Duration::from_secs(timeout),
             };
-            let line = crate::bench::run(&settings, &args).await?;
+            let line = crate::tools::bench::run(&settings, &args).await?;
             println!("{line}");
         }
     }
@@ -506,7 +512,7 @@ fn print_letters(letters: &[crate::dlq::DeadLetter], json: bool) -> anyhow::Resu
 async fn dlq_list(settings: &Settings, limit: usize, json: bool) -> anyhow::Result<()> {
     let catalog = load_catalog(settings)?;
     let mut activities: Vec<String> = catalog.activities().into_iter().collect();
-    activities.extend(crate::demo::activity_names());
+    activities.extend(crate::tools::demo::activity_names());
     activities.sort();
     activities.dedup();
     let names = crate::broker::Names::new(&settings.namespace);

@@ -39,21 +39,23 @@
 //! - **generation**: how often an operator resumed a saga; part of the idempotency
 //!   keys of the steps it re-runs.
 //! - **stuck**: not finished, no timer, nothing in flight, not waiting for a signal.
+#![deny(unsafe_code)]
+
 pub mod api;
-pub mod bench;
 pub mod broker;
+#[cfg(feature = "tools")]
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod coordinator;
-pub mod demo;
 pub mod dlq;
 pub mod health;
-pub mod launch;
 pub mod messages;
 pub mod ops;
 pub mod runtime;
 pub mod saga;
 pub mod scheduler;
 pub mod store;
+#[cfg(feature = "tools")]
+pub mod tools;
 pub mod worker;

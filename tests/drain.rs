@@ -176,8 +176,8 @@ async fn sigterm_drains_in_flight_tasks_and_exits_zero() {
         drained.len()
     );
 
-    sagaflow::launch::stop(&mut worker, Duration::from_secs(15)).await;
-    sagaflow::launch::stop(&mut coordinator, Duration::from_secs(15)).await;
+    sagaflow::tools::launch::stop(&mut worker, Duration::from_secs(15)).await;
+    sagaflow::tools::launch::stop(&mut coordinator, Duration::from_secs(15)).await;
     client.close().await;
     env.cleanup().await;
 }

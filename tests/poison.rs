@@ -27,7 +27,7 @@ async fn replicas_started_together_all_set_up_one_new_database() {
             tokio::spawn(async move {
                 go.wait().await;
                 let pool = store::connect(&url, 2).await?;
-                sagaflow::demo::prepare(&pool).await?;
+                sagaflow::tools::demo::prepare(&pool).await?;
                 pool.close().await;
                 Ok::<_, StoreError>(())
             })

@@ -4,6 +4,8 @@
 //! Writes are set-based (`UNNEST` of arrays) so one transaction carries a whole batch
 //! of saga transitions; updates are fenced by `row_version`.
 
+#[cfg(feature = "tools")]
+pub mod bench;
 pub mod counters;
 pub mod ledger;
 pub mod outbox;

@@ -97,3 +97,15 @@ pub async fn activity_load(
         })
         .collect()
 }
+
+/// How many of the sagas `ids` are in each status (ids not stored yet are not
+/// counted), by status name.
+pub async fn statuses_of(pool: &PgPool, ids: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
+    sqlx::query_as(
+        "SELECT status, count(*) FROM sagas WHERE id = ANY($1) GROUP BY status ORDER BY status",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("count sagas by status"))
+}

@@ -62,7 +62,7 @@ impl TestEnv {
 
     /// Activities of this test's definitions that the demo worker hosts.
     pub fn activities(&self) -> Vec<String> {
-        let hosted = sagaflow::demo::worker(self.pool.clone()).activities();
+        let hosted = sagaflow::tools::demo::worker(self.pool.clone()).activities();
         self.catalog
             .activities()
             .into_iter()
@@ -130,7 +130,7 @@ impl TestEnv {
 
     /// Runs the demo worker inside the test process.
     pub async fn start_worker(&mut self) {
-        let w = sagaflow::demo::worker(self.pool.clone());
+        let w = sagaflow::tools::demo::worker(self.pool.clone());
         let token = CancellationToken::new();
         let mut settings = self.settings.clone();
         // Only the activities this test's sagas use: every task queue is a quorum queue,
@@ -168,7 +168,7 @@ impl TestEnv {
 
     pub async fn wait_consumer(&self, queue: &str) {
         let conn = self.connect().await;
-        sagaflow::launch::wait_for_consumer(&conn, queue, Duration::from_secs(30))
+        sagaflow::tools::launch::wait_for_consumer(&conn, queue, Duration::from_secs(30))
             .await
             .unwrap();
         conn.close("ok").await;
@@ -455,7 +455,7 @@ impl TestEnv {
         let conn = self.connect().await;
         // Every queue a coordinator or a demo worker may have declared here.
         let mut activities: Vec<String> = self.catalog.activities().into_iter().collect();
-        activities.extend(sagaflow::demo::worker(self.pool.clone()).activities());
+        activities.extend(sagaflow::tools::demo::worker(self.pool.clone()).activities());
         let _ = sagaflow::broker::topology::delete_namespace(&conn, &self.names, &activities).await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -671,7 +671,7 @@ impl TestEnv {
         let pool = sagaflow::store::connect(&settings.database.url, 10)
             .await
             .expect("database");
-        sagaflow::demo::prepare(&pool).await.unwrap();
+        sagaflow::tools::demo::prepare(&pool).await.unwrap();
         let catalog = Catalog::load_dir(&dir).expect("definitions");
         let names = Names::new(&tag);
         TestEnv {
@@ -689,7 +689,7 @@ impl TestEnv {
         let mut queues = vec![self.names.coordinator_queue(), self.names.dlq_coordinator()];
         let mut activities: BTreeSet<String> = self.catalog.activities().into_iter().collect();
         activities.extend(
-            sagaflow::demo::ORDER_ACTIVITIES
+            sagaflow::tools::demo::ORDER_ACTIVITIES
                 .iter()
                 .map(|a| a.to_string()),
         );

@@ -11,8 +11,8 @@ use sqlx::PgPool;
 
 use crate::client::{Client, StartOptions};
 use crate::config::Settings;
-use crate::launch;
 use crate::store::sagas;
+use crate::tools::launch;
 
 /// The example mix: (label, saga input); the label says which path it shows.
 fn scenarios(n: usize) -> Vec<(String, Value)> {
@@ -156,12 +156,7 @@ async fn drive(settings: &Settings, pool: &PgPool, n: usize) -> anyhow::Result<(
 }
 
 async fn status_counts(pool: &PgPool, ids: &[String]) -> anyhow::Result<Vec<(String, i64)>> {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, count(*) FROM sagas WHERE id = ANY($1) GROUP BY status ORDER BY status",
-    )
-    .bind(ids)
-    .fetch_all(pool)
-    .await?;
+    let rows = crate::store::stats::statuses_of(pool, ids).await?;
     let seen: i64 = rows.iter().map(|(_, c)| c).sum();
     let mut rows = rows;
     if (seen as usize) < ids.len() {

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::broker::{Connection, Names, Subscription};
 use crate::config::Settings;
-use crate::launch;
 use crate::messages::SagaEvent;
+use crate::tools::launch;
 
 pub use throughput::{run, BenchArgs};
 

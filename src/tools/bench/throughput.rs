@@ -11,8 +11,8 @@ use super::{collect, quantile, subscribe, Sandbox};
 use crate::broker::Names;
 use crate::client::{Client, StartOptions};
 use crate::config::Settings;
-use crate::demo::NOOP_ACTIVITY;
-use crate::launch;
+use crate::tools::demo::NOOP_ACTIVITY;
+use crate::tools::launch;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -47,7 +47,7 @@ pub async fn run(settings: &Settings, args: &BenchArgs) -> anyhow::Result<serde_
     let result = measure(settings, &sandbox.namespace, &saga, args).await;
     // The demo worker declares a queue for every demo activity: delete them all.
     sandbox
-        .teardown(settings, &crate::demo::activity_names())
+        .teardown(settings, &crate::tools::demo::activity_names())
         .await?;
     result
 }

@@ -14,10 +14,10 @@ use sqlx::PgPool;
 use super::{collect, quantile, subscribe, Sandbox};
 use crate::broker::Names;
 use crate::config::Settings;
-use crate::launch;
 use crate::saga::definition::parse;
 use crate::saga::machine;
 use crate::store::sagas::{self, SagaWrite};
+use crate::tools::launch;
 
 const SAGA: &str = "timer_bench";
 const DEFINITION: &str =
@@ -89,15 +89,7 @@ async fn seed(pool: &PgPool, n: usize) -> anyhow::Result<()> {
 
 /// Rows and bytes per sleeping saga (table + indexes + TOAST).
 async fn storage_cost(pool: &PgPool, n: usize) -> anyhow::Result<serde_json::Value> {
-    sqlx::query("VACUUM ANALYZE sagas").execute(pool).await?;
-    sqlx::query("VACUUM ANALYZE saga_history")
-        .execute(pool)
-        .await?;
-    let (sagas_bytes, history_bytes, history_rows): (i64, i64, i64) = sqlx::query_as(
-        "SELECT pg_total_relation_size('sagas'), pg_total_relation_size('saga_history'), (SELECT count(*) FROM saga_history)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (sagas_bytes, history_bytes, history_rows) = crate::store::bench::storage(pool).await?;
     let n = n.max(1) as f64;
     Ok(json!({
         "saga_rows_per_saga": 1,
@@ -123,14 +115,7 @@ async fn fire(
     // Every saga falls due within the window, starting `LEAD` from now.
     let due = Utc::now() + chrono::Duration::from_std(LEAD)?;
     let spread_us = args.window.as_micros() as i64 / args.sagas.max(1) as i64;
-    sqlx::query(
-        "UPDATE sagas SET wake_at = $1 + make_interval(secs => (substr(id, 3)::bigint * $2) / 1e6),
-                state = jsonb_set(state, '{steps,0,until}', to_jsonb($1 + make_interval(secs => (substr(id, 3)::bigint * $2) / 1e6)))",
-    )
-    .bind(due)
-    .bind(spread_us)
-    .execute(pool)
-    .await?;
+    crate::store::bench::spread_wakeups(pool, due, spread_us).await?;
     // A lag is only meaningful if the timers were in place before they fell due.
     let lead_left_ms = (due - Utc::now()).num_milliseconds();
     anyhow::ensure!(
@@ -154,15 +139,7 @@ async fn fire(
     lags.sort_by(|a, b| a.total_cmp(b));
     // The same lag measured at the wake-up transaction (its start), without the
     // event publish: tells the database's share from the broker's.
-    let (tx_p50, tx_p99): (Option<f64>, Option<f64>) = sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
-         FROM (SELECT extract(epoch FROM h.at - ($1 + make_interval(secs => (substr(h.saga_id, 3)::bigint * $2) / 1e6))) * 1000 AS lag
-               FROM saga_history h WHERE h.event = 'sleep_completed') l",
-    )
-    .bind(due)
-    .bind(spread_us)
-    .fetch_one(pool)
-    .await?;
+    let (tx_p50, tx_p99) = crate::store::bench::wakeup_lags(pool, due, spread_us).await?;
     Ok(json!({
         "sagas": args.sagas,
         "fired": got,
