@@ -3,6 +3,7 @@
 //! holds a [`Connection`] and gets a [`broker::Error`](Error) back, so a change of
 //! AMQP client, or of how a failure is reported, stays in this directory.
 
+pub mod browse;
 pub mod consumer;
 pub mod inspect;
 pub mod publisher;
