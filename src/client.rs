@@ -146,7 +146,8 @@ impl Client {
         payload: Value,
     ) -> Result<(), ClientError> {
         let body = json!({"saga_id": saga_id, "signal": name, "payload": payload});
-        self.control(saga_id, body, Some(("signal payload", &payload)))
+        let exchange = self.names.signals();
+        self.control(&exchange, saga_id, body, Some(("signal payload", &payload)))
             .await
     }
 
@@ -164,31 +165,30 @@ impl Client {
             crate::saga::machine::OperatorAction::Skip { output } => Some(("skip output", output)),
             _ => None,
         };
-        self.control(
-            saga_id,
-            json!({"saga_id": saga_id, "operator": action, "issued_for": issued_for}),
-            output,
-        )
-        .await
+        let body = json!({"saga_id": saga_id, "operator": action, "issued_for": issued_for});
+        let exchange = self.names.operator();
+        self.control(&exchange, saga_id, body, output).await
     }
 
     /// Asks a saga to stop and undo its completed steps.
     pub async fn cancel(&self, saga_id: &str, reason: &str) -> Result<(), ClientError> {
         let body = json!({"saga_id": saga_id, "cancel": true, "reason": reason});
-        self.control(saga_id, body, None).await
+        let exchange = self.names.signals();
+        self.control(&exchange, saga_id, body, None).await
     }
 
-    /// Publishes a message to `<ns>.signals` once it passed the coordinator's checks.
+    /// Publishes a message to `exchange` (`<ns>.signals` or `<ns>.operator`) once it
+    /// passed the coordinator's checks.
     async fn control(
         &self,
+        exchange: &str,
         saga_id: &str,
         body: Value,
         payload: Option<(&str, &Value)>,
     ) -> Result<(), ClientError> {
         let body = control_body(&self.limits, saga_id, &body, payload)?;
-        let exchange = self.names.signals();
         let msg = Outgoing {
-            exchange: &exchange,
+            exchange,
             routing_key: "",
             body: body.as_bytes(),
             mandatory: true,

@@ -71,6 +71,11 @@ impl Names {
     pub fn signals(&self) -> String {
         format!("{}.signals", self.ns)
     }
+    /// Operator actions (retry, skip, compensate, resume-at): an exchange of their
+    /// own, so the credentials that may send signals cannot send them.
+    pub fn operator(&self) -> String {
+        format!("{}.operator", self.ns)
+    }
     pub fn events(&self) -> String {
         format!("{}.events", self.ns)
     }
@@ -265,6 +270,13 @@ async fn exchanges(ch: &Channel, n: &Names) -> Result<()> {
         FieldTable::default(),
     )
     .await?;
+    exchange(
+        ch,
+        &n.operator(),
+        ExchangeKind::Fanout,
+        FieldTable::default(),
+    )
+    .await?;
     exchange(ch, &n.events(), ExchangeKind::Topic, FieldTable::default()).await?;
     exchange(ch, &n.dlx(), ExchangeKind::Direct, FieldTable::default()).await
 }
@@ -338,6 +350,7 @@ async fn coordinator(
     for activity in activities {
         bind(ch, &q, &n.dlx(), &Names::dlx_key_task(&activity)).await?;
     }
+    bind(ch, &q, &n.operator(), "").await?;
     bind(ch, &q, &n.signals(), "").await
 }
 
@@ -360,6 +373,7 @@ pub async fn delete_namespace(conn: &Connection, n: &Names, activities: &[String
         n.tasks(),
         n.results(),
         n.signals(),
+        n.operator(),
         n.events(),
         n.dlx(),
     ];

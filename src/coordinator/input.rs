@@ -55,7 +55,7 @@ impl Input {
     }
 }
 
-/// A message on `<ns>.signals`: a named signal, a cancel request or an operator action.
+/// A message on `<ns>.signals`: a named signal or a cancel request.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignalMessage {
@@ -68,8 +68,20 @@ struct SignalMessage {
     cancel: bool,
     #[serde(default)]
     reason: Option<String>,
+    /// Never accepted here: only to refuse it with a reason that says where it goes.
     #[serde(default)]
-    operator: Option<OperatorAction>,
+    operator: Option<Value>,
+    #[serde(default)]
+    issued_for: Option<Value>,
+}
+
+/// A message on `<ns>.operator`: an operator action, with where the saga stood when
+/// it was decided.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperatorMessage {
+    saga_id: String,
+    operator: OperatorAction,
     #[serde(default)]
     issued_for: Option<IssuedFor>,
 }
@@ -92,6 +104,8 @@ pub fn parse(
         "result body"
     } else if exchange == names.signals() {
         "signal body"
+    } else if exchange == names.operator() {
+        "operator body"
     } else {
         return Err(format!("unexpected exchange `{exchange}`"));
     };
@@ -102,8 +116,10 @@ pub fn parse(
         parse_start(routing_key, body, message_id, now, limits)
     } else if exchange == names.results() {
         parse_result(body, limits)
+    } else if exchange == names.operator() {
+        parse_operator(body, limits)
     } else {
-        parse_signal(body, limits)
+        parse_signal(body, limits, &names.operator())
     }
 }
 
@@ -170,26 +186,35 @@ fn parse_start(
     })
 }
 
-fn parse_signal(body: &[u8], limits: &Limits) -> Result<Input, String> {
+/// An operator action. Only `<ns>.operator` carries them: whoever may publish signals
+/// (every service that talks to a saga) must not be able to skip a step with any
+/// output or re-run a payment.
+fn parse_operator(body: &[u8], limits: &Limits) -> Result<Input, String> {
+    let m: OperatorMessage =
+        serde_json::from_slice(body).map_err(|e| format!("operator body: {e}"))?;
+    check_id(limits, "saga_id", &m.saga_id)?;
+    if let OperatorAction::Skip { output } = &m.operator {
+        check_payload(limits, "skip output", output)?;
+    }
+    let Some(issued_for) = m.issued_for else {
+        return Err("an operator message needs `issued_for` (the step, generation and task it was decided for), so a redelivered action cannot apply twice".into());
+    };
+    Ok(Input::Operator {
+        saga_id: m.saga_id,
+        action: m.operator,
+        issued_for,
+    })
+}
+
+fn parse_signal(body: &[u8], limits: &Limits, operator_exchange: &str) -> Result<Input, String> {
     let m: SignalMessage = serde_json::from_slice(body).map_err(|e| format!("signal body: {e}"))?;
+    if m.operator.is_some() || m.issued_for.is_some() {
+        return Err(format!(
+            "operator actions are not accepted on the signals exchange; they go to `{operator_exchange}`, which only operator credentials may publish to"
+        ));
+    }
     check_id(limits, "saga_id", &m.saga_id)?;
     check_payload(limits, "signal payload", &m.payload)?;
-    if let Some(action) = m.operator {
-        if let OperatorAction::Skip { output } = &action {
-            check_payload(limits, "skip output", output)?;
-        }
-        if m.cancel || m.signal.is_some() {
-            return Err("an operator message carries only `operator` and `issued_for`".into());
-        }
-        let Some(issued_for) = m.issued_for else {
-            return Err("an operator message needs `issued_for` (the step, generation and task it was decided for), so a redelivered action cannot apply twice".into());
-        };
-        return Ok(Input::Operator {
-            saga_id: m.saga_id,
-            action,
-            issued_for,
-        });
-    }
     match (m.cancel, m.signal) {
         (true, None) => Ok(Input::Cancel {
             saga_id: m.saga_id,
@@ -344,7 +369,7 @@ mod tests {
                 "heartbeat details",
             ),
             (
-                "ns.signals",
+                "ns.operator",
                 json!({"saga_id": "a", "operator": {"action": "skip", "output": big},
                     "issued_for": {"step": "s", "generation": 0}}),
                 json!({"saga_id": "a", "operator": {"action": "skip", "output": fits},
@@ -521,11 +546,17 @@ mod tests {
             parse(&n(), "ns.signals", "", cancel.as_bytes(), None, now()),
             Ok(Input::Cancel { .. })
         ));
+        let neither = json!({"saga_id": "s"}).to_string();
+        assert!(parse(&n(), "ns.signals", "", neither.as_bytes(), None, now()).is_err());
+    }
+
+    #[test]
+    fn operator_actions_come_only_from_the_operator_exchange() {
         let op = json!({"saga_id": "s", "operator": {"action": "resume_at", "step": "charge"},
             "issued_for": {"step": "ship", "generation": 0}})
         .to_string();
         assert_eq!(
-            parse(&n(), "ns.signals", "", op.as_bytes(), None, now()).unwrap(),
+            parse(&n(), "ns.operator", "", op.as_bytes(), None, now()).unwrap(),
             Input::Operator {
                 saga_id: "s".into(),
                 action: OperatorAction::ResumeAt {
@@ -540,14 +571,25 @@ mod tests {
         );
         let unanchored = json!({"saga_id": "s", "operator": {"action": "retry"}}).to_string();
         assert!(
-            parse(&n(), "ns.signals", "", unanchored.as_bytes(), None, now())
+            parse(&n(), "ns.operator", "", unanchored.as_bytes(), None, now())
                 .unwrap_err()
                 .contains("issued_for")
         );
         let bad_op = json!({"saga_id": "s", "operator": {"action": "explode"}}).to_string();
-        assert!(parse(&n(), "ns.signals", "", bad_op.as_bytes(), None, now()).is_err());
-        let neither = json!({"saga_id": "s"}).to_string();
-        assert!(parse(&n(), "ns.signals", "", neither.as_bytes(), None, now()).is_err());
+        assert!(parse(&n(), "ns.operator", "", bad_op.as_bytes(), None, now()).is_err());
+        let signal = json!({"saga_id": "s", "signal": "go"}).to_string();
+        assert!(parse(&n(), "ns.operator", "", signal.as_bytes(), None, now()).is_err());
+        // The forged skip of the issue: refused on the signals exchange, with where it goes.
+        let forged =
+            json!({"saga_id": "s", "operator": {"action": "skip", "output": {"forged": true}}})
+                .to_string();
+        let e = parse(&n(), "ns.signals", "", forged.as_bytes(), None, now()).unwrap_err();
+        assert!(
+            e.contains("not accepted on the signals exchange") && e.contains("ns.operator"),
+            "{e}"
+        );
+        let e = parse(&n(), "ns.signals", "", op.as_bytes(), None, now()).unwrap_err();
+        assert!(e.contains("ns.operator"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,69 @@
+//! Least privilege, end to end on the real broker: what each kind of credential can
+//! make the engine do.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{id, TestEnv};
+use sagaflow::saga::machine::{IssuedFor, OperatorAction};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A saga that waits for a signal `approved` after one step.
+const APPROVAL: &str = r#"
+name = "approval"
+version = 1
+[[steps]]
+name = "reserve"
+activity = "inventory.reserve"
+[[steps]]
+name = "approve"
+wait = "approved"
+"#;
+
+/// The issue's forged skip: a plain message on `<ns>.signals` (the exchange every
+/// service may write) carrying an operator action. It must not move the saga; it is
+/// dead-lettered with a reason that says where operator actions go. The same action
+/// on `<ns>.operator` does move it.
+#[tokio::test]
+async fn operator_actions_on_the_signals_exchange_are_refused() {
+    let env = TestEnv::running(&[("approval.toml", APPROVAL)]).await;
+    let client = env.client().await;
+    client
+        .start("approval", json!({}), id("a-1"))
+        .await
+        .unwrap();
+    env.wait_history("a-1", "wait_started").await;
+
+    let forged = json!({"saga_id": "a-1", "operator": {"action": "skip", "output": {"forged": true}},
+        "issued_for": {"step": "approve", "generation": 0}});
+    client
+        .publish_raw(&env.names.signals(), "", forged.to_string().as_bytes())
+        .await
+        .unwrap();
+    let (reason, _) = env
+        .get_dead_letter(&env.names.dlq_coordinator(), T)
+        .await;
+    assert!(
+        reason.contains("not accepted on the signals exchange")
+            && reason.contains(&env.names.operator()),
+        "{reason}"
+    );
+    assert_eq!(env.status("a-1").await.as_deref(), Some("running"));
+
+    // The operator's way: the client publishes to `<ns>.operator`.
+    let issued = IssuedFor {
+        step: "approve".into(),
+        generation: 0,
+        task_id: None,
+    };
+    let skip = OperatorAction::Skip {
+        output: json!({"by": "operator"}),
+    };
+    client.operate("a-1", &skip, &issued).await.unwrap();
+    env.wait_status("a-1", "completed", T).await;
+    client.close().await;
+    env.cleanup().await;
+}
