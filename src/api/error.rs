@@ -26,6 +26,9 @@ pub enum ApiError {
     Limit(#[from] LimitError),
     #[error("action refused: {0}")]
     ActionRefused(String),
+    /// A start for an id that exists with a different saga name or input.
+    #[error("{0}")]
+    IdConflict(String),
     #[error("no schedule named `{0}`")]
     ScheduleNotFound(String),
     #[error("missing or invalid bearer token")]
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::SagaNotFound(_) => (StatusCode::NOT_FOUND, "saga_not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::ActionRefused(_) => (StatusCode::CONFLICT, "action_refused"),
+            ApiError::IdConflict(_) => (StatusCode::CONFLICT, "id_conflict"),
             ApiError::ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Limit(e) | ApiError::Client(ClientError::Limit(e)) => limit_status(e),

@@ -139,8 +139,10 @@ pub struct HistoryItem {
 }
 
 #[utoipa::path(post, path = "/api/sagas", request_body = StartRequest,
-    responses((status = 202, body = Accepted), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 202, description = "start published", body = Accepted),
+        (status = 200, description = "a saga with this id, saga name and input exists: nothing started", body = Accepted),
+        (status = 400, body = ErrorBody), (status = 409, description = "`id_conflict`: the id exists with a different saga name or input", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn start(
     State(st): State<ApiState>,
     Body(req): Body<StartRequest>,
@@ -159,8 +161,24 @@ pub async fn start(
     }
     let id = req.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     st.limits.check_id("id", &id)?;
+    if crate::scheduler::decide::is_run_id(&id) {
+        return Err(ApiError::BadRequest(
+            crate::coordinator::input::reserved_id(&id),
+        ));
+    }
     let input = req.input.unwrap_or_else(|| serde_json::json!({}));
     st.limits.check_payload("start input", &input)?;
+    // The coordinator is the authority (it refuses a conflicting start it receives);
+    // answering here tells an HTTP caller at once.
+    if let Some(stored) = crate::store::sagas::get(&st.pool, &id).await? {
+        let s = &stored.state;
+        return match crate::coordinator::id_reuse::id_reuse(
+            &id, &s.saga, &s.input, &req.saga, &input,
+        ) {
+            None => Ok((StatusCode::OK, Json(Accepted { id }))),
+            Some(why) => Err(ApiError::IdConflict(why)),
+        };
+    }
     let opts = StartOptions {
         id: Some(id.clone()),
         delay: req.delay,

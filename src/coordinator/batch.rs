@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use crate::broker::topology::delay_level;
 use crate::broker::Names;
+use crate::coordinator::id_reuse::id_reuse;
 use crate::coordinator::input::Input;
 use crate::messages::Outcome;
 use crate::saga::definition::{Catalog, Definition};
@@ -43,6 +44,9 @@ struct Entry {
     /// `None` for a saga this batch creates.
     version: Option<i64>,
     changed: bool,
+    /// For a saga this batch creates: the batch position of its start (refused with a
+    /// reason if another coordinator created a different saga with the id meanwhile).
+    start_pos: Option<usize>,
 }
 
 /// Accumulates the batch's effects before they are written.
@@ -55,8 +59,9 @@ struct Work<'a> {
     commands: Vec<(String, Command)>,
     rejected: Vec<(usize, String)>,
     unhandled: Vec<(usize, String)>,
-    /// Locked sagas whose definition version is not loaded here.
-    no_definition: BTreeMap<String, String>,
+    /// Locked sagas whose definition version is not loaded here: id -> (label,
+    /// saga name, input), the last two to tell a repeated start from a conflicting one.
+    no_definition: BTreeMap<String, (String, String, serde_json::Value)>,
     /// Locked sagas whose stored state cannot be decoded: id -> the reason inputs for
     /// them are dead-lettered with.
     unreadable: BTreeMap<String, String>,
@@ -87,12 +92,19 @@ impl<'a> Work<'a> {
         input: serde_json::Value,
         run_at: Option<DateTime<Utc>>,
     ) {
-        if self.entries.contains_key(id) {
-            tracing::info!(
-                saga_id = id,
-                saga,
-                "start ignored: a saga with this id exists"
-            );
+        let existing = match self.entries.get(id) {
+            Some(e) => Some((e.state.saga.as_str(), &e.state.input)),
+            None => self.no_definition.get(id).map(|(_, s, i)| (s.as_str(), i)),
+        };
+        if let Some((stored_saga, stored_input)) = existing {
+            match id_reuse(id, stored_saga, stored_input, saga, &input) {
+                None => tracing::info!(
+                    saga_id = id,
+                    saga,
+                    "start ignored: a saga with this id and this input exists"
+                ),
+                Some(why) => self.rejected.push((pos, why)),
+            }
             return;
         }
         let def = match version {
@@ -113,6 +125,7 @@ impl<'a> Work<'a> {
                 def,
                 version: None,
                 changed: true,
+                start_pos: Some(pos),
             },
         );
         self.take(id, d);
@@ -121,7 +134,7 @@ impl<'a> Work<'a> {
     fn event(&mut self, pos: usize, id: &str, event: Event) {
         let Some(entry) = self.entries.get(id) else {
             match self.no_definition.get(id) {
-                Some(def) => self.unhandled.push((
+                Some((def, _, _)) => self.unhandled.push((
                     pos,
                     format!("definition {def} of saga `{id}` is not loaded"),
                 )),
@@ -347,13 +360,14 @@ impl<'a> Work<'a> {
                             def,
                             version,
                             changed: false,
+                            start_pos: None,
                         },
                     );
                 }
                 None => {
                     tracing::warn!(saga_id = %s.id, saga = %s.saga, version = s.version, "definition not loaded here");
-                    work.no_definition
-                        .insert(s.id.clone(), format!("{} v{}", s.saga, s.version));
+                    let label = format!("{} v{}", s.saga, s.version);
+                    work.no_definition.insert(s.id, (label, s.saga, s.input));
                 }
             }
         }
@@ -393,12 +407,7 @@ async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed
         .map(|w| w.state.id.as_str())
         .filter(|id| !inserted.iter().any(|i| i == id))
         .collect();
-    for id in &lost {
-        tracing::info!(
-            saga_id = id,
-            "start ignored: a saga with this id was created concurrently"
-        );
-    }
+    let mut rejected = concurrent_reuse(tx, &work.entries, &lost).await?;
     let keep = |id: &str| !lost.contains(&id);
     let updates: Vec<SagaWrite> = work
         .entries
@@ -430,12 +439,46 @@ async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed
         messages.push(work.outbox_message(cmd));
     }
     let outbox = outbox::insert(tx, messages, lease).await?;
+    rejected.extend(work.rejected);
     Ok(Committed {
         outbox,
-        rejected: work.rejected,
+        rejected,
         unhandled: work.unhandled,
         finished,
     })
+}
+
+/// Starts whose saga another coordinator created after this batch locked its rows:
+/// each is ignored when it repeats that saga's start, refused when it differs.
+async fn concurrent_reuse(
+    tx: &mut Tx,
+    entries: &BTreeMap<String, Entry>,
+    lost: &[&str],
+) -> Result<Vec<(usize, String)>, StoreError> {
+    if lost.is_empty() {
+        return Ok(vec![]);
+    }
+    let ids: Vec<String> = lost.iter().map(|s| s.to_string()).collect();
+    let stored = sagas::identities(tx, &ids).await?;
+    let mut rejected = vec![];
+    for (id, stored_saga, stored_input) in stored {
+        let Some(e) = entries.get(&id) else { continue };
+        let why = id_reuse(
+            &id,
+            &stored_saga,
+            &stored_input,
+            &e.state.saga,
+            &e.state.input,
+        );
+        match (why, e.start_pos) {
+            (Some(why), Some(pos)) => rejected.push((pos, why)),
+            _ => tracing::info!(
+                saga_id = %id,
+                "start ignored: a saga with this id and this input was created concurrently"
+            ),
+        }
+    }
+    Ok(rejected)
 }
 
 fn status_str(s: &str) -> &'static str {

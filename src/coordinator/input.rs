@@ -163,6 +163,9 @@ fn parse_start(
         None => uuid::Uuid::now_v7().to_string(),
     };
     check_id(limits, "id", &id)?;
+    if crate::scheduler::decide::is_run_id(&id) {
+        return Err(reserved_id(&id));
+    }
     check_payload(limits, "start input", &e.input)?;
     let run_at = match (e.delay, e.start_at) {
         (Some(_), Some(_)) => {
@@ -228,6 +231,11 @@ fn parse_signal(body: &[u8], limits: &Limits, operator_exchange: &str) -> Result
         (true, Some(_)) => Err("signal message has both `cancel` and `signal`".into()),
         _ => Err("signal message needs `signal` (a name) or `cancel: true`".into()),
     }
+}
+
+/// Why a start may not use a schedule run's id.
+pub fn reserved_id(id: &str) -> String {
+    format!("id `{id}` has the form `<schedule>@<time>`, which only schedule runs may use")
 }
 
 fn check_id(limits: &Limits, field: &str, id: &str) -> Result<(), String> {
@@ -469,6 +477,13 @@ mod tests {
         let b = start("order", json!({})).unwrap();
         assert_ne!(a.saga_id(), b.saga_id());
         assert!(uuid::Uuid::parse_str(a.saga_id()).is_ok());
+    }
+
+    #[test]
+    fn starts_may_not_take_a_schedule_run_id() {
+        let e = start("nightly", json!({"id": "nightly@2026-03-01T02:00:00Z"})).unwrap_err();
+        assert!(e.contains("only schedule runs may use"), "{e}");
+        assert!(start("order", json!({"id": "ann@example.com"})).is_ok());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod counters;
 pub mod dead_task;
+pub mod id_reuse;
 pub mod input;
 pub mod reconcile;
 pub mod relay;

@@ -41,6 +41,19 @@ pub fn manual_id(schedule: &str, requested: DateTime<Utc>) -> String {
     format!("{schedule}@manual-{}", rfc3339(requested))
 }
 
+/// Whether `id` has the form of a schedule run's id (`<schedule>@<time>` or
+/// `<schedule>@manual-<time>`, the time in RFC 3339). Start events may not use such
+/// ids: whoever can publish starts could otherwise create a schedule's next run ahead
+/// of it (with a far-future `start_at`), and the real run would be ignored as a
+/// duplicate.
+pub fn is_run_id(id: &str) -> bool {
+    let Some((schedule, at)) = id.rsplit_once('@') else {
+        return false;
+    };
+    let at = at.strip_prefix("manual-").unwrap_or(at);
+    !schedule.is_empty() && DateTime::parse_from_rfc3339(at).is_ok()
+}
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }

@@ -169,3 +169,22 @@ fn an_unreadable_row_is_an_error_not_a_panic() {
         .unwrap_err()
         .contains("Nowhere/Land"));
 }
+
+#[test]
+fn run_ids_are_recognised_and_business_keys_are_not() {
+    let tick = DateTime::parse_from_rfc3339("2026-03-01T02:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    assert!(is_run_id(&tick_id("nightly", tick)));
+    assert!(is_run_id(&manual_id("nightly", tick)));
+    assert!(is_run_id("a@b@2026-03-01T02:00:00+01:00"));
+    for id in [
+        "order-124",
+        "ann@example.com",
+        "@2026-03-01T02:00:00Z",
+        "nightly@manual-",
+        "nightly@tomorrow",
+    ] {
+        assert!(!is_run_id(id), "{id}");
+    }
+}

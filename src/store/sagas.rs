@@ -221,6 +221,32 @@ pub async fn insert_new(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<Vec<Str
         .collect()
 }
 
+/// The saga name and start input of each stored saga among `ids`, to tell a repeated
+/// start from a conflicting one.
+pub async fn identities(
+    tx: &mut Tx,
+    ids: &[String],
+) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, name, COALESCE(state->'input', 'null'::jsonb) AS input
+         FROM sagas WHERE id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(tx.conn())
+    .await
+    .map_err(ctx("read saga identities"))?;
+    rows.iter()
+        .map(|r| {
+            let what = || "saga identity".to_string();
+            Ok((
+                super::column(r, "id", what)?,
+                super::column(r, "name", what)?,
+                super::column(r, "input", what)?,
+            ))
+        })
+        .collect()
+}
+
 /// Writes changed sagas, fenced by the version read under lock.
 pub async fn update(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<(), StoreError> {
     if writes.is_empty() {
