@@ -194,8 +194,8 @@ pub struct DlqSelect {
 }
 
 impl DlqSelect {
-    fn selection(&self) -> crate::dlq::Selection {
-        crate::dlq::Selection {
+    fn selection(&self) -> crate::dead_letters::Selection {
+        crate::dead_letters::Selection {
             saga_id: self.saga.clone(),
             limit: self.limit,
             dry_run: self.dry_run,
@@ -359,7 +359,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 &settings,
                 &s.queue,
                 s.selection(),
-                crate::dlq::DlqAction::Replay,
+                crate::dead_letters::DeadLetterAction::Replay,
                 s.json,
             )
             .await?
@@ -371,7 +371,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 &settings,
                 &s.queue,
                 s.selection(),
-                crate::dlq::DlqAction::Purge,
+                crate::dead_letters::DeadLetterAction::Purge,
                 s.json,
             )
             .await?
@@ -463,15 +463,15 @@ async fn dlq_show(
     json: bool,
 ) -> anyhow::Result<()> {
     let names = crate::broker::Names::new(&settings.namespace);
-    let queue = crate::dlq::queue_name(&names, queue);
+    let queue = crate::dead_letters::queue_name(&names, queue);
     let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
-    let letters = crate::dlq::peek(&conn, &queue, limit).await?;
+    let letters = crate::dead_letters::peek(&conn, &queue, limit).await?;
     let _ = conn.close(200, "bye".into()).await;
     print_letters(&letters, json)
 }
 
 /// Dead letters as JSON or as text with the saga each belongs to.
-fn print_letters(letters: &[crate::dlq::DeadLetter], json: bool) -> anyhow::Result<()> {
+fn print_letters(letters: &[crate::dead_letters::DeadLetter], json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(letters)?);
         return Ok(());
@@ -511,10 +511,10 @@ async fn dlq_list(settings: &Settings, limit: usize, json: bool) -> anyhow::Resu
     activities.dedup();
     let names = crate::broker::Names::new(&settings.namespace);
     let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
-    let queues = crate::dlq::summaries(&conn, &names, &activities).await?;
+    let queues = crate::dead_letters::summaries(&conn, &names, &activities).await?;
     let mut letters = Vec::new();
     for q in queues.iter().filter(|q| q.messages > 0) {
-        letters.extend(crate::dlq::peek(&conn, &q.queue, limit).await?);
+        letters.extend(crate::dead_letters::peek(&conn, &q.queue, limit).await?);
     }
     if json {
         println!(

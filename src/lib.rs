@@ -17,9 +17,11 @@
 //!   sweeper; wake-up scan; dead tasks as failed attempts; the stuck-saga reconciler.
 //! - [`health`] — a process's own liveness, readiness and probe server.
 //! - [`worker`] — the activity runtime and its public API.
-//! - [`scheduler`] — cron schedules.
+//! - [`scheduler`] — cron schedules; their administration is [`scheduler::admin`].
 //! - [`client`] — starting sagas, signals, cancels, operator actions.
-//! - [`ops`], [`dlq`], [`api`], [`cli`] — the operator surface.
+//! - [`operator`], [`dead_letters`], [`api`], [`cli`] — the operator surface:
+//!   checked operator actions on sagas, dead-letter inspection and replay, the HTTP
+//!   API (its OpenAPI document generated from the routes) and the command line.
 //! - [`demo`], [`bench`](mod@bench), [`launch`], [`runtime`], [`config`] — the rest.
 //!
 //! # Glossary
@@ -39,6 +41,13 @@
 //! - **generation**: how often an operator resumed a saga; part of the idempotency
 //!   keys of the steps it re-runs.
 //! - **stuck**: not finished, no timer, nothing in flight, not waiting for a signal.
+//! - **dead letter**: a message the broker or a consumer set aside with a reason, in
+//!   `<ns>.dlq.<activity>` or `<ns>.dlq.coordinator`; the operator lists, replays or
+//!   purges them (`sagaflow dead-letters …`).
+//! - **operator action**: `retry`, `resume_at`, `skip` or `compensate` on one saga,
+//!   checked against the saga as stored before it is sent (`sagaflow sagas …`).
+//! - **schedule administration**: adding, pausing, resuming, triggering and deleting
+//!   cron schedules (`sagaflow schedules …`).
 pub mod api;
 pub mod bench;
 pub mod broker;
@@ -46,12 +55,12 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod coordinator;
+pub mod dead_letters;
 pub mod demo;
-pub mod dlq;
 pub mod health;
 pub mod launch;
 pub mod messages;
-pub mod ops;
+pub mod operator;
 pub mod runtime;
 pub mod saga;
 pub mod scheduler;

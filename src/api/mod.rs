@@ -3,16 +3,19 @@
 //! handlers. Reads go to Postgres; starts, signals and cancels are published
 //! through [`crate::client::Client`] like any other service would.
 
-mod actions;
 pub mod auth;
 pub mod cursor;
 mod dashboard;
+mod dead_letters;
 mod error;
 pub mod metrics;
 pub mod openapi;
-mod ops;
+mod operator;
+mod probes;
 pub mod prom;
+mod queues;
 mod sagas;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,15 +118,15 @@ pub fn router(state: ApiState) -> Router {
         .route("/sagas/{id}/history", get(sagas::history))
         .route("/sagas/{id}/signal", post(sagas::signal))
         .route("/sagas/{id}/cancel", post(sagas::cancel))
-        .route("/sagas/{id}/actions", post(actions::saga_action))
-        .route("/sagas/actions", post(actions::bulk_action))
-        .route("/dead-letters/{queue}/replay", post(actions::replay))
-        .route("/dead-letters/{queue}/purge", post(actions::purge))
-        .route("/schedules", get(actions::list_schedules))
-        .route("/schedules/{name}/{op}", post(actions::schedule_op))
-        .route("/queues", get(ops::queues))
-        .route("/dead-letters", get(ops::dead_letters))
-        .route("/scaling", get(ops::scaling))
+        .route("/sagas/{id}/actions", post(operator::saga_action))
+        .route("/sagas/actions", post(operator::bulk_action))
+        .route("/dead-letters/{queue}/replay", post(dead_letters::replay))
+        .route("/dead-letters/{queue}/purge", post(dead_letters::purge))
+        .route("/schedules", get(schedules::list_schedules))
+        .route("/schedules/{name}/{op}", post(schedules::schedule_op))
+        .route("/queues", get(queues::queues))
+        .route("/dead-letters", get(dead_letters::dead_letters))
+        .route("/scaling", get(queues::scaling))
         .route("/openapi.json", get(openapi::serve))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -134,8 +137,8 @@ pub fn router(state: ApiState) -> Router {
             state.limits.message_bytes,
         ));
     Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .route("/metrics", get(metrics::serve))
         .nest("/api", api)
         .merge(dashboard::routes())

@@ -5,15 +5,17 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{actions, error, metrics, ops, sagas};
+use super::{dead_letters, error, metrics, operator, probes, queues, sagas, schedules};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sagaflow operator API", description = "Sagas, queues, dead letters and the scaling signal. `/api/*` needs `Authorization: Bearer <token>` when `api.tokens` is set."),
     paths(
         sagas::start, sagas::list, sagas::show, sagas::history, sagas::signal, sagas::cancel,
-        actions::saga_action, actions::bulk_action, actions::replay, actions::purge, actions::list_schedules, actions::schedule_op,
-        ops::healthz, ops::readyz, ops::queues, ops::dead_letters, ops::scaling,
+        operator::saga_action, operator::bulk_action,
+        dead_letters::dead_letters, dead_letters::replay, dead_letters::purge,
+        schedules::list_schedules, schedules::schedule_op,
+        probes::healthz, probes::readyz, queues::queues, queues::scaling,
         metrics::serve, serve
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),

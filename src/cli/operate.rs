@@ -11,8 +11,8 @@ use super::{load_catalog, parse_json, pool};
 use crate::broker::{Names, Publisher};
 use crate::client::Client;
 use crate::config::Settings;
-use crate::dlq::{self, DlqAction, Selection};
-use crate::ops;
+use crate::dead_letters::{self, DeadLetterAction, Selection};
+use crate::operator;
 use crate::saga::machine::OperatorAction;
 use crate::store::sagas;
 
@@ -101,7 +101,7 @@ async fn targets(
         id_prefix: bulk.id_prefix.clone(),
         ..Default::default()
     };
-    Ok(ops::select(pool, &f, bulk.limit).await?)
+    Ok(operator::select(pool, &f, bulk.limit).await?)
 }
 
 /// Checks the action against each selected saga as stored, then sends it to those it
@@ -111,10 +111,10 @@ pub async fn saga_action(settings: &Settings, action: SagaAction) -> anyhow::Res
     let catalog = load_catalog(settings)?;
     let pool = pool(settings).await?;
     let ids = targets(&pool, &id, &bulk).await?;
-    let verdicts = ops::check(&pool, &catalog, &ids, &action)
+    let verdicts = operator::check(&pool, &catalog, &settings.limits, &ids, &action)
         .await
         .map_err(|e| match e {
-            ops::OpsError::NotFound(id) => anyhow::Error::from(super::SagaNotFound(id)),
+            operator::OperatorError::NotFound(id) => anyhow::Error::from(super::SagaNotFound(id)),
             other => other.into(),
         })?;
     if let (Some(_), Some(why)) = (&id, verdicts.first().and_then(|v| v.refused.clone())) {
@@ -145,7 +145,7 @@ pub async fn saga_action(settings: &Settings, action: SagaAction) -> anyhow::Res
     let client = Client::connect(&settings.amqp.url, &settings.namespace)
         .await?
         .with_limits(settings.limits.clone());
-    ops::send(&client, &verdicts, &action).await?;
+    operator::send(&client, &verdicts, &action).await?;
     client.close().await;
     match id {
         Some(id) => println!(
@@ -166,14 +166,14 @@ pub async fn dlq_action(
     settings: &Settings,
     queue: &str,
     sel: Selection,
-    action: DlqAction,
+    action: DeadLetterAction,
     json: bool,
 ) -> anyhow::Result<()> {
     let names = Names::new(&settings.namespace);
-    let queue = dlq::queue_name(&names, queue);
+    let queue = dead_letters::queue_name(&names, queue);
     let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
     let publisher = Publisher::open(&conn).await?;
-    let touched = dlq::act(&conn, &publisher, &queue, &sel, action).await?;
+    let touched = dead_letters::act(&conn, &publisher, &queue, &sel, action).await?;
     let _ = conn.close(200, "bye".into()).await;
     if json {
         println!(
@@ -184,8 +184,8 @@ pub async fn dlq_action(
     }
     let verb = match (action, sel.dry_run) {
         (_, true) => "would touch",
-        (DlqAction::Replay, false) => "replayed",
-        (DlqAction::Purge, false) => "purged",
+        (DeadLetterAction::Replay, false) => "replayed",
+        (DeadLetterAction::Purge, false) => "purged",
     };
     let applied = touched.iter().filter(|t| t.applied).count();
     println!(

@@ -1,5 +1,5 @@
 //! `sagaflow schedule …`: the operator's view of cron schedules. The work is done by
-//! [`crate::scheduler::ops`] against Postgres; coordinators pick changes up on their
+//! [`crate::scheduler::admin`] against Postgres; coordinators pick changes up on their
 //! next pass. File schedules are listed as `<saga>.<schedule>`.
 
 use anyhow::Context;
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{load_catalog, parse_json, pool};
 use crate::config::Settings;
-use crate::scheduler::ops::{self, AddRequest};
+use crate::scheduler::admin::{self, AddRequest};
 use crate::store::schedules::{self, ScheduleRow};
 
 #[derive(Debug, Subcommand)]
@@ -77,7 +77,7 @@ pub async fn run(settings: &Settings, cmd: ScheduleCmd) -> anyhow::Result<()> {
                 overlap,
                 catch_up_window,
             };
-            let s = ops::add(&pool, &catalog, &req).await?;
+            let s = admin::add(&pool, &catalog, &req).await?;
             println!(
                 "schedule {} added: saga {}, cron `{}` in {}, overlap {}; next fire {}",
                 s.name,
@@ -90,10 +90,10 @@ pub async fn run(settings: &Settings, cmd: ScheduleCmd) -> anyhow::Result<()> {
         }
         ScheduleCmd::List { json } => list(&pool, json).await?,
         ScheduleCmd::Pause { name } => {
-            ops::pause(&pool, &name).await?;
+            admin::pause(&pool, &name).await?;
             println!("schedule {name} paused");
         }
-        ScheduleCmd::Resume { name } => match ops::resume(&pool, &name, Utc::now()).await? {
+        ScheduleCmd::Resume { name } => match admin::resume(&pool, &name, Utc::now()).await? {
             Some(next) => println!(
                 "schedule {name} resumed; next fire {} (ticks during the pause are not caught up)",
                 when(Some(next))
@@ -101,14 +101,14 @@ pub async fn run(settings: &Settings, cmd: ScheduleCmd) -> anyhow::Result<()> {
             None => println!("schedule {name} is not paused; nothing changed"),
         },
         ScheduleCmd::Trigger { name } => {
-            let id = ops::trigger(&pool, &name).await?;
+            let id = admin::trigger(&pool, &name).await?;
             println!(
                 "run of {name} requested; the next coordinator pass starts saga {id} \
                  (follow it with: sagaflow status {id})"
             );
         }
         ScheduleCmd::Delete { name } => {
-            ops::delete(&pool, &name).await?;
+            admin::delete(&pool, &name).await?;
             println!("schedule {name} deleted");
         }
     }

@@ -380,7 +380,8 @@ impl TestEnv {
                 .await
                 .unwrap()
             {
-                let reason = sagaflow::dlq::reason(m.delivery.properties.headers().as_ref());
+                let reason =
+                    sagaflow::dead_letters::reason(m.delivery.properties.headers().as_ref());
                 return (reason, m.delivery.data.clone());
             }
             assert!(

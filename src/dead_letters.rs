@@ -22,7 +22,7 @@ pub struct DeadLetter {
 
 /// A dead-letter queue and how many messages it holds.
 #[derive(Debug, Clone, Serialize)]
-pub struct DlqSummary {
+pub struct DeadLetterQueue {
     pub queue: String,
     pub messages: u32,
 }
@@ -32,19 +32,19 @@ pub fn reason(headers: Option<&FieldTable>) -> String {
     crate::broker::consumer::dead_letter_reason(headers).unwrap_or_else(|| "unknown".into())
 }
 
-/// Counts of the coordinator DLQ and of each activity's DLQ (queues that do not
-/// exist are skipped).
+/// Depths of the coordinator's dead-letter queue and of each activity's (queues that
+/// do not exist are skipped).
 pub async fn summaries(
     conn: &lapin::Connection,
     names: &Names,
     activities: &[String],
-) -> lapin::Result<Vec<DlqSummary>> {
+) -> lapin::Result<Vec<DeadLetterQueue>> {
     let mut queues = vec![names.dlq_coordinator()];
     queues.extend(activities.iter().map(|a| names.dlq(a)));
     let infos = crate::broker::inspect::queue_infos(conn, &queues).await?;
     Ok(infos
         .into_iter()
-        .map(|i| DlqSummary {
+        .map(|i| DeadLetterQueue {
             queue: i.queue,
             messages: i.ready,
         })
@@ -186,7 +186,7 @@ pub fn original_route(headers: Option<&FieldTable>) -> Option<(String, String)> 
 
 /// What to do with the selected dead letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DlqAction {
+pub enum DeadLetterAction {
     /// Publish again where it was going (without the dead-letter headers), then remove.
     Replay,
     /// Remove.
@@ -223,7 +223,7 @@ pub async fn act(
     publisher: &crate::broker::Publisher,
     queue: &str,
     sel: &Selection,
-    action: DlqAction,
+    action: DeadLetterAction,
 ) -> lapin::Result<Vec<Touched>> {
     let ch = conn.create_channel().await?;
     let depth = ready(&ch, queue).await?;
@@ -281,9 +281,9 @@ async fn apply(
     publisher: &crate::broker::Publisher,
     item: &Touched,
     body: &[u8],
-    action: DlqAction,
+    action: DeadLetterAction,
 ) -> bool {
-    if action == DlqAction::Purge {
+    if action == DeadLetterAction::Purge {
         return true;
     }
     let Some((exchange, key)) = &item.route else {
