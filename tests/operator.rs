@@ -172,7 +172,7 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
     let out = sagaflow_cli(
         &env,
         &[
-            "saga",
+            "sagas",
             "retry",
             "--status",
             "failed",
@@ -200,6 +200,7 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
     while chrono::Utc::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `saga …` is the deprecated spelling of `sagas …`: it still works for one release.
     sagaflow_cli(
         &env,
         &["saga", "retry", "--status", "failed", "--id-prefix", "f-"],

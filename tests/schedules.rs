@@ -510,13 +510,19 @@ async fn sagaflow(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
 }
 
 #[tokio::test]
-async fn the_schedule_cli_validates_input_and_exits_non_zero_on_errors() {
+async fn the_schedules_cli_validates_input_and_exits_non_zero_on_errors() {
     let env = TestEnv::new(&[("slow.toml", SLOW)]).await;
-    let (code, _, err) = sagaflow(&env, &["schedule", "pause", "nope"]).await;
+    let (code, _, err) = sagaflow(&env, &["schedules", "pause", "nope"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no schedule named `nope`"), "{err}");
     let bad = [
-        "schedule", "add", "r", "--saga", "slow", "--cron", "0 0 * *",
+        "schedules",
+        "add",
+        "r",
+        "--saga",
+        "slow",
+        "--cron",
+        "0 0 * *",
     ];
     let (code, _, err) = sagaflow(&env, &bad).await;
     assert_eq!(code, 1);
@@ -525,7 +531,7 @@ async fn the_schedule_cli_validates_input_and_exits_non_zero_on_errors() {
         "{err}"
     );
     let ok = [
-        "schedule",
+        "schedules",
         "add",
         "r",
         "--saga",
@@ -542,15 +548,16 @@ async fn the_schedule_cli_validates_input_and_exits_non_zero_on_errors() {
     let (code, out, err) = sagaflow(&env, &ok).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("schedule r added"), "{out}");
-    let (code, out, _) = sagaflow(&env, &["schedule", "list", "--json"]).await;
+    let (code, out, _) = sagaflow(&env, &["schedules", "list", "--json"]).await;
     assert_eq!(code, 0);
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed[0]["name"], "r");
     assert_eq!(listed[0]["cron"], "0 0 0 * * *");
     assert_eq!(listed[0]["catch_up_window_ms"], 600_000);
-    let (code, out, _) = sagaflow(&env, &["schedule", "trigger", "r"]).await;
+    let (code, out, _) = sagaflow(&env, &["schedules", "trigger", "r"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("r@manual-"), "{out}");
+    // `schedule …` is the deprecated spelling of `schedules …`: it still works.
     let (code, _, _) = sagaflow(&env, &["schedule", "delete", "r"]).await;
     assert_eq!(code, 0);
     env.cleanup().await;
