@@ -29,7 +29,7 @@ pub struct DeadLetters {
     pub messages: Vec<DeadLetter>,
 }
 
-#[utoipa::path(get, path = "/api/dead-letters", params(DeadLetterQuery),
+#[utoipa::path(get, path = "/dead-letters", tag = "dead_letters", params(DeadLetterQuery),
     responses((status = 200, body = DeadLetters), (status = 503, body = ErrorBody)))]
 pub async fn dead_letters(
     State(st): State<ApiState>,
@@ -93,7 +93,7 @@ async fn act(
     }))
 }
 
-#[utoipa::path(post, path = "/api/dead-letters/{queue}/replay", params(("queue" = String, Path, description = "`coordinator`, an activity or a full queue name")),
+#[utoipa::path(post, path = "/dead-letters/{queue}/replay", tag = "dead_letters", params(("queue" = String, Path, description = "`coordinator`, an activity or a full queue name")),
     request_body = DeadLetterRequest, responses((status = 200, body = DeadLetterResult)))]
 pub async fn replay(
     State(st): State<ApiState>,
@@ -103,7 +103,7 @@ pub async fn replay(
     act(&st, &queue, req, DeadLetterAction::Replay).await
 }
 
-#[utoipa::path(post, path = "/api/dead-letters/{queue}/purge", params(("queue" = String, Path, description = "`coordinator`, an activity or a full queue name")),
+#[utoipa::path(post, path = "/dead-letters/{queue}/purge", tag = "dead_letters", params(("queue" = String, Path, description = "`coordinator`, an activity or a full queue name")),
     request_body = DeadLetterRequest, responses((status = 200, body = DeadLetterResult)))]
 pub async fn purge(
     State(st): State<ApiState>,

@@ -15,7 +15,7 @@ use super::queues::{activity_loads, queue_views, DEFAULT_WINDOW_SECS};
 use super::{ApiError, ApiState};
 use crate::store::{outbox, stats};
 
-#[utoipa::path(get, path = "/metrics", security(()),
+#[utoipa::path(get, path = "/metrics", tag = "metrics", operation_id = "metrics", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn serve(State(st): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let mut e = Exposition::default();

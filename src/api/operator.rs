@@ -22,7 +22,7 @@ pub struct ActionAccepted {
     pub action: String,
 }
 
-#[utoipa::path(post, path = "/api/sagas/{id}/actions", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/sagas/{id}/actions", tag = "operator", params(("id" = String, Path)),
     request_body(content = serde_json::Value, description = "`{\"action\": \"retry\"|\"compensate\"}`, `{\"action\": \"resume_at\", \"step\": S}` or `{\"action\": \"skip\", \"output\": V}`"),
     responses((status = 202, body = ActionAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn saga_action(
@@ -90,7 +90,7 @@ pub struct BulkResult {
     pub sagas: Vec<Verdict>,
 }
 
-#[utoipa::path(post, path = "/api/sagas/actions", request_body = BulkAction,
+#[utoipa::path(post, path = "/sagas/actions", tag = "operator", request_body = BulkAction,
     responses((status = 200, body = BulkResult), (status = 400, body = ErrorBody)))]
 pub async fn bulk_action(
     State(st): State<ApiState>,

@@ -21,7 +21,7 @@ pub struct Readiness {
     pub rabbitmq: bool,
 }
 
-#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "probes", security(()), responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -30,7 +30,7 @@ pub async fn healthz() -> Json<Health> {
 
 /// Ready when both Postgres and RabbitMQ answer: a load balancer takes an API process
 /// out of rotation while either is down rather than let it answer 503 to operators.
-#[utoipa::path(get, path = "/readyz", security(()),
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
     responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
 pub async fn readyz(State(st): State<ApiState>) -> (StatusCode, Json<Readiness>) {
     let postgres = store::ping(&st.pool).await.is_ok();

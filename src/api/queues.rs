@@ -20,7 +20,7 @@ pub async fn queue_views(st: &ApiState) -> Result<Vec<TaskQueue>, ApiError> {
     Ok(inspect::task_queues(client.connection(), &st.names, &activities).await?)
 }
 
-#[utoipa::path(get, path = "/api/queues",
+#[utoipa::path(get, path = "/queues", tag = "queues",
     responses((status = 200, body = [TaskQueue]), (status = 503, body = ErrorBody)))]
 pub async fn queues(State(st): State<ApiState>) -> Result<Json<Vec<TaskQueue>>, ApiError> {
     Ok(Json(queue_views(&st).await?))
@@ -75,7 +75,7 @@ pub async fn activity_loads(st: &ApiState, window: f64) -> Result<Vec<ActivityLo
     Ok(loads.into_values().collect())
 }
 
-#[utoipa::path(get, path = "/api/scaling", params(ScalingQuery),
+#[utoipa::path(get, path = "/scaling", tag = "queues", params(ScalingQuery),
     responses((status = 200, body = Scaling), (status = 400, body = ErrorBody)))]
 pub async fn scaling(
     State(st): State<ApiState>,

@@ -17,7 +17,7 @@ pub struct ScheduleList {
     pub schedules: Vec<schedules::ScheduleRow>,
 }
 
-#[utoipa::path(get, path = "/api/schedules", responses((status = 200, body = ScheduleList)))]
+#[utoipa::path(get, path = "/schedules", tag = "schedules", responses((status = 200, body = ScheduleList)))]
 pub async fn list_schedules(State(st): State<ApiState>) -> Result<Json<ScheduleList>, ApiError> {
     let rows = schedules::list(&st.pool).await?;
     Ok(Json(ScheduleList {
@@ -34,7 +34,7 @@ pub struct ScheduleDone {
     pub detail: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/schedules/{name}/{op}", params(("name" = String, Path), ("op" = String, Path, description = "pause | resume | trigger")),
+#[utoipa::path(post, path = "/schedules/{name}/{op}", tag = "schedules", params(("name" = String, Path), ("op" = String, Path, description = "pause | resume | trigger")),
     responses((status = 200, body = ScheduleDone), (status = 404, body = ErrorBody), (status = 400, body = ErrorBody)))]
 pub async fn schedule_op(
     State(st): State<ApiState>,
