@@ -5,40 +5,16 @@
 //! transactional outbox); workers run the activities idempotently; failed steps are
 //! retried through RabbitMQ delay queues and undone by compensations in reverse.
 //!
-//! # Layout
-//! - [`saga`] — the pure core: definitions ([`saga::definition`]), the state
-//!   ([`saga::state`]), the machine `(def, state, event, now) -> decision`
-//!   ([`saga::machine`]) and retry maths ([`saga::retry`]). No I/O.
-//! - [`messages`] — the wire contract (JSON bodies).
-//! - [`store`] — all SQL: sagas and history, outbox, ledger, schedules, counters.
-//! - [`broker`] — all AMQP: names and topology, confirmed publishing, consumption
-//!   (one intake that settles each delivery exactly once), connecting.
-//! - [`coordinator`] — batches of inputs -> one transaction -> ack; outbox relay and
-//!   sweeper; wake-up scan; dead tasks as failed attempts; the stuck-saga reconciler.
-//! - [`health`] — a process's own liveness, readiness and probe server.
-//! - [`worker`] — the activity runtime and its public API.
-//! - [`scheduler`] — cron schedules.
-//! - [`client`] — starting sagas, signals, cancels, operator actions.
-//! - [`ops`], [`dlq`], [`api`], [`cli`] — the operator surface.
-//! - [`demo`], [`bench`](mod@bench), [`launch`], [`runtime`], [`config`] — the rest.
+//! What an embedder uses: [`worker`] (register handlers, run them), [`client`] (start
+//! sagas, send signals and cancels), [`saga`] (definitions and the pure machine),
+//! [`messages`] (the wire contract) and [`config`]. The rest is public so a deployment
+//! can run a coordinator, the scheduler or the API in-process and so the integration
+//! tests can drive them; the command line, the demo and the benchmarks ([`cli`],
+//! [`tools`]) sit behind the default `tools` feature.
 //!
-//! # Glossary
-//! - **definition**: a named, versioned list of steps (`sagas/*.toml`).
-//! - **saga**: one run of a definition, identified by a string id.
-//! - **step**: `activity` (with optional compensation), `sleep`, `sleep_until`, `wait`.
-//! - **task**: one attempt chain of one activity for one step (action or
-//!   compensation); each attempt is one message; its `idempotency_key` is
-//!   `<saga>:<step>:<kind>`.
-//! - **event**: what happens to a saga (a result, a wake-up, a signal, a cancel).
-//! - **command**: what the machine asks for (dispatch a task, publish an outcome).
-//! - **history**: the append-only audit trail of a saga.
-//! - **outbox**: messages committed with the state change that caused them.
-//! - **ledger**: the workers' record of completed tasks, by idempotency key.
-//! - **no-answer deadline**: the coordinator's deadline of an attempt that never
-//!   reports `started` (`start_to_close` + 5 min after scheduling).
-//! - **generation**: how often an operator resumed a saga; part of the idempotency
-//!   keys of the steps it re-runs.
-//! - **stuck**: not finished, no timer, nothing in flight, not waiting for a signal.
+//! The module map, the glossary and the life of one saga (which file handles each hop
+//! from start event to terminal event) are in `docs/architecture.md`, the one place
+//! they are kept.
 #![deny(unsafe_code)]
 
 pub mod api;
@@ -48,10 +24,10 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod coordinator;
-pub mod dlq;
+pub mod dead_letters;
 pub mod health;
 pub mod messages;
-pub mod ops;
+pub mod operator;
 pub mod runtime;
 pub mod saga;
 pub mod scheduler;

@@ -27,7 +27,7 @@ fn init_tracing(format: LogFormat) {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // `sagaflow dlq list | head` must end quietly when the reader goes away, as other
+    // `sagaflow dead-letters list | head` must end quietly when the reader goes away, as other
     // command-line tools do, instead of panicking on a broken pipe.
     // SAFETY: only restores the default disposition of SIGPIPE; no handler runs Rust code.
     unsafe {

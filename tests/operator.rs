@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{id, TestEnv, ORDER};
 use sagaflow::broker::Publisher;
-use sagaflow::dlq::{self, DlqAction, Selection};
+use sagaflow::dead_letters::{self, DeadLetterAction, Selection};
 use sagaflow::saga::machine::OperatorAction;
 use serde_json::json;
 
@@ -66,12 +66,12 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
         dry_run,
     };
     // Dry run: lists the saga's dead letter, touches nothing.
-    let seen = dlq::act(
+    let seen = dead_letters::act(
         &conn,
         &publisher,
         &dlq_q,
         &sel("h-1", true),
-        DlqAction::Replay,
+        DeadLetterAction::Replay,
     )
     .await
     .unwrap();
@@ -86,23 +86,23 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
     assert!(!seen[0].applied);
     assert_eq!(env.depth(&dlq_q).await, 1);
     // Another saga's filter touches nothing.
-    assert!(dlq::act(
+    assert!(dead_letters::act(
         &conn,
         &publisher,
         &dlq_q,
         &sel("other", false),
-        DlqAction::Purge
+        DeadLetterAction::Purge
     )
     .await
     .unwrap()
     .is_empty());
     // Replay: back in the task queue, gone from the DLQ.
-    let replayed = dlq::act(
+    let replayed = dead_letters::act(
         &conn,
         &publisher,
         &dlq_q,
         &sel("h-1", false),
-        DlqAction::Replay,
+        DeadLetterAction::Replay,
     )
     .await
     .unwrap();
@@ -112,12 +112,12 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
     // Dead-letter it again, then purge it.
     env.poison_next(&task_q).await;
     env.wait_depth(&dlq_q, 1).await;
-    let purged = dlq::act(
+    let purged = dead_letters::act(
         &conn,
         &publisher,
         &dlq_q,
         &sel("h-1", false),
-        DlqAction::Purge,
+        DeadLetterAction::Purge,
     )
     .await
     .unwrap();
@@ -172,7 +172,7 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
     let out = sagaflow_cli(
         &env,
         &[
-            "saga",
+            "sagas",
             "retry",
             "--status",
             "failed",
@@ -200,6 +200,7 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
     while chrono::Utc::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // `saga …` is the deprecated spelling of `sagas …`: it still works for one release.
     sagaflow_cli(
         &env,
         &["saga", "retry", "--status", "failed", "--id-prefix", "f-"],

@@ -416,7 +416,7 @@ async fn the_cli_shows_an_unreadable_saga_with_the_reason_and_fails() {
             (out.status.code(), text(&out.stdout), text(&out.stderr))
         }
     };
-    let (code, out, err) = run(&["status", "bad"]).await;
+    let (code, out, err) = run(&["sagas", "show", "bad"]).await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.contains("status   unreadable"), "{out}");
     assert!(out.contains("missing field"), "{out}");
@@ -438,6 +438,7 @@ async fn the_cli_shows_an_unreadable_saga_with_the_reason_and_fails() {
     };
     assert!(line("bad ").contains("unreadable"), "{out}");
     assert!(line("good ").contains("running"), "{out}");
+    // `status` is the deprecated spelling of `sagas show`: it still works for one release.
     let (code, _, _) = run(&["status", "good"]).await;
     assert_eq!(code, Some(0));
     env.cleanup().await;

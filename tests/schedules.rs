@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::TestEnv;
-use sagaflow::scheduler::{ops, sync};
+use sagaflow::scheduler::{admin, sync};
 use sagaflow::store::schedules::{self, ScheduleRow};
 use serde_json::json;
 
@@ -125,8 +125,8 @@ async fn history_id(env: &TestEnv, saga_id: &str, event: &str) -> i64 {
         .unwrap()
 }
 
-fn add_request(name: &str, saga: &str, cron: &str, overlap: &str) -> ops::AddRequest {
-    ops::AddRequest {
+fn add_request(name: &str, saga: &str, cron: &str, overlap: &str) -> admin::AddRequest {
+    admin::AddRequest {
         name: name.into(),
         saga: saga.into(),
         cron: cron.into(),
@@ -178,7 +178,7 @@ async fn two_coordinators_start_exactly_one_saga_per_tick() {
     })
     .await;
     wait_tick_from(&env, name, first + secs(3)).await;
-    ops::pause(&env.pool, name).await.unwrap();
+    admin::pause(&env.pool, name).await.unwrap();
     let got = ticks(&env, name).await;
     let r = row(&env, name).await;
     // Every tick from the first to the one before next_fire_at started exactly one saga.
@@ -208,13 +208,13 @@ async fn pause_stops_new_runs_and_resume_starts_them_again_from_now() {
         ticks(&env, name).await.first().copied()
     })
     .await;
-    ops::pause(&env.pool, name).await.unwrap();
+    admin::pause(&env.pool, name).await.unwrap();
     let paused_at = row(&env, name).await.next_fire_at.unwrap();
     assert!(paused_at > first);
     // The witness ticking on proves passes ran over the paused schedule's due ticks.
     wait_tick_from(&env, witness, paused_at + secs(2)).await;
     assert!(ticks(&env, name).await.iter().all(|t| *t < paused_at));
-    let resumed = ops::resume(&env.pool, name, Utc::now())
+    let resumed = admin::resume(&env.pool, name, Utc::now())
         .await
         .unwrap()
         .expect("it was paused");
@@ -227,7 +227,7 @@ async fn pause_stops_new_runs_and_resume_starts_them_again_from_now() {
     );
     assert_eq!(row(&env, name).await.missed_ticks, 0);
     assert_eq!(
-        ops::resume(&env.pool, name, Utc::now()).await.unwrap(),
+        admin::resume(&env.pool, name, Utc::now()).await.unwrap(),
         None,
         "resuming an active schedule changes nothing"
     );
@@ -239,7 +239,7 @@ async fn catch_up_starts_only_ticks_inside_the_window_and_counts_the_rest() {
     let mut env = TestEnv::new(&[("slow.toml", SLOW)]).await;
     let mut req = add_request("hourly_gap", "slow", "* * * * * *", "allow_all");
     req.catch_up_window = "2s".into();
-    ops::add(&env.pool, &env.catalog, &req).await.unwrap();
+    admin::add(&env.pool, &env.catalog, &req).await.unwrap();
     // The schedule has been due for an hour while no coordinator ran.
     let since: DateTime<Utc> = sqlx::query_scalar(
         "UPDATE schedules SET next_fire_at = date_trunc('second', now()) - interval '1 hour'
@@ -253,7 +253,7 @@ async fn catch_up_starts_only_ticks_inside_the_window_and_counts_the_rest() {
         (row(&env, "hourly_gap").await.missed_ticks > 0).then_some(())
     })
     .await;
-    ops::pause(&env.pool, "hourly_gap").await.unwrap();
+    admin::pause(&env.pool, "hourly_gap").await.unwrap();
     let r = row(&env, "hourly_gap").await;
     let got = ticks(&env, "hourly_gap").await;
     assert!(!got.is_empty());
@@ -272,7 +272,7 @@ async fn catch_up_starts_only_ticks_inside_the_window_and_counts_the_rest() {
 async fn skip_drops_ticks_while_the_last_run_is_open() {
     let mut env = TestEnv::new(&[("slow.toml", SLOW)]).await;
     env.start_coordinator().await;
-    ops::add(
+    admin::add(
         &env.pool,
         &env.catalog,
         &add_request("skipper", "slow", "* * * * * *", "skip"),
@@ -283,7 +283,7 @@ async fn skip_drops_ticks_while_the_last_run_is_open() {
         (ticks(&env, "skipper").await.len() >= 2).then_some(())
     })
     .await;
-    ops::pause(&env.pool, "skipper").await.unwrap();
+    admin::pause(&env.pool, "skipper").await.unwrap();
     let got = ticks(&env, "skipper").await;
     assert!(row(&env, "skipper").await.skipped_ticks >= 1);
     for w in got.windows(2) {
@@ -302,7 +302,7 @@ async fn skip_drops_ticks_while_the_last_run_is_open() {
 async fn buffer_one_starts_the_buffered_tick_right_after_the_run_ends() {
     let mut env = TestEnv::new(&[("slow.toml", SLOW)]).await;
     env.start_coordinator().await;
-    ops::add(
+    admin::add(
         &env.pool,
         &env.catalog,
         &add_request("buffered", "slow", "* * * * * *", "buffer_one"),
@@ -313,7 +313,7 @@ async fn buffer_one_starts_the_buffered_tick_right_after_the_run_ends() {
         (ticks(&env, "buffered").await.len() >= 2).then_some(())
     })
     .await;
-    ops::pause(&env.pool, "buffered").await.unwrap();
+    admin::pause(&env.pool, "buffered").await.unwrap();
     let got = ticks(&env, "buffered").await;
     // The tick after the first run's came while it was open: kept, then started next.
     assert_eq!(got[1], got[0] + secs(1), "{got:?}");
@@ -340,7 +340,7 @@ async fn a_tick_that_fell_due_while_no_coordinator_ran_fires_after_restart() {
     // Added while no coordinator runs, so nothing can fire it before the restart.
     let at = DateTime::from_timestamp(Utc::now().timestamp() + 2, 0).unwrap();
     let once = at.format("%-S %-M %-H %-d %-m * %Y").to_string();
-    ops::add(
+    admin::add(
         &env.pool,
         &env.catalog,
         &add_request("once", "slow", &once, "skip"),
@@ -380,7 +380,7 @@ async fn file_sync_keeps_state_recomputes_on_cron_change_and_leaves_api_rows_alo
     );
     assert_eq!(a.unwrap().0, 2);
     assert_eq!(b.unwrap().0, 2);
-    ops::add(
+    admin::add(
         &env.pool,
         &env.catalog,
         &add_request("mine", "tick", "0 0 * * *", "skip"),
@@ -434,23 +434,26 @@ async fn file_sync_keeps_state_recomputes_on_cron_change_and_leaves_api_rows_alo
 async fn trigger_runs_a_paused_schedule_once_and_operator_errors_are_clear() {
     let mut env = TestEnv::new(&[("tick.toml", TICK)]).await;
     env.start_coordinator().await;
-    ops::add(
+    admin::add(
         &env.pool,
         &env.catalog,
         &add_request("manual", "tick", "0 0 0 1 1 *", "skip"),
     )
     .await
     .unwrap();
-    ops::pause(&env.pool, "manual").await.unwrap();
-    let saga = ops::trigger(&env.pool, "manual").await.unwrap();
+    admin::pause(&env.pool, "manual").await.unwrap();
+    let saga = admin::trigger(&env.pool, "manual").await.unwrap();
     assert!(saga.starts_with("manual@manual-"), "{saga}");
     env.wait_status(&saga, "completed", T).await;
     let r = row(&env, "manual").await;
     assert_eq!(r.last_saga_id.as_deref(), Some(saga.as_str()));
     assert!(r.trigger_requested_at.is_none() && r.paused);
-    let unknown = ops::pause(&env.pool, "nope").await.unwrap_err().to_string();
+    let unknown = admin::pause(&env.pool, "nope")
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(unknown.contains("no schedule named `nope`"), "{unknown}");
-    let exists = ops::add(
+    let exists = admin::add(
         &env.pool,
         &env.catalog,
         &add_request("manual", "tick", "0 0 * * *", "skip"),
@@ -458,10 +461,10 @@ async fn trigger_runs_a_paused_schedule_once_and_operator_errors_are_clear() {
     .await
     .unwrap_err();
     assert!(exists.to_string().contains("exists already"), "{exists}");
-    let file = ops::delete(&env.pool, "tick.witness").await.unwrap_err();
+    let file = admin::delete(&env.pool, "tick.witness").await.unwrap_err();
     assert!(file.to_string().contains("definition file"), "{file}");
-    ops::delete(&env.pool, "manual").await.unwrap();
-    assert!(ops::trigger(&env.pool, "manual").await.is_err());
+    admin::delete(&env.pool, "manual").await.unwrap();
+    assert!(admin::trigger(&env.pool, "manual").await.is_err());
     env.cleanup().await;
 }
 
@@ -507,13 +510,19 @@ async fn sagaflow(env: &TestEnv, args: &[&str]) -> (i32, String, String) {
 }
 
 #[tokio::test]
-async fn the_schedule_cli_validates_input_and_exits_non_zero_on_errors() {
+async fn the_schedules_cli_validates_input_and_exits_non_zero_on_errors() {
     let env = TestEnv::new(&[("slow.toml", SLOW)]).await;
-    let (code, _, err) = sagaflow(&env, &["schedule", "pause", "nope"]).await;
+    let (code, _, err) = sagaflow(&env, &["schedules", "pause", "nope"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no schedule named `nope`"), "{err}");
     let bad = [
-        "schedule", "add", "r", "--saga", "slow", "--cron", "0 0 * *",
+        "schedules",
+        "add",
+        "r",
+        "--saga",
+        "slow",
+        "--cron",
+        "0 0 * *",
     ];
     let (code, _, err) = sagaflow(&env, &bad).await;
     assert_eq!(code, 1);
@@ -522,7 +531,7 @@ async fn the_schedule_cli_validates_input_and_exits_non_zero_on_errors() {
         "{err}"
     );
     let ok = [
-        "schedule",
+        "schedules",
         "add",
         "r",
         "--saga",
@@ -539,15 +548,16 @@ async fn the_schedule_cli_validates_input_and_exits_non_zero_on_errors() {
     let (code, out, err) = sagaflow(&env, &ok).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("schedule r added"), "{out}");
-    let (code, out, _) = sagaflow(&env, &["schedule", "list", "--json"]).await;
+    let (code, out, _) = sagaflow(&env, &["schedules", "list", "--json"]).await;
     assert_eq!(code, 0);
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed[0]["name"], "r");
     assert_eq!(listed[0]["cron"], "0 0 0 * * *");
     assert_eq!(listed[0]["catch_up_window_ms"], 600_000);
-    let (code, out, _) = sagaflow(&env, &["schedule", "trigger", "r"]).await;
+    let (code, out, _) = sagaflow(&env, &["schedules", "trigger", "r"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("r@manual-"), "{out}");
+    // `schedule …` is the deprecated spelling of `schedules …`: it still works.
     let (code, _, _) = sagaflow(&env, &["schedule", "delete", "r"]).await;
     assert_eq!(code, 0);
     env.cleanup().await;

@@ -10,12 +10,12 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 
-use super::ops::{activity_loads, queue_views, DEFAULT_WINDOW_SECS};
 use super::prom::Exposition;
+use super::queues::{activity_loads, queue_views, DEFAULT_WINDOW_SECS};
 use super::{ApiError, ApiState};
 use crate::store::{outbox, stats};
 
-#[utoipa::path(get, path = "/metrics", security(()),
+#[utoipa::path(get, path = "/metrics", tag = "metrics", operation_id = "metrics", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn serve(State(st): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     let mut e = Exposition::default();
@@ -151,7 +151,8 @@ async fn dead_letter_metrics(st: &ApiState, e: &mut Exposition) {
     let Ok(client) = st.broker.client().await else {
         return;
     };
-    let Ok(queues) = crate::dlq::summaries(client.connection(), &st.names, &activities).await
+    let Ok(queues) =
+        crate::dead_letters::summaries(client.connection(), &st.names, &activities).await
     else {
         return;
     };

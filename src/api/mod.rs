@@ -1,24 +1,26 @@
-//! The operator HTTP API (`sagaflow serve`): sagas, queues, dead letters, the
-//! scaling signal, Prometheus metrics and the OpenAPI document generated from the
-//! handlers. Reads go to Postgres; starts, signals and cancels are published
-//! through [`crate::client::Client`] like any other service would.
+//! The operator HTTP API (`sagaflow serve`): sagas, operator actions, queues, dead
+//! letters, schedules, the scaling signal, Prometheus metrics and the OpenAPI document
+//! generated from the routes ([`routes`]). Reads go to Postgres; starts, signals and
+//! cancels are published through [`crate::client::Client`] like any other service would.
 
-mod actions;
 pub mod auth;
 pub mod cursor;
 mod dashboard;
+mod dead_letters;
 mod error;
 pub mod metrics;
 pub mod openapi;
-mod ops;
+mod operator;
+mod probes;
 pub mod prom;
+mod queues;
+mod routes;
 mod sagas;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::routing::{get, post};
-use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -30,6 +32,7 @@ use crate::config::{Limits, Settings};
 use crate::saga::definition::Catalog;
 
 pub use error::{ApiError, ErrorBody};
+pub use routes::router;
 
 /// What every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -104,42 +107,6 @@ impl BrokerLink {
         *slot = Some(c.clone());
         Ok(c)
     }
-}
-
-/// All routes: `/api/*` behind the token check, probes, metrics and the dashboard's
-/// static files outside it.
-pub fn router(state: ApiState) -> Router {
-    let api = Router::new()
-        .route("/sagas", post(sagas::start).get(sagas::list))
-        .route("/sagas/{id}", get(sagas::show))
-        .route("/sagas/{id}/history", get(sagas::history))
-        .route("/sagas/{id}/signal", post(sagas::signal))
-        .route("/sagas/{id}/cancel", post(sagas::cancel))
-        .route("/sagas/{id}/actions", post(actions::saga_action))
-        .route("/sagas/actions", post(actions::bulk_action))
-        .route("/dead-letters/{queue}/replay", post(actions::replay))
-        .route("/dead-letters/{queue}/purge", post(actions::purge))
-        .route("/schedules", get(actions::list_schedules))
-        .route("/schedules/{name}/{op}", post(actions::schedule_op))
-        .route("/queues", get(ops::queues))
-        .route("/dead-letters", get(ops::dead_letters))
-        .route("/scaling", get(ops::scaling))
-        .route("/openapi.json", get(openapi::serve))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
-        // Request bodies are read up to `limits.message_bytes` (not axum's 2 MB).
-        .layer(axum::extract::DefaultBodyLimit::max(
-            state.limits.message_bytes,
-        ));
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(metrics::serve))
-        .nest("/api", api)
-        .merge(dashboard::routes())
-        .with_state(state)
 }
 
 /// Binds `api.listen`, enforcing the loopback rule before anything listens.

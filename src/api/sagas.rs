@@ -138,7 +138,7 @@ pub struct HistoryItem {
     pub detail: Value,
 }
 
-#[utoipa::path(post, path = "/api/sagas", request_body = StartRequest,
+#[utoipa::path(post, path = "/sagas", tag = "sagas", request_body = StartRequest,
     responses((status = 202, description = "start published", body = Accepted),
         (status = 200, description = "a saga with this id, saga name and input exists: nothing started", body = Accepted),
         (status = 400, body = ErrorBody), (status = 409, description = "`id_conflict`: the id exists with a different saga name or input", body = ErrorBody),
@@ -193,7 +193,7 @@ pub async fn start(
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
 }
 
-#[utoipa::path(get, path = "/api/sagas", params(ListQuery),
+#[utoipa::path(get, path = "/sagas", tag = "sagas", params(ListQuery),
     responses((status = 200, body = SagaPage), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(st): State<ApiState>,
@@ -235,7 +235,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/api/sagas/{id}", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/sagas/{id}", tag = "sagas", params(("id" = String, Path)),
     responses((status = 200, body = SagaDetail), (status = 404, body = ErrorBody)))]
 pub async fn show(
     State(st): State<ApiState>,
@@ -271,7 +271,7 @@ pub async fn show(
     }))
 }
 
-#[utoipa::path(get, path = "/api/sagas/{id}/history", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/sagas/{id}/history", tag = "sagas", params(("id" = String, Path)),
     responses((status = 200, body = [HistoryItem]), (status = 404, body = ErrorBody)))]
 pub async fn history(
     State(st): State<ApiState>,
@@ -292,7 +292,7 @@ pub async fn history(
     Ok(Json(items))
 }
 
-#[utoipa::path(post, path = "/api/sagas/{id}/signal", params(("id" = String, Path)), request_body = SignalRequest,
+#[utoipa::path(post, path = "/sagas/{id}/signal", tag = "sagas", params(("id" = String, Path)), request_body = SignalRequest,
     responses((status = 202, body = Accepted), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
 pub async fn signal(
@@ -307,7 +307,7 @@ pub async fn signal(
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
 }
 
-#[utoipa::path(post, path = "/api/sagas/{id}/cancel", params(("id" = String, Path)), request_body = CancelRequest,
+#[utoipa::path(post, path = "/sagas/{id}/cancel", tag = "sagas", params(("id" = String, Path)), request_body = CancelRequest,
     responses((status = 202, body = Accepted), (status = 404, body = ErrorBody)))]
 pub async fn cancel(
     State(st): State<ApiState>,

@@ -58,7 +58,7 @@ impl Inbound {
 /// recent `x-death` entry (`delivery_limit`, `rejected`, `expired`, `maxlen`, with
 /// its queue). Not `x-first-death-reason`: a retried task died once already, by
 /// design, when its delay queue's TTL sent it back.
-pub fn dead_letter_reason(headers: Option<&FieldTable>) -> Option<String> {
+pub(crate) fn dead_letter_reason(headers: Option<&FieldTable>) -> Option<String> {
     let h = headers?;
     let text = |t: &FieldTable, k: &str| match t.inner().get(k) {
         Some(AMQPValue::LongString(s)) => Some(s.to_string()),
@@ -372,7 +372,7 @@ impl Settler {
 
 /// Returns every unacked delivery up to and including `tag` on `ch` to its queue,
 /// in order, in one frame (the dead-letter tools browse a queue with `basic_get`).
-pub async fn requeue_through(ch: &Channel, tag: u64) -> lapin::Result<()> {
+pub(crate) async fn requeue_through(ch: &Channel, tag: u64) -> lapin::Result<()> {
     ch.basic_nack(
         tag,
         BasicNackOptions {

@@ -1,12 +1,25 @@
-//! `sagaflow sagas …` and `sagaflow queues`: the CLI mirror of the HTTP API's reads,
-//! straight against Postgres and the broker.
+//! `sagaflow sagas …`: everything done to a saga from the command line. Reads (list,
+//! show) go straight to Postgres, the CLI mirror of `GET /api/sagas…`; starts, signals
+//! and cancels are published like any service publishes them; operator actions are
+//! checked against the saga as stored before they are sent ([`operator`]).
 
+mod operator;
+mod show;
+
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
+use serde_json::Value;
 
-use super::{load_catalog, pool};
+use super::database::pool;
+use super::parse_json;
+use crate::client::{Client, StartOptions};
 use crate::config::Settings;
+use crate::saga::machine::OperatorAction;
 use crate::saga::state::SagaStatus;
 use crate::store::sagas::{self, ListFilter};
+
+pub use self::operator::Bulk;
+pub use self::show::show;
 
 /// Exit code 3: the saga asked for does not exist (`main` maps this error to it).
 #[derive(Debug, thiserror::Error)]
@@ -16,203 +29,216 @@ pub struct SagaNotFound(pub String);
 #[derive(Debug, Subcommand)]
 pub enum SagasCmd {
     /// Sagas, newest first.
-    List {
-        #[arg(long)]
-        saga: Option<String>,
-        #[arg(long, value_parser = parse_status)]
-        status: Option<SagaStatus>,
-        #[arg(long)]
-        id_prefix: Option<String>,
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
-        limit: i64,
-        /// Only sagas the reconciler flagged stuck (nothing will move them) that are
-        /// still not moving.
-        #[arg(long)]
-        stuck: bool,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
+    List(ListArgs),
+    /// A saga's status, timers and history.
+    Show(ShowArgs),
+    /// Start a saga.
+    Start(StartArgs),
+    /// Send a named signal to a saga.
+    Signal(SignalArgs),
+    /// Cancel a saga: undo its completed steps and end it `cancelled`.
+    Cancel(CancelArgs),
+    /// Run the stuck task again (new attempt chain), or a failed saga's failed compensation.
+    Retry {
+        /// The saga; omit it and give a filter for a bulk action.
+        id: Option<String>,
+        #[command(flatten)]
+        bulk: Bulk,
     },
-    /// A saga's status and history (same as `sagaflow status`).
-    Show {
-        id: String,
+    /// Run the saga again from a step (the steps before it must still be completed).
+    #[command(alias = "resume")]
+    ResumeAt {
+        /// The saga; omit it and give a filter for a bulk action.
+        id: Option<String>,
+        /// The step to run again from.
         #[arg(long)]
-        json: bool,
+        step: String,
+        #[command(flatten)]
+        bulk: Bulk,
     },
+    /// Mark the current step completed with an output and go on.
+    Skip {
+        /// The saga; omit it and give a filter for a bulk action.
+        id: Option<String>,
+        /// The step's output, as JSON.
+        #[arg(long, default_value = "null", value_parser = parse_json)]
+        output: Value,
+        #[command(flatten)]
+        bulk: Bulk,
+    },
+    /// Stop going forward: undo the completed steps in reverse.
+    Compensate {
+        /// The saga; omit it and give a filter for a bulk action.
+        id: Option<String>,
+        #[command(flatten)]
+        bulk: Bulk,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    pub saga: Option<String>,
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<SagaStatus>,
+    #[arg(long)]
+    pub id_prefix: Option<String>,
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=500))]
+    pub limit: i64,
+    /// Only sagas the reconciler flagged stuck (nothing will move them) that are
+    /// still not moving.
+    #[arg(long)]
+    pub stuck: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    pub id: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Saga name, e.g. order_fulfillment.
+    pub saga: String,
+    /// Business key; a UUID v7 when omitted.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Saga input as JSON.
+    #[arg(long, default_value = "{}", value_parser = parse_json)]
+    pub input: Value,
+    /// Run after this delay (250ms, 30s, 5m, 36h, 7d).
+    #[arg(long, conflicts_with = "start_at")]
+    pub delay: Option<String>,
+    /// Run at this instant (RFC 3339).
+    #[arg(long)]
+    pub start_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SignalArgs {
+    pub id: String,
+    pub name: String,
+    #[arg(long, default_value = "null", value_parser = parse_json)]
+    pub payload: Value,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    pub id: String,
+    #[arg(long, default_value = "cancelled by operator")]
+    pub reason: String,
 }
 
 fn parse_status(s: &str) -> Result<SagaStatus, String> {
     s.parse()
 }
 
+/// Runs one `sagas` subcommand.
 pub async fn run(settings: &Settings, cmd: SagasCmd) -> anyhow::Result<()> {
+    use OperatorAction as A;
     match cmd {
-        SagasCmd::Show { id, json } => status(settings, &id, json).await,
-        SagasCmd::List {
-            saga,
-            status,
-            id_prefix,
-            limit,
-            stuck,
-            json,
-        } => {
-            let filter = ListFilter {
-                saga,
-                status: status.map(|s| s.as_str().to_string()),
-                id_prefix,
-                stuck,
-                ..Default::default()
-            };
-            let rows = sagas::list(&pool(settings).await?, &filter, limit).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-                return Ok(());
-            }
-            println!(
-                "{:<40} {:<24} {:>3} {:<13} {:<20} updated",
-                "id", "saga", "v", "status", "created"
-            );
-            for r in rows {
-                println!(
-                    "{:<40} {:<24} {:>3} {:<13} {:<20} {}",
-                    r.id,
-                    r.saga,
-                    r.version,
-                    // The reason is in `--json` and in `sagaflow status <id>`.
-                    if r.unreadable.is_some() {
-                        "unreadable"
-                    } else {
-                        r.status.as_str()
-                    },
-                    r.created_at.format("%Y-%m-%d %H:%M:%S"),
-                    r.updated_at.format("%Y-%m-%d %H:%M:%S")
-                );
-            }
-            Ok(())
+        SagasCmd::List(args) => list(settings, args).await,
+        SagasCmd::Show(args) => show(settings, args).await,
+        SagasCmd::Start(args) => start(settings, args).await,
+        SagasCmd::Signal(args) => signal(settings, args).await,
+        SagasCmd::Cancel(args) => cancel(settings, args).await,
+        SagasCmd::Retry { id, bulk } => operator::act(settings, id, bulk, A::Retry).await,
+        SagasCmd::ResumeAt { id, step, bulk } => {
+            operator::act(settings, id, bulk, A::ResumeAt { step }).await
         }
+        SagasCmd::Skip { id, output, bulk } => {
+            operator::act(settings, id, bulk, A::Skip { output }).await
+        }
+        SagasCmd::Compensate { id, bulk } => operator::act(settings, id, bulk, A::Compensate).await,
     }
 }
 
-/// `sagaflow queues`: ready messages and consumers of every task queue.
-pub async fn queues(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let catalog = load_catalog(settings)?;
-    let activities: Vec<String> = catalog.activities().into_iter().collect();
-    let names = crate::broker::Names::new(&settings.namespace);
-    let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-cli").await?;
-    let queues = crate::broker::inspect::task_queues(&conn, &names, &activities).await?;
-    conn.close("bye").await;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&queues)?);
-        return Ok(());
-    }
-    println!(
-        "{:<32} {:>8} {:>9}  queue",
-        "activity", "ready", "consumers"
-    );
-    for q in queues {
-        println!(
-            "{:<32} {:>8} {:>9}  {}",
-            q.activity, q.ready, q.consumers, q.queue
-        );
-    }
-    Ok(())
-}
-
-/// `sagaflow status <id>` / `sagaflow sagas show <id>`: the saga and its history.
-pub async fn status(settings: &Settings, id: &str, json: bool) -> anyhow::Result<()> {
-    let pool = pool(settings).await?;
-    let saga = match sagas::read(&pool, id).await? {
-        None => return Err(SagaNotFound(id.to_string()).into()),
-        Some(Ok(saga)) => saga,
-        Some(Err(u)) => return unreadable(&pool, *u, json).await,
+/// `sagas list`: a table (or JSON) of the sagas the filter selects.
+async fn list(settings: &Settings, args: ListArgs) -> anyhow::Result<()> {
+    let filter = ListFilter {
+        saga: args.saga,
+        status: args.status.map(|s| s.as_str().to_string()),
+        id_prefix: args.id_prefix,
+        stuck: args.stuck,
+        ..Default::default()
     };
-    let history = sagas::history(&pool, id).await?;
-    if json {
-        let out = serde_json::json!({ "saga": saga.state, "created_at": saga.created_at, "updated_at": saga.updated_at, "history": history });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+    let rows = sagas::list(&pool(settings).await?, &filter, args.limit).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    let s = &saga.state;
-    println!("saga     {} ({} v{})", s.id, s.saga, s.version);
-    println!("status   {}", s.status);
-    if let Some(at) = s.run_at {
-        println!("runs at  {}", at.to_rfc3339());
-    }
-    if let Some(at) = s.next_wake().filter(|_| s.run_at.is_none()) {
-        println!(
-            "wakes at {} (sleep, wait timeout, activity timeout or parked retry)",
-            at.to_rfc3339()
-        );
-    }
     println!(
-        "created  {}   updated {}",
-        saga.created_at.to_rfc3339(),
-        saga.updated_at.to_rfc3339()
+        "{:<40} {:<24} {:>3} {:<13} {:<20} updated",
+        "id", "saga", "v", "status", "created"
     );
-    if let Some(e) = &s.error {
-        println!("error    {}: {}", e.code, e.message);
-    }
-    println!(
-        "\n{:<28} {:<26} {:<18} {:>7}  detail",
-        "at", "event", "step", "attempt"
-    );
-    for h in history {
-        let attempt = h.attempt.map(|a| a.to_string()).unwrap_or_default();
-        let detail = if h.detail == serde_json::json!({}) {
-            String::new()
-        } else {
-            h.detail.to_string()
-        };
+    for r in rows {
         println!(
-            "{:<28} {:<26} {:<18} {:>7}  {}",
-            h.at.format("%Y-%m-%d %H:%M:%S%.3f"),
-            h.event,
-            h.step.unwrap_or_default(),
-            attempt,
-            detail
+            "{:<40} {:<24} {:>3} {:<13} {:<20} {}",
+            r.id,
+            r.saga,
+            r.version,
+            // The reason is in `--json` and in `sagaflow sagas show <id>`.
+            if r.unreadable.is_some() {
+                "unreadable"
+            } else {
+                r.status.as_str()
+            },
+            r.created_at.format("%Y-%m-%d %H:%M:%S"),
+            r.updated_at.format("%Y-%m-%d %H:%M:%S")
         );
     }
     Ok(())
 }
 
-/// `status` of a saga whose stored state cannot be decoded: what its columns say, the
-/// reason and its history, then an error (exit code 1) naming the reason.
-async fn unreadable(
-    pool: &sqlx::PgPool,
-    u: sagas::UnreadableSaga,
-    json: bool,
-) -> anyhow::Result<()> {
-    let history = sagas::history(pool, &u.id).await?;
-    if json {
-        let out = serde_json::json!({ "saga": null, "unreadable": &u, "history": history });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Err(u.error().into());
+/// A broker client held to `[limits]`, as every publishing command uses.
+async fn client(settings: &Settings) -> anyhow::Result<Client> {
+    Ok(Client::connect(&settings.amqp.url, &settings.namespace)
+        .await?
+        .with_limits(settings.limits.clone()))
+}
+
+/// `sagas start`: publishes the start event; it does not wait for the saga to run.
+pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
+    if let Some(d) = &args.delay {
+        crate::saga::definition::parse_duration(d).map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
     }
-    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+    let id = args.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let opts = StartOptions {
+        id: Some(id.clone()),
+        delay: args.delay,
+        start_at: args.start_at,
+        version: None,
+    };
+    let client = client(settings).await?;
+    client.start(&args.saga, args.input, opts).await?;
+    client.close().await;
     println!(
-        "saga     {} ({} v{})",
-        u.id,
-        or_unknown(u.saga.clone()),
-        or_unknown(u.version.map(|v| v.to_string()))
+        "start event for {} published (id {id}); follow it with: sagaflow sagas show {id}",
+        args.saga
     );
-    println!(
-        "status   unreadable (the status column says {})",
-        or_unknown(u.status.clone())
-    );
-    println!("reason   {}", u.reason);
-    println!(
-        "\n{:<28} {:<26} {:<18} {:>7}  detail",
-        "at", "event", "step", "attempt"
-    );
-    for h in history {
-        println!(
-            "{:<28} {:<26} {:<18} {:>7}  {}",
-            h.at.format("%Y-%m-%d %H:%M:%S%.3f"),
-            h.event,
-            h.step.unwrap_or_default(),
-            h.attempt.map(|a| a.to_string()).unwrap_or_default(),
-            h.detail
-        );
-    }
-    Err(u.error().into())
+    Ok(())
+}
+
+/// `sagas signal`.
+pub async fn signal(settings: &Settings, args: SignalArgs) -> anyhow::Result<()> {
+    let client = client(settings).await?;
+    client.signal(&args.id, &args.name, args.payload).await?;
+    client.close().await;
+    println!("signal {} sent to {}", args.name, args.id);
+    Ok(())
+}
+
+/// `sagas cancel`.
+pub async fn cancel(settings: &Settings, args: CancelArgs) -> anyhow::Result<()> {
+    let client = client(settings).await?;
+    client.cancel(&args.id, &args.reason).await?;
+    client.close().await;
+    println!("cancel sent to {}", args.id);
+    Ok(())
 }

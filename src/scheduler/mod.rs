@@ -35,11 +35,11 @@
 //! `scheduled_at` (the tick, or the manual request time) is set in it.
 //!
 //! **File schedules** are written to the table by every coordinator at start
-//! ([`sync`]); operators add their own with `sagaflow schedule add` ([`ops`]).
+//! ([`sync`]); operators add their own with `sagaflow schedules add` ([`admin`]).
 
+pub mod admin;
 pub mod cron;
 pub mod decide;
-pub mod ops;
 pub mod overlap;
 pub mod sync;
 

@@ -246,6 +246,15 @@ pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
+/// Whether Postgres answers a trivial query on `pool`: the readiness probe's check.
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map_err(ctx("ping"))?;
+    Ok(())
+}
+
 /// The session settings of every pooled connection (sent as startup `options`, so
 /// they hold from the first statement and survive `DISCARD ALL`).
 fn session_options(options: PgConnectOptions, db: &DatabaseSettings) -> PgConnectOptions {

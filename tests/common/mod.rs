@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use sagaflow::broker::Names;
 use sagaflow::config::Settings;
@@ -380,17 +378,17 @@ impl TestEnv {
 
     /// Waits for one message in `queue` and returns its reason header and body.
     pub async fn get_dead_letter(&self, queue: &str, within: Duration) -> (String, Vec<u8>) {
-        let conn = self.raw_connect().await;
-        let ch = conn.create_channel().await.unwrap();
+        let conn = self.connect().await;
+        let mut browser = sagaflow::broker::browse::Browser::open(&conn, queue)
+            .await
+            .unwrap();
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if let Some(m) = ch
-                .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-                .await
-                .unwrap()
-            {
-                let reason = sagaflow::dlq::reason(m.delivery.properties.headers().as_ref());
-                return (reason, m.delivery.data.clone());
+            if let Some(m) = browser.next().await.unwrap() {
+                browser.remove(m.tag).await.unwrap();
+                browser.finish().await.unwrap();
+                conn.close("ok").await;
+                return (m.reason.unwrap_or_else(|| "unknown".into()), m.body);
             }
             assert!(
                 tokio::time::Instant::now() < deadline,

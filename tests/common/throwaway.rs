@@ -1240,7 +1240,7 @@ pub async fn account(
                 let c = sagaflow::broker::connect(&env.settings.amqp.url, "sagaflow-faults-dlq")
                     .await
                     .map_err(|e| e.to_string())?;
-                let l = sagaflow::dlq::peek(&c, q, 1000).await;
+                let l = sagaflow::dead_letters::peek(&c, q, 1000).await;
                 c.close("ok").await;
                 l.map_err(|e| e.to_string())
             };

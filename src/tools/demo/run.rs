@@ -139,7 +139,7 @@ async fn drive(settings: &Settings, pool: &PgPool, n: usize) -> anyhow::Result<(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("\none saga of each kind (sagaflow status <id> shows any of them):");
+    println!("\none saga of each kind (sagaflow sagas show <id> shows any of them):");
     let mut shown = std::collections::BTreeSet::new();
     for (id, label) in &ids {
         if shown.insert(label.clone()) {

@@ -1,6 +1,7 @@
-//! What `sagaflow schedule …` does, minus the printing: validate an operator's
-//! schedule, and pause, resume, trigger, delete by name. Every operation goes through
-//! the `schedules` table; coordinators pick the change up on their next pass.
+//! Schedule administration, what `sagaflow schedules …` and `/api/schedules/…` do minus
+//! the printing: validate an operator's schedule, and pause, resume, trigger, delete by
+//! name. Every operation goes through the `schedules` table; coordinators pick the
+//! change up on their next pass.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -12,10 +13,10 @@ use crate::saga::definition::{normalize_cron, parse_duration, Catalog, MAX_NAME_
 use crate::store::schedules::{self, NewSchedule};
 use crate::store::StoreError;
 
-/// Why an operator command did nothing.
+/// Why a schedule administration command did nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum OpsError {
-    #[error("no schedule named `{0}` (see `sagaflow schedule list`)")]
+pub enum ScheduleAdminError {
+    #[error("no schedule named `{0}` (see `sagaflow schedules list`)")]
     Unknown(String),
     #[error("{0}")]
     Invalid(String),
@@ -30,7 +31,7 @@ pub enum OpsError {
     Store(#[from] StoreError),
 }
 
-/// `schedule add` as typed by the operator.
+/// `schedules add` as typed by the operator.
 #[derive(Debug, Clone)]
 pub struct AddRequest {
     pub name: String,
@@ -42,8 +43,8 @@ pub struct AddRequest {
     pub catch_up_window: String,
 }
 
-fn invalid(what: &str, why: impl std::fmt::Display) -> OpsError {
-    OpsError::Invalid(format!("{what}: {why}"))
+fn invalid(what: &str, why: impl std::fmt::Display) -> ScheduleAdminError {
+    ScheduleAdminError::Invalid(format!("{what}: {why}"))
 }
 
 /// Checks a request against the catalog and computes the first fire time after `now`.
@@ -53,7 +54,7 @@ pub fn validate(
     req: &AddRequest,
     catalog: &Catalog,
     now: DateTime<Utc>,
-) -> Result<NewSchedule, OpsError> {
+) -> Result<NewSchedule, ScheduleAdminError> {
     let name_ok = !req.name.is_empty()
         && req.name.len() <= MAX_NAME_LEN
         && req
@@ -107,19 +108,19 @@ pub async fn add(
     pool: &PgPool,
     catalog: &Catalog,
     req: &AddRequest,
-) -> Result<NewSchedule, OpsError> {
+) -> Result<NewSchedule, ScheduleAdminError> {
     let new = validate(req, catalog, Utc::now())?;
     if !schedules::insert_api(pool, &new).await? {
-        return Err(OpsError::Exists(new.name));
+        return Err(ScheduleAdminError::Exists(new.name));
     }
     Ok(new)
 }
 
 /// Pauses a schedule: no ticks fire until `resume`. A pending manual trigger still runs.
-pub async fn pause(pool: &PgPool, name: &str) -> Result<(), OpsError> {
+pub async fn pause(pool: &PgPool, name: &str) -> Result<(), ScheduleAdminError> {
     match schedules::pause(pool, name).await? {
         Some(_) => Ok(()),
-        None => Err(OpsError::Unknown(name.to_string())),
+        None => Err(ScheduleAdminError::Unknown(name.to_string())),
     }
 }
 
@@ -129,16 +130,16 @@ pub async fn resume(
     pool: &PgPool,
     name: &str,
     now: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, OpsError> {
+) -> Result<Option<DateTime<Utc>>, ScheduleAdminError> {
     let row = schedules::get(pool, name)
         .await?
-        .ok_or_else(|| OpsError::Unknown(name.to_string()))?;
+        .ok_or_else(|| ScheduleAdminError::Unknown(name.to_string()))?;
     if !row.paused {
         return Ok(None);
     }
-    let tz = parse_timezone(&row.timezone).map_err(OpsError::Invalid)?;
+    let tz = parse_timezone(&row.timezone).map_err(ScheduleAdminError::Invalid)?;
     let next = Cron::parse(&row.cron, tz)
-        .map_err(OpsError::Invalid)?
+        .map_err(ScheduleAdminError::Invalid)?
         .next_after(now);
     schedules::resume(pool, name, next).await?;
     Ok(next)
@@ -146,23 +147,23 @@ pub async fn resume(
 
 /// Asks the next pass for one run now, whatever the overlap policy or a pause say;
 /// returns the saga id it will have.
-pub async fn trigger(pool: &PgPool, name: &str) -> Result<String, OpsError> {
+pub async fn trigger(pool: &PgPool, name: &str) -> Result<String, ScheduleAdminError> {
     match schedules::request_trigger(pool, name).await? {
         Some(at) => Ok(manual_id(name, at)),
-        None => Err(OpsError::Unknown(name.to_string())),
+        None => Err(ScheduleAdminError::Unknown(name.to_string())),
     }
 }
 
 /// Deletes an operator's schedule. File schedules belong to their file.
-pub async fn delete(pool: &PgPool, name: &str) -> Result<(), OpsError> {
+pub async fn delete(pool: &PgPool, name: &str) -> Result<(), ScheduleAdminError> {
     let row = schedules::get(pool, name)
         .await?
-        .ok_or_else(|| OpsError::Unknown(name.to_string()))?;
+        .ok_or_else(|| ScheduleAdminError::Unknown(name.to_string()))?;
     if row.source == "file" {
-        return Err(OpsError::FileOwned(name.to_string()));
+        return Err(ScheduleAdminError::FileOwned(name.to_string()));
     }
     if !schedules::delete_api(pool, name).await? {
-        return Err(OpsError::Unknown(name.to_string()));
+        return Err(ScheduleAdminError::Unknown(name.to_string()));
     }
     Ok(())
 }

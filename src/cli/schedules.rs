@@ -1,19 +1,22 @@
-//! `sagaflow schedule …`: the operator's view of cron schedules. The work is done by
-//! [`crate::scheduler::ops`] against Postgres; coordinators pick changes up on their
-//! next pass. File schedules are listed as `<saga>.<schedule>`.
+//! `sagaflow schedules …` (the deprecated spelling is `schedule`): the operator's view
+//! of cron schedules. The work is done by [`crate::scheduler::admin`] against Postgres;
+//! coordinators pick changes up on their next pass. File schedules are listed as
+//! `<saga>.<schedule>`.
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::{load_catalog, parse_json, pool};
+use super::database::pool;
+use super::definitions::load_catalog;
+use super::parse_json;
 use crate::config::Settings;
-use crate::scheduler::ops::{self, AddRequest};
+use crate::scheduler::admin::{self, AddRequest};
 use crate::store::schedules::{self, ScheduleRow};
 
 #[derive(Debug, Subcommand)]
-pub enum ScheduleCmd {
+pub enum SchedulesCmd {
     /// Add a schedule that starts a saga on every cron tick.
     Add {
         /// Schedule name: ASCII letters, digits, `_` or `-`. Saga ids are `<name>@<tick>`.
@@ -50,15 +53,15 @@ pub enum ScheduleCmd {
     Resume { name: String },
     /// Start one run now, whatever the overlap policy or a pause say.
     Trigger { name: String },
-    /// Delete a schedule added with `schedule add` (file schedules live in their file).
+    /// Delete a schedule added with `schedules add` (file schedules live in their file).
     Delete { name: String },
 }
 
-/// Runs one `schedule` subcommand.
-pub async fn run(settings: &Settings, cmd: ScheduleCmd) -> anyhow::Result<()> {
+/// Runs one `schedules` subcommand.
+pub async fn run(settings: &Settings, cmd: SchedulesCmd) -> anyhow::Result<()> {
     let pool = pool(settings).await?;
     match cmd {
-        ScheduleCmd::Add {
+        SchedulesCmd::Add {
             name,
             saga,
             cron,
@@ -77,7 +80,7 @@ pub async fn run(settings: &Settings, cmd: ScheduleCmd) -> anyhow::Result<()> {
                 overlap,
                 catch_up_window,
             };
-            let s = ops::add(&pool, &catalog, &req).await?;
+            let s = admin::add(&pool, &catalog, &req).await?;
             println!(
                 "schedule {} added: saga {}, cron `{}` in {}, overlap {}; next fire {}",
                 s.name,
@@ -88,27 +91,27 @@ pub async fn run(settings: &Settings, cmd: ScheduleCmd) -> anyhow::Result<()> {
                 when(s.next_fire_at)
             );
         }
-        ScheduleCmd::List { json } => list(&pool, json).await?,
-        ScheduleCmd::Pause { name } => {
-            ops::pause(&pool, &name).await?;
+        SchedulesCmd::List { json } => list(&pool, json).await?,
+        SchedulesCmd::Pause { name } => {
+            admin::pause(&pool, &name).await?;
             println!("schedule {name} paused");
         }
-        ScheduleCmd::Resume { name } => match ops::resume(&pool, &name, Utc::now()).await? {
+        SchedulesCmd::Resume { name } => match admin::resume(&pool, &name, Utc::now()).await? {
             Some(next) => println!(
                 "schedule {name} resumed; next fire {} (ticks during the pause are not caught up)",
                 when(Some(next))
             ),
             None => println!("schedule {name} is not paused; nothing changed"),
         },
-        ScheduleCmd::Trigger { name } => {
-            let id = ops::trigger(&pool, &name).await?;
+        SchedulesCmd::Trigger { name } => {
+            let id = admin::trigger(&pool, &name).await?;
             println!(
                 "run of {name} requested; the next coordinator pass starts saga {id} \
-                 (follow it with: sagaflow status {id})"
+                 (follow it with: sagaflow sagas show {id})"
             );
         }
-        ScheduleCmd::Delete { name } => {
-            ops::delete(&pool, &name).await?;
+        SchedulesCmd::Delete { name } => {
+            admin::delete(&pool, &name).await?;
             println!("schedule {name} deleted");
         }
     }

@@ -1,9 +1,9 @@
-//! Probes and broker views: health, readiness, queues, dead letters, scaling.
+//! Queue views: the task queues as the broker counts them, and the scaling signal
+//! (work outstanding per activity, as Postgres counts it) that an autoscaler reads.
 
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,38 +13,6 @@ use super::{ApiError, ApiState, ErrorBody};
 use crate::broker::inspect::{self, TaskQueue};
 use crate::store::stats::{self, ActivityLoad};
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    pub status: String,
-}
-
-/// Readiness of each dependency.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Readiness {
-    pub postgres: bool,
-    pub rabbitmq: bool,
-}
-
-#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok".into(),
-    })
-}
-
-#[utoipa::path(get, path = "/readyz", security(()),
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-pub async fn readyz(State(st): State<ApiState>) -> (StatusCode, Json<Readiness>) {
-    let postgres = sqlx::query("SELECT 1").execute(&st.pool).await.is_ok();
-    let rabbitmq = st.broker.client().await.is_ok_and(|c| c.is_connected());
-    let code = if postgres && rabbitmq {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(Readiness { postgres, rabbitmq }))
-}
-
 /// Counts of every task queue of the loaded definitions plus the coordinator queue.
 pub async fn queue_views(st: &ApiState) -> Result<Vec<TaskQueue>, ApiError> {
     let activities: Vec<String> = st.catalog.activities().into_iter().collect();
@@ -52,44 +20,10 @@ pub async fn queue_views(st: &ApiState) -> Result<Vec<TaskQueue>, ApiError> {
     Ok(inspect::task_queues(client.connection(), &st.names, &activities).await?)
 }
 
-#[utoipa::path(get, path = "/api/queues",
+#[utoipa::path(get, path = "/queues", tag = "queues",
     responses((status = 200, body = [TaskQueue]), (status = 503, body = ErrorBody)))]
 pub async fn queues(State(st): State<ApiState>) -> Result<Json<Vec<TaskQueue>>, ApiError> {
     Ok(Json(queue_views(&st).await?))
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct DeadLetterQuery {
-    /// Messages shown per queue (default 10, at most 100); they stay in the queue.
-    pub limit: Option<usize>,
-}
-
-/// Dead-letter queues with their depth, and the first messages of the non-empty ones.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetters {
-    #[schema(value_type = Vec<Object>)]
-    pub queues: Vec<crate::dlq::DlqSummary>,
-    #[schema(value_type = Vec<Object>)]
-    pub messages: Vec<crate::dlq::DeadLetter>,
-}
-
-#[utoipa::path(get, path = "/api/dead-letters", params(DeadLetterQuery),
-    responses((status = 200, body = DeadLetters), (status = 503, body = ErrorBody)))]
-pub async fn dead_letters(
-    State(st): State<ApiState>,
-    Params(q): Params<DeadLetterQuery>,
-) -> Result<Json<DeadLetters>, ApiError> {
-    let limit = q.limit.unwrap_or(10).min(100);
-    let activities: Vec<String> = st.catalog.activities().into_iter().collect();
-    let client = st.broker.client().await?;
-    let conn = client.connection();
-    let queues = crate::dlq::summaries(conn, &st.names, &activities).await?;
-    let mut messages = Vec::new();
-    for q in queues.iter().filter(|q| q.messages > 0) {
-        messages.extend(crate::dlq::peek(conn, &q.queue, limit).await?);
-    }
-    Ok(Json(DeadLetters { queues, messages }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -141,7 +75,7 @@ pub async fn activity_loads(st: &ApiState, window: f64) -> Result<Vec<ActivityLo
     Ok(loads.into_values().collect())
 }
 
-#[utoipa::path(get, path = "/api/scaling", params(ScalingQuery),
+#[utoipa::path(get, path = "/scaling", tag = "queues", params(ScalingQuery),
     responses((status = 200, body = Scaling), (status = 400, body = ErrorBody)))]
 pub async fn scaling(
     State(st): State<ApiState>,
@@ -156,15 +90,17 @@ pub async fn scaling(
     let activities = activity_loads(&st, window)
         .await?
         .into_iter()
-        .map(|l| {
-            let s = ActivityScaling {
-                outstanding: l.outstanding,
-                due_soon: l.due_soon,
-                oldest_age_seconds: l.oldest_age_seconds,
-                desired_workload: l.outstanding + l.due_soon,
-            };
-            (l.activity, s)
-        })
+        .map(|l| (l.activity.clone(), signal(&l)))
         .collect();
     Ok(Json(Scaling { activities }))
+}
+
+/// One activity's load as the scaler reads it.
+fn signal(l: &ActivityLoad) -> ActivityScaling {
+    ActivityScaling {
+        outstanding: l.outstanding,
+        due_soon: l.due_soon,
+        oldest_age_seconds: l.oldest_age_seconds,
+        desired_workload: l.outstanding + l.due_soon,
+    }
 }

@@ -1,0 +1,97 @@
+//! `sagaflow demo` and the benchmarks (`bench`, `bench-broker`, `bench-timers`): each
+//! runs child processes in a throwaway namespace and database and prints its result.
+
+use std::time::Duration;
+
+use super::database::pool;
+use crate::config::Settings;
+
+#[derive(Debug, clap::Args)]
+pub struct ThroughputArgs {
+    #[arg(long, default_value_t = 5000)]
+    pub sagas: usize,
+    #[arg(long, default_value_t = 3)]
+    pub steps: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: usize,
+    /// Messages per confirmed batch.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TimerArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub sagas: usize,
+    /// Spread the due instants evenly over this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub window_ms: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// `sagaflow demo`.
+pub async fn demo(settings: &Settings, sagas: usize) -> anyhow::Result<()> {
+    let pool = pool(settings).await?;
+    crate::tools::demo::run::run(settings, &pool, sagas).await?;
+    Ok(())
+}
+
+/// `sagaflow bench`: N sagas of K no-op steps; prints one JSON line.
+pub async fn throughput(settings: &Settings, a: ThroughputArgs) -> anyhow::Result<()> {
+    if a.sagas == 0 || a.steps == 0 {
+        anyhow::bail!("--sagas and --steps must be at least 1");
+    }
+    let args = crate::tools::bench::BenchArgs {
+        sagas: a.sagas,
+        steps: a.steps,
+        timeout: Duration::from_secs(a.timeout),
+    };
+    println!("{}", crate::tools::bench::run(settings, &args).await?);
+    Ok(())
+}
+
+/// `sagaflow bench-broker`: the broker's confirmed-publish ceiling; one JSON line.
+pub async fn broker(settings: &Settings, a: BrokerArgs) -> anyhow::Result<()> {
+    if a.messages == 0 || a.batch == 0 {
+        anyhow::bail!("--messages and --batch must be at least 1");
+    }
+    let args = crate::tools::bench::broker::BrokerArgs {
+        messages: a.messages,
+        batch: a.batch,
+        timeout: Duration::from_secs(a.timeout),
+    };
+    println!(
+        "{}",
+        crate::tools::bench::broker::run(settings, &args).await?
+    );
+    Ok(())
+}
+
+/// `sagaflow bench-timers`: N sleeping sagas due within one window; one JSON line.
+pub async fn timers(settings: &Settings, a: TimerArgs) -> anyhow::Result<()> {
+    if a.sagas == 0 || a.window_ms == 0 {
+        anyhow::bail!("--sagas and --window-ms must be at least 1");
+    }
+    let args = crate::tools::bench::timers::TimerArgs {
+        sagas: a.sagas,
+        window: Duration::from_millis(a.window_ms),
+        timeout: Duration::from_secs(a.timeout),
+    };
+    println!(
+        "{}",
+        crate::tools::bench::timers::run(settings, &args).await?
+    );
+    Ok(())
+}
