@@ -154,23 +154,6 @@ impl StoreError {
     }
 }
 
-/// Column `name` of a stored row; a value that does not decode is an
-/// [`StoreError::Unreadable`] naming the row (`what`) and the column, never a panic.
-pub(crate) fn column<'r, T>(
-    row: &'r sqlx::postgres::PgRow,
-    name: &str,
-    what: impl FnOnce() -> String,
-) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    use sqlx::Row;
-    row.try_get(name).map_err(|e| StoreError::Unreadable {
-        what: what(),
-        reason: e.to_string(),
-    })
-}
-
 /// One database transaction, opened by [`begin`]. Callers outside `store` only pass
 /// it to store functions and [`Tx::commit`] it; dropped without a commit, it rolls
 /// back. This is how the coordinator and the scheduler make several store writes
