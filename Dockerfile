@@ -6,7 +6,10 @@
 # --- build ----------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 WORKDIR /src
-# sqlx checks queries offline (from .sqlx/, if any) instead of needing a database.
+# The store's queries are checked at compile time against .sqlx/ (committed; see
+# docs/development.md), never a live database: SQLX_OFFLINE=true (also set by
+# .cargo/config.toml). `COPY . .` brings .sqlx/ and .cargo/ along; .dockerignore
+# must not exclude them.
 ENV SQLX_OFFLINE=true
 COPY . .
 # Cache mounts (BuildKit) keep the crate registry and compiled dependencies

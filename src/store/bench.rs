@@ -16,13 +16,15 @@ pub async fn storage(pool: &PgPool) -> Result<(i64, i64, i64), StoreError> {
             .await
             .map_err(ctx("vacuum"))?;
     }
-    sqlx::query_as(
-        "SELECT pg_total_relation_size('sagas'), pg_total_relation_size('saga_history'),
-                (SELECT count(*) FROM saga_history)",
+    let r = sqlx::query!(
+        r#"SELECT pg_total_relation_size('sagas') AS "sagas!",
+                  pg_total_relation_size('saga_history') AS "history!",
+                  (SELECT count(*) FROM saga_history) AS "history_rows!""#
     )
     .fetch_one(pool)
     .await
-    .map_err(ctx("measure storage"))
+    .map_err(ctx("measure storage"))?;
+    Ok((r.sagas, r.history, r.history_rows))
 }
 
 /// Makes every sleeping saga `t-<i>` fall due at `due + i * spread_us` µs (its
@@ -32,12 +34,12 @@ pub async fn spread_wakeups(
     due: DateTime<Utc>,
     spread_us: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE sagas SET wake_at = $1 + make_interval(secs => (substr(id, 3)::bigint * $2) / 1e6),
-                state = jsonb_set(state, '{steps,0,until}', to_jsonb($1 + make_interval(secs => (substr(id, 3)::bigint * $2) / 1e6)))",
+    sqlx::query!(
+        "UPDATE sagas SET wake_at = $1::timestamptz + make_interval(secs => (substr(id, 3)::bigint * $2) / 1e6),
+                state = jsonb_set(state, '{steps,0,until}', to_jsonb($1::timestamptz + make_interval(secs => (substr(id, 3)::bigint * $2) / 1e6)))",
+        due,
+        spread_us
     )
-    .bind(due)
-    .bind(spread_us)
     .execute(pool)
     .await
     .map_err(ctx("spread wake-ups"))?;
@@ -52,14 +54,16 @@ pub async fn wakeup_lags(
     due: DateTime<Utc>,
     spread_us: i64,
 ) -> Result<(Option<f64>, Option<f64>), StoreError> {
-    sqlx::query_as(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), percentile_cont(0.99) WITHIN GROUP (ORDER BY lag)
-         FROM (SELECT extract(epoch FROM h.at - ($1 + make_interval(secs => (substr(h.saga_id, 3)::bigint * $2) / 1e6))) * 1000 AS lag
-               FROM saga_history h WHERE h.event = 'sleep_completed') l",
+    let r = sqlx::query!(
+        r#"SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY lag) AS "p50?",
+                  percentile_cont(0.99) WITHIN GROUP (ORDER BY lag) AS "p99?"
+           FROM (SELECT extract(epoch FROM h.at - ($1::timestamptz + make_interval(secs => (substr(h.saga_id, 3)::bigint * $2) / 1e6))) * 1000 AS lag
+                 FROM saga_history h WHERE h.event = 'sleep_completed') l"#,
+        due,
+        spread_us
     )
-    .bind(due)
-    .bind(spread_us)
     .fetch_one(pool)
     .await
-    .map_err(ctx("measure wake-up lags"))
+    .map_err(ctx("measure wake-up lags"))?;
+    Ok((r.p50, r.p99))
 }

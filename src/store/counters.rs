@@ -4,7 +4,7 @@ use sqlx::PgPool;
 
 use super::Tx;
 
-use super::{column, ctx, StoreError};
+use super::{ctx, StoreError};
 
 /// One counter increment.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,15 +31,15 @@ pub async fn add(tx: &mut Tx, deltas: &[Delta]) -> Result<(), StoreError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() % SHARDS)
         .unwrap_or(0) as i16;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO metric_counters (name, labels, shard, value)
          SELECT n, l, $4, v FROM UNNEST($1::text[], $2::text[], $3::float8[]) AS u(n, l, v) ORDER BY 1, 2
          ON CONFLICT (name, labels, shard) DO UPDATE SET value = metric_counters.value + EXCLUDED.value",
+        &names as &[&str],
+        &labels as &[&str],
+        &values,
+        shard
     )
-    .bind(&names)
-    .bind(&labels)
-    .bind(&values)
-    .bind(shard)
     .execute(tx.conn())
     .await
     .map_err(ctx("add counters"))?;
@@ -48,18 +48,15 @@ pub async fn add(tx: &mut Tx, deltas: &[Delta]) -> Result<(), StoreError> {
 
 /// Every counter: (name, rendered labels, value), ordered by name and labels.
 pub async fn all(pool: &PgPool) -> Result<Vec<(String, String, f64)>, StoreError> {
-    let rows = sqlx::query("SELECT name, labels, sum(value) AS value FROM metric_counters GROUP BY name, labels ORDER BY name, labels")
-        .fetch_all(pool)
-        .await
-        .map_err(ctx("read counters"))?;
-    let what = || "metric counter".to_string();
-    rows.iter()
-        .map(|r| {
-            Ok((
-                column(r, "name", what)?,
-                column(r, "labels", what)?,
-                column(r, "value", what)?,
-            ))
-        })
-        .collect()
+    let rows = sqlx::query!(
+        r#"SELECT name, labels, sum(value) AS "value!" FROM metric_counters
+           GROUP BY name, labels ORDER BY name, labels"#
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("read counters"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.name, r.labels, r.value))
+        .collect())
 }

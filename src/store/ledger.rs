@@ -4,18 +4,20 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
-use super::{column, ctx, StoreError};
+use super::{ctx, StoreError};
 
-/// A ledger row as (key, output).
-fn entry(r: &PgRow) -> Result<(String, Value), StoreError> {
-    let what = || {
-        let key = r.try_get::<String, _>("key").unwrap_or_else(|_| "?".into());
-        format!("idempotency ledger entry `{key}`")
-    };
-    Ok((column(r, "key", what)?, column(r, "output", what)?))
+/// A ledger row as (key, output). `output` is selected as text and parsed here, so an
+/// output serde_json cannot read is an error naming its key, not a driver error.
+fn entry(key: String, output: String) -> Result<(String, Value), StoreError> {
+    match serde_json::from_str(&output) {
+        Ok(output) => Ok((key, output)),
+        Err(e) => Err(StoreError::Unreadable {
+            what: format!("idempotency ledger entry `{key}`"),
+            reason: format!("column `output`: {e}"),
+        }),
+    }
 }
 
 /// Recorded outputs for those of `keys` that completed before.
@@ -23,12 +25,14 @@ pub async fn lookup(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Va
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows = sqlx::query("SELECT key, output FROM idempotency_ledger WHERE key = ANY($1)")
-        .bind(keys)
-        .fetch_all(pool)
-        .await
-        .map_err(ctx("ledger lookup"))?;
-    rows.iter().map(entry).collect()
+    let rows = sqlx::query!(
+        r#"SELECT key, output::text AS "output!" FROM idempotency_ledger WHERE key = ANY($1)"#,
+        keys
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("ledger lookup"))?;
+    rows.into_iter().map(|r| entry(r.key, r.output)).collect()
 }
 
 /// One completed activity to record.
@@ -56,17 +60,17 @@ pub async fn record(
     let keys: Vec<&str> = sorted.iter().map(|c| c.key.as_str()).collect();
     let tasks: Vec<&str> = sorted.iter().map(|c| c.task_id.as_str()).collect();
     let outputs: Vec<&Value> = sorted.iter().map(|c| &c.output).collect();
-    let rows = sqlx::query(
-        "INSERT INTO idempotency_ledger (key, task_id, output)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[])
-         ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
-         RETURNING key, output",
+    let rows = sqlx::query!(
+        r#"INSERT INTO idempotency_ledger (key, task_id, output)
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[])
+           ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
+           RETURNING key, output::text AS "output!""#,
+        &keys as &[&str],
+        &tasks as &[&str],
+        &outputs as &[&Value]
     )
-    .bind(&keys)
-    .bind(&tasks)
-    .bind(&outputs)
     .fetch_all(pool)
     .await
     .map_err(ctx("ledger record"))?;
-    rows.iter().map(entry).collect()
+    rows.into_iter().map(|r| entry(r.key, r.output)).collect()
 }

@@ -3,6 +3,22 @@
 //!
 //! Writes are set-based (`UNNEST` of arrays) so one transaction carries a whole batch
 //! of saga transitions; updates are fenced by `row_version`.
+//!
+//! Queries are checked at compile time: every static one uses `sqlx::query!`,
+//! `query_as!` or `query_scalar!`, and the build reads their descriptions from the
+//! committed `.sqlx/` (`SQLX_OFFLINE=true` in `.cargo/config.toml`), not from a
+//! database. **After changing a query here (or a migration), run
+//! `scripts/sqlx-prepare` and commit `.sqlx/`.** CI fails when `.sqlx/` is stale
+//! (`scripts/sqlx-prepare --check`). Runtime `sqlx::query` is kept only for SQL
+//! without a fixed text or schema to check: `CREATE`/`DROP DATABASE` (the name comes
+//! from the URL), `VACUUM` of a named table (`bench`), and the [`SchemaLock`]
+//! session statements. docs/development.md has the workflow and the rules.
+//!
+//! A stored value that does not decode is reported and never causes a panic. A JSON
+//! column is selected as text and parsed here, so that an unreadable one becomes
+//! [`StoreError::Unreadable`] naming the row, or a [`sagas::UnreadableSaga`], and
+//! does not fail the whole query. Nullability is declared with `AS "col!"` or
+//! `AS "col?"`, never an `unwrap`.
 
 #[cfg(feature = "tools")]
 pub mod bench;
@@ -152,23 +168,6 @@ impl StoreError {
     pub fn is_outage(&self) -> bool {
         self.class() == Class::Outage
     }
-}
-
-/// Column `name` of a stored row; a value that does not decode is an
-/// [`StoreError::Unreadable`] naming the row (`what`) and the column, never a panic.
-pub(crate) fn column<'r, T>(
-    row: &'r sqlx::postgres::PgRow,
-    name: &str,
-    what: impl FnOnce() -> String,
-) -> Result<T, StoreError>
-where
-    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
-{
-    use sqlx::Row;
-    row.try_get(name).map_err(|e| StoreError::Unreadable {
-        what: what(),
-        reason: e.to_string(),
-    })
 }
 
 /// One database transaction, opened by [`begin`]. Callers outside `store` only pass

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::Tx;
 
-use super::{column, ctx, StoreError};
+use super::{ctx, StoreError};
 
 /// A message waiting to be published.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,21 +42,21 @@ pub async fn insert(
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_slice()).collect();
     let mandatory: Vec<bool> = messages.iter().map(|m| m.mandatory).collect();
-    let rows = sqlx::query(
+    let mut ids = sqlx::query_scalar!(
         "INSERT INTO outbox (exchange, routing_key, body, mandatory, claimed_until)
-         SELECT e, k, b, m, now() + make_interval(secs => $5 / 1000.0)
+         SELECT e, k, b, m, now() + make_interval(secs => $5::float8 / 1000.0)
          FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bool[]) WITH ORDINALITY AS u(e, k, b, m, n)
          ORDER BY n
          RETURNING id",
+        &exchanges as &[&str],
+        &keys as &[&str],
+        &bodies as &[&[u8]],
+        &mandatory,
+        millis(lease)
     )
-    .bind(&exchanges).bind(&keys).bind(&bodies).bind(&mandatory).bind(millis(lease))
     .fetch_all(tx.conn())
     .await
     .map_err(ctx("insert outbox"))?;
-    let mut ids: Vec<i64> = rows
-        .iter()
-        .map(|r| column(r, "id", || "new outbox row".into()))
-        .collect::<Result<_, _>>()?;
     // bigserial ids are assigned in insertion order, which follows ORDER BY n.
     ids.sort_unstable();
     Ok(ids
@@ -71,8 +71,7 @@ pub async fn delete(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
-        .bind(ids)
+    sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", ids)
         .execute(pool)
         .await
         .map_err(ctx("delete outbox"))?;
@@ -86,44 +85,36 @@ pub async fn claim_expired(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let rows = sqlx::query(
-        "UPDATE outbox SET claimed_until = now() + make_interval(secs => $1 / 1000.0), attempts = attempts + 1
+    let rows = sqlx::query!(
+        "UPDATE outbox SET claimed_until = now() + make_interval(secs => $1::float8 / 1000.0), attempts = attempts + 1
          WHERE id IN (SELECT id FROM outbox WHERE claimed_until < now() ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
          RETURNING id, exchange, routing_key, body, mandatory",
+        millis(lease),
+        limit
     )
-    .bind(millis(lease)).bind(limit)
     .fetch_all(pool)
     .await
     .map_err(ctx("claim outbox"))?;
     let mut out: Vec<OutboxRow> = rows
-        .iter()
-        .map(|r| {
-            let what = || {
-                let id = r
-                    .try_get::<i64, _>("id")
-                    .map_or("?".into(), |n| n.to_string());
-                format!("outbox row {id}")
-            };
-            Ok(OutboxRow {
-                id: column(r, "id", what)?,
-                message: OutboxMessage {
-                    exchange: column(r, "exchange", what)?,
-                    routing_key: column(r, "routing_key", what)?,
-                    body: column(r, "body", what)?,
-                    mandatory: column(r, "mandatory", what)?,
-                },
-            })
+        .into_iter()
+        .map(|r| OutboxRow {
+            id: r.id,
+            message: OutboxMessage {
+                exchange: r.exchange,
+                routing_key: r.routing_key,
+                body: r.body,
+                mandatory: r.mandatory,
+            },
         })
-        .collect::<Result<_, StoreError>>()?;
+        .collect();
     out.sort_by_key(|r| r.id);
     Ok(out)
 }
 
 /// Rows not yet published.
 pub async fn backlog(pool: &PgPool) -> Result<i64, StoreError> {
-    let row = sqlx::query("SELECT count(*) AS n FROM outbox")
+    sqlx::query_scalar!(r#"SELECT count(*) AS "n!" FROM outbox"#)
         .fetch_one(pool)
         .await
-        .map_err(ctx("count outbox"))?;
-    column(&row, "n", || "outbox count".into())
+        .map_err(ctx("count outbox"))
 }

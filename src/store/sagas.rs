@@ -1,8 +1,7 @@
 //! Saga rows and their history.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::Tx;
 
@@ -64,7 +63,7 @@ pub struct Locked {
 }
 
 impl Locked {
-    fn from_rows(rows: &[PgRow]) -> Locked {
+    fn from_rows(rows: Vec<SagaRecord>) -> Locked {
         let mut locked = Locked::default();
         for row in rows {
             match decode(row) {
@@ -97,69 +96,84 @@ impl Locked {
     }
 }
 
-fn decode(row: &PgRow) -> SagaRow {
+/// A saga row as selected. `state` is read as text and parsed here, not by the driver,
+/// so a state that is not readable JSON (too deep for serde_json, a number out of
+/// range) makes this one row unreadable instead of failing the whole query.
+struct SagaRecord {
+    id: String,
+    state: String,
+    row_version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    name: String,
+    version: i32,
+    status: String,
+    wake_at: Option<DateTime<Utc>>,
+}
+
+fn decode(row: SagaRecord) -> SagaRow {
     let unreadable = |reason: String| {
         Box::new(UnreadableSaga {
-            id: row
-                .try_get("id")
-                .unwrap_or_else(|_| "<unreadable id>".to_string()),
-            saga: row.try_get("name").ok(),
-            version: row.try_get("version").ok(),
-            status: row.try_get("status").ok(),
-            wake_at: row.try_get("wake_at").ok().flatten(),
-            created_at: row.try_get("created_at").ok(),
-            updated_at: row.try_get("updated_at").ok(),
+            id: row.id.clone(),
+            saga: Some(row.name.clone()),
+            version: Some(row.version),
+            status: Some(row.status.clone()),
+            wake_at: row.wake_at,
+            created_at: Some(row.created_at),
+            updated_at: Some(row.updated_at),
             reason,
         })
     };
-    let column = |e: sqlx::Error| unreadable(e.to_string());
-    let id: String = row.try_get("id").map_err(column)?;
-    let state: serde_json::Value = row.try_get("state").map_err(column)?;
+    let state: serde_json::Value = serde_json::from_str(&row.state)
+        .map_err(|e| unreadable(format!("the stored state is not readable JSON: {e}")))?;
     let state: SagaState = serde_json::from_value(state).map_err(|e| unreadable(e.to_string()))?;
-    if state.id != id {
+    if state.id != row.id {
         // Acting on it would write another saga's state into this row.
         return Err(unreadable(format!(
-            "the state names saga `{}`, not `{id}`",
-            state.id
+            "the state names saga `{}`, not `{}`",
+            state.id, row.id
         )));
     }
     Ok(StoredSaga {
         state,
-        row_version: row.try_get("row_version").map_err(column)?,
-        created_at: row.try_get("created_at").map_err(column)?,
-        updated_at: row.try_get("updated_at").map_err(column)?,
+        row_version: row.row_version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     })
 }
-
-const COLUMNS: &str =
-    "id, state, row_version, created_at, updated_at, name, version, status, wake_at";
 
 /// Locks the given sagas in id order (a fixed order keeps concurrent coordinators
 /// from deadlocking on each other's batches). A row whose state does not decode is
 /// locked too and returned in `unreadable`, so it cannot fail the whole batch.
 pub async fn lock(tx: &mut Tx, ids: &[String]) -> Result<Locked, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE");
-    let rows = sqlx::query(&sql)
-        .bind(ids)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(ctx("lock sagas"))?;
-    Ok(Locked::from_rows(&rows))
+    let rows = sqlx::query_as!(
+        SagaRecord,
+        r#"SELECT id, state::text AS "state!", row_version, created_at, updated_at, name, version,
+                  status, wake_at
+           FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
+        ids
+    )
+    .fetch_all(tx.conn())
+    .await
+    .map_err(ctx("lock sagas"))?;
+    Ok(Locked::from_rows(rows))
 }
 
 /// Locks up to `limit` sagas whose wake-up is due, skipping rows another coordinator
 /// holds; unreadable rows come back in `unreadable`.
 pub async fn lock_due(tx: &mut Tx, now: DateTime<Utc>, limit: i64) -> Result<Locked, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM sagas WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(ctx("lock due sagas"))?;
-    Ok(Locked::from_rows(&rows))
+    let rows = sqlx::query_as!(
+        SagaRecord,
+        r#"SELECT id, state::text AS "state!", row_version, created_at, updated_at, name, version,
+                  status, wake_at
+           FROM sagas WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED"#,
+        now,
+        limit
+    )
+    .fetch_all(tx.conn())
+    .await
+    .map_err(ctx("lock due sagas"))?;
+    Ok(Locked::from_rows(rows))
 }
 
 struct Columns {
@@ -203,22 +217,21 @@ pub async fn insert_new(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<Vec<Str
         return Ok(vec![]);
     }
     let c = columns(writes.iter());
-    let rows = sqlx::query(
+    sqlx::query_scalar!(
         "INSERT INTO sagas (id, name, version, status, state, wake_at)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[], $6::timestamptz[])
          ORDER BY 1
          ON CONFLICT (id) DO NOTHING RETURNING id",
+        &c.ids,
+        &c.names,
+        &c.versions,
+        &c.statuses,
+        &c.states,
+        &c.wakes as &[Option<DateTime<Utc>>]
     )
-    .bind(&c.ids).bind(&c.names).bind(&c.versions).bind(&c.statuses).bind(&c.states).bind(&c.wakes)
     .fetch_all(tx.conn())
     .await
-    .map_err(ctx("insert sagas"))?;
-    rows.iter()
-        .map(|r| {
-            r.try_get("id")
-                .map_err(ctx("insert sagas: read the inserted ids"))
-        })
-        .collect()
+    .map_err(ctx("insert sagas"))
 }
 
 /// The saga name and start input of each stored saga among `ids`, to tell a repeated
@@ -253,7 +266,7 @@ pub async fn update(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<(), StoreEr
         return Ok(());
     }
     let c = columns(writes.iter());
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE sagas s SET status = u.status, state = u.state, wake_at = u.wake_at,
                 row_version = s.row_version + 1, updated_at = now(),
                 -- A saga flagged stuck is repaired once it has a timer or has ended.
@@ -263,12 +276,12 @@ pub async fn update(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<(), StoreEr
          FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::int8[])
               AS u(id, status, state, wake_at, expected)
          WHERE s.id = u.id AND s.row_version = u.expected",
+        &c.ids,
+        &c.statuses,
+        &c.states,
+        &c.wakes as &[Option<DateTime<Utc>>],
+        &c.expected
     )
-    .bind(&c.ids)
-    .bind(&c.statuses)
-    .bind(&c.states)
-    .bind(&c.wakes)
-    .bind(&c.expected)
     .execute(tx.conn())
     .await
     .map_err(ctx("update sagas"))?;
@@ -295,11 +308,16 @@ pub async fn append_history(
         .map(|(_, h)| h.attempt.map(|a| a as i32))
         .collect();
     let details: Vec<&serde_json::Value> = entries.iter().map(|(_, h)| &h.detail).collect();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO saga_history (saga_id, at, event, step, attempt, detail)
          SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], $6::jsonb[])",
+        &ids as &[&str],
+        &ats,
+        &events as &[&str],
+        &steps as &[Option<&str>],
+        &attempts as &[Option<i32>],
+        &details as &[&serde_json::Value]
     )
-    .bind(&ids).bind(&ats).bind(&events).bind(&steps).bind(&attempts).bind(&details)
     .execute(tx.conn())
     .await
     .map_err(ctx("append history"))?;
@@ -315,12 +333,14 @@ pub async fn postpone_wake(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE sagas SET wake_at = $2 WHERE id = ANY($1)")
-        .bind(ids)
-        .bind(until)
-        .execute(tx.conn())
-        .await
-        .map_err(ctx("postpone wake-up"))?;
+    sqlx::query!(
+        "UPDATE sagas SET wake_at = $2 WHERE id = ANY($1)",
+        ids,
+        until
+    )
+    .execute(tx.conn())
+    .await
+    .map_err(ctx("postpone wake-up"))?;
     Ok(())
 }
 
@@ -336,13 +356,17 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredSaga>, StoreErr
 
 /// One saga, without locking, decoded or with why its state cannot be.
 pub async fn read(pool: &PgPool, id: &str) -> Result<Option<SagaRow>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM sagas WHERE id = $1");
-    let row = sqlx::query(&sql)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(ctx("get saga"))?;
-    Ok(row.as_ref().map(decode))
+    let row = sqlx::query_as!(
+        SagaRecord,
+        r#"SELECT id, state::text AS "state!", row_version, created_at, updated_at, name, version,
+                  status, wake_at
+           FROM sagas WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(ctx("get saga"))?;
+    Ok(row.map(decode))
 }
 
 /// A history line as stored.
@@ -357,29 +381,26 @@ pub struct HistoryRow {
 
 /// The history of one saga, oldest first.
 pub async fn history(pool: &PgPool, id: &str) -> Result<Vec<HistoryRow>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, at, event, step, attempt, detail FROM saga_history WHERE saga_id = $1 ORDER BY id",
+    let rows = sqlx::query!(
+        r#"SELECT id, at, event, step, attempt, detail::text AS "detail!"
+           FROM saga_history WHERE saga_id = $1 ORDER BY id"#,
+        id
     )
-    .bind(id)
     .fetch_all(pool)
     .await
     .map_err(ctx("read history"))?;
-    rows.iter()
+    rows.into_iter()
         .map(|r| {
-            let unreadable = |e: sqlx::Error| StoreError::Unreadable {
-                what: format!(
-                    "history entry {} of saga {id}",
-                    r.try_get::<i64, _>("id")
-                        .map_or("?".into(), |n| n.to_string())
-                ),
-                reason: e.to_string(),
-            };
+            let detail = serde_json::from_str(&r.detail).map_err(|e| StoreError::Unreadable {
+                what: format!("history entry {} of saga {id}", r.id),
+                reason: format!("column `detail`: {e}"),
+            })?;
             Ok(HistoryRow {
-                at: r.try_get("at").map_err(unreadable)?,
-                event: r.try_get("event").map_err(unreadable)?,
-                step: r.try_get("step").map_err(unreadable)?,
-                attempt: r.try_get("attempt").map_err(unreadable)?,
-                detail: r.try_get("detail").map_err(unreadable)?,
+                at: r.at,
+                event: r.event,
+                step: r.step,
+                attempt: r.attempt,
+                detail,
             })
         })
         .collect()
@@ -387,20 +408,13 @@ pub async fn history(pool: &PgPool, id: &str) -> Result<Vec<HistoryRow>, StoreEr
 
 /// Saga counts by status (for progress displays and tests).
 pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
-    let rows =
-        sqlx::query("SELECT status, count(*) AS n FROM sagas GROUP BY status ORDER BY status")
-            .fetch_all(pool)
-            .await
-            .map_err(ctx("count sagas"))?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("status")
-                    .map_err(ctx("count sagas: read a row"))?,
-                r.try_get("n").map_err(ctx("count sagas: read a row"))?,
-            ))
-        })
-        .collect()
+    let rows = sqlx::query!(
+        r#"SELECT status, count(*) AS "n!" FROM sagas GROUP BY status ORDER BY status"#
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("count sagas"))?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }
 
 /// Filters of an operator listing; `None` means "any".
@@ -426,42 +440,12 @@ pub struct SagaSummary {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Set when the row cannot be shown as it is: a column does not decode, or the
-    /// stored state is not an object naming this row's id, saga, version and status
-    /// (a cheap check in SQL; the listing does not decode whole states). The other
-    /// fields then hold what could be read.
+    /// Set when the row cannot be shown as it is: the stored state is not an object
+    /// naming this row's id, saga, version and status (a cheap check in SQL; the
+    /// listing does not decode whole states). The other fields are `NOT NULL` columns
+    /// whose types the query macro checked at compile time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
-}
-
-impl SagaSummary {
-    fn from_row(r: &PgRow) -> SagaSummary {
-        let read = || -> Result<SagaSummary, sqlx::Error> {
-            let consistent: bool = r.try_get("consistent")?;
-            Ok(SagaSummary {
-                id: r.try_get("id")?,
-                saga: r.try_get("name")?,
-                version: r.try_get("version")?,
-                status: r.try_get("status")?,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
-                unreadable: (!consistent).then(|| {
-                    "the stored state does not match its row (id, saga, version, status)".into()
-                }),
-            })
-        };
-        read().unwrap_or_else(|e| SagaSummary {
-            id: r
-                .try_get("id")
-                .unwrap_or_else(|_| "<unreadable id>".to_string()),
-            saga: r.try_get("name").unwrap_or_default(),
-            version: r.try_get("version").unwrap_or_default(),
-            status: r.try_get("status").unwrap_or_default(),
-            created_at: r.try_get("created_at").unwrap_or_default(),
-            updated_at: r.try_get("updated_at").unwrap_or_default(),
-            unreadable: Some(e.to_string()),
-        })
-    }
 }
 
 /// Up to `limit` sagas, newest first by (created_at, id). Keyset pagination rather
@@ -473,10 +457,10 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<SagaSummary>, StoreError> {
     let (after_at, after_id) = f.after.clone().unzip();
-    let rows = sqlx::query(
-        "SELECT id, name, version, status, created_at, updated_at,
+    let rows = sqlx::query!(
+        r#"SELECT id, name, version, status, created_at, updated_at,
                 COALESCE(state @> jsonb_build_object('id', id, 'saga', name, 'version', version,
-                                                     'status', status), false) AS consistent
+                                                     'status', status), false) AS "consistent!"
          FROM sagas
          WHERE ($1::text IS NULL OR name = $1)
            AND ($2::text IS NULL OR status = $2)
@@ -486,19 +470,32 @@ pub async fn list(
            AND ($6::timestamptz IS NULL OR (created_at, id) < ($6, $7::text))
            AND (NOT $9 OR stuck_since IS NOT NULL)
          ORDER BY created_at DESC, id DESC
-         LIMIT $8",
+         LIMIT $8"#,
+        f.saga,
+        f.status,
+        f.id_prefix,
+        f.created_after,
+        f.created_before,
+        after_at,
+        after_id,
+        limit,
+        f.stuck
     )
-    .bind(&f.saga)
-    .bind(&f.status)
-    .bind(&f.id_prefix)
-    .bind(f.created_after)
-    .bind(f.created_before)
-    .bind(after_at)
-    .bind(after_id)
-    .bind(limit)
-    .bind(f.stuck)
     .fetch_all(pool)
     .await
     .map_err(ctx("list sagas"))?;
-    Ok(rows.iter().map(SagaSummary::from_row).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| SagaSummary {
+            id: r.id,
+            saga: r.name,
+            version: r.version,
+            status: r.status,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            unreadable: (!r.consistent).then(|| {
+                "the stored state does not match its row (id, saga, version, status)".into()
+            }),
+        })
+        .collect())
 }

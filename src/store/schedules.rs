@@ -3,12 +3,11 @@
 //! module only moves rows.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::Tx;
 
-use super::{column, ctx, StoreError};
+use super::{ctx, StoreError};
 
 /// A schedule row as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -33,37 +32,54 @@ pub struct ScheduleRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "name, saga, cron, timezone, input, overlap, catch_up_window_ms, paused, \
-     source, next_fire_at, last_fire_at, last_saga_id, missed_ticks, skipped_ticks, \
-     buffered_tick, trigger_requested_at, created_at, updated_at";
+/// A schedule row as selected. `input` is read as text and parsed by [`decode`], so an
+/// input serde_json cannot read is an error naming the schedule, not a driver error.
+struct ScheduleRecord {
+    name: String,
+    saga: String,
+    cron: String,
+    timezone: String,
+    input: String,
+    overlap: String,
+    catch_up_window_ms: i64,
+    paused: bool,
+    source: String,
+    next_fire_at: Option<DateTime<Utc>>,
+    last_fire_at: Option<DateTime<Utc>>,
+    last_saga_id: Option<String>,
+    missed_ticks: i64,
+    skipped_ticks: i64,
+    buffered_tick: Option<DateTime<Utc>>,
+    trigger_requested_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-/// A schedule row; a column that does not decode is an error naming the schedule.
-fn decode(r: &PgRow) -> Result<ScheduleRow, StoreError> {
-    let what = || {
-        let name = r
-            .try_get::<String, _>("name")
-            .unwrap_or_else(|_| "?".into());
-        format!("schedule `{name}`")
-    };
+/// A schedule row; an `input` that does not parse is an error naming the schedule.
+fn decode(r: ScheduleRecord) -> Result<ScheduleRow, StoreError> {
+    let input = serde_json::from_str(&r.input).map_err(|e| StoreError::Unreadable {
+        what: format!("schedule `{}`", r.name),
+        reason: format!("column `input`: {e}"),
+    })?;
     Ok(ScheduleRow {
-        name: column(r, "name", what)?,
-        saga: column(r, "saga", what)?,
-        cron: column(r, "cron", what)?,
-        timezone: column(r, "timezone", what)?,
-        input: column(r, "input", what)?,
-        overlap: column(r, "overlap", what)?,
-        catch_up_window_ms: column(r, "catch_up_window_ms", what)?,
-        paused: column(r, "paused", what)?,
-        source: column(r, "source", what)?,
-        next_fire_at: column(r, "next_fire_at", what)?,
-        last_fire_at: column(r, "last_fire_at", what)?,
-        last_saga_id: column(r, "last_saga_id", what)?,
-        missed_ticks: column(r, "missed_ticks", what)?,
-        skipped_ticks: column(r, "skipped_ticks", what)?,
-        buffered_tick: column(r, "buffered_tick", what)?,
-        trigger_requested_at: column(r, "trigger_requested_at", what)?,
-        created_at: column(r, "created_at", what)?,
-        updated_at: column(r, "updated_at", what)?,
+        name: r.name,
+        saga: r.saga,
+        cron: r.cron,
+        timezone: r.timezone,
+        input,
+        overlap: r.overlap,
+        catch_up_window_ms: r.catch_up_window_ms,
+        paused: r.paused,
+        source: r.source,
+        next_fire_at: r.next_fire_at,
+        last_fire_at: r.last_fire_at,
+        last_saga_id: r.last_saga_id,
+        missed_ticks: r.missed_ticks,
+        skipped_ticks: r.skipped_ticks,
+        buffered_tick: r.buffered_tick,
+        trigger_requested_at: r.trigger_requested_at,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     })
 }
 
@@ -92,22 +108,26 @@ pub async fn lock_due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ScheduleRow>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM schedules
-         WHERE saga = ANY($1)
-           AND ((NOT paused AND (next_fire_at <= $2 OR buffered_tick IS NOT NULL))
-                OR trigger_requested_at IS NOT NULL)
-         ORDER BY next_fire_at NULLS LAST, name
-         LIMIT $3 FOR UPDATE SKIP LOCKED"
-    );
-    let rows = sqlx::query(&sql)
-        .bind(sagas)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(tx.conn())
-        .await
-        .map_err(ctx("lock due schedules"))?;
-    rows.iter().map(decode).collect()
+    let rows = sqlx::query_as!(
+        ScheduleRecord,
+        r#"SELECT name, saga, cron, timezone, input::text AS "input!", overlap,
+                  catch_up_window_ms, paused, source, next_fire_at, last_fire_at, last_saga_id,
+                  missed_ticks, skipped_ticks, buffered_tick, trigger_requested_at, created_at,
+                  updated_at
+           FROM schedules
+           WHERE saga = ANY($1)
+             AND ((NOT paused AND (next_fire_at <= $2 OR buffered_tick IS NOT NULL))
+                  OR trigger_requested_at IS NOT NULL)
+           ORDER BY next_fire_at NULLS LAST, name
+           LIMIT $3 FOR UPDATE SKIP LOCKED"#,
+        sagas,
+        now,
+        limit
+    )
+    .fetch_all(tx.conn())
+    .await
+    .map_err(ctx("lock due schedules"))?;
+    rows.into_iter().map(decode).collect()
 }
 
 /// Status of each given saga that exists, as (id, status).
@@ -118,11 +138,11 @@ pub async fn saga_statuses(
     if ids.is_empty() {
         return Ok(vec![]);
     }
-    sqlx::query_as("SELECT id, status FROM sagas WHERE id = ANY($1)")
-        .bind(ids)
+    let rows = sqlx::query!("SELECT id, status FROM sagas WHERE id = ANY($1)", ids)
         .fetch_all(tx.conn())
         .await
-        .map_err(ctx("read last runs"))
+        .map_err(ctx("read last runs"))?;
+    Ok(rows.into_iter().map(|r| (r.id, r.status)).collect())
 }
 
 /// How a pass moved one schedule on.
@@ -159,7 +179,7 @@ pub async fn advance(tx: &mut Tx, rows: &[Advance]) -> Result<(), StoreError> {
     let skipped: Vec<i64> = rows.iter().map(|r| r.skipped).collect();
     let buffered: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.buffered_tick).collect();
     let triggered: Vec<bool> = rows.iter().map(|r| r.trigger_done).collect();
-    sqlx::query(
+    sqlx::query!(
         "UPDATE schedules s SET next_fire_at = u.next, buffered_tick = u.buffered,
                 last_fire_at = COALESCE(u.last_at, s.last_fire_at),
                 last_saga_id = COALESCE(u.last_id, s.last_saga_id),
@@ -171,9 +191,15 @@ pub async fn advance(tx: &mut Tx, rows: &[Advance]) -> Result<(), StoreError> {
                      $6::int8[], $7::timestamptz[], $8::bool[])
               AS u(name, next, last_at, last_id, missed, skipped, buffered, triggered)
          WHERE s.name = u.name",
+        &names as &[&str],
+        &next as &[Option<DateTime<Utc>>],
+        &last_at as &[Option<DateTime<Utc>>],
+        &last_id as &[Option<&str>],
+        &missed,
+        &skipped,
+        &buffered as &[Option<DateTime<Utc>>],
+        &triggered
     )
-    .bind(&names).bind(&next).bind(&last_at).bind(&last_id).bind(&missed)
-    .bind(&skipped).bind(&buffered).bind(&triggered)
     .execute(tx.conn())
     .await
     .map_err(ctx("advance schedules"))?;
@@ -192,7 +218,11 @@ pub async fn sync_file(pool: &PgPool, schedules: &[NewSchedule]) -> Result<u64, 
     let inputs: Vec<&serde_json::Value> = schedules.iter().map(|s| &s.input).collect();
     let windows: Vec<i64> = schedules.iter().map(|s| s.catch_up_window_ms).collect();
     let next: Vec<Option<DateTime<Utc>>> = schedules.iter().map(|s| s.next_fire_at).collect();
-    sqlx::query(
+    let sagas = col(|s| s.saga.clone());
+    let crons = col(|s| s.cron.clone());
+    let timezones = col(|s| s.timezone.clone());
+    let overlaps = col(|s| s.overlap.clone());
+    sqlx::query!(
         "INSERT INTO schedules (name, saga, cron, timezone, input, overlap, catch_up_window_ms,
                                 source, next_fire_at)
          SELECT n, s, c, z, i, o, w, 'file', f
@@ -211,45 +241,46 @@ pub async fn sync_file(pool: &PgPool, schedules: &[NewSchedule]) -> Result<u64, 
                 schedules.overlap, schedules.catch_up_window_ms)
                IS DISTINCT FROM (EXCLUDED.saga, EXCLUDED.cron, EXCLUDED.timezone,
                 EXCLUDED.input, EXCLUDED.overlap, EXCLUDED.catch_up_window_ms)",
+        &names,
+        &sagas,
+        &crons,
+        &timezones,
+        &inputs as &[&serde_json::Value],
+        &overlaps,
+        &windows,
+        &next as &[Option<DateTime<Utc>>]
     )
-    .bind(&names)
-    .bind(col(|s| s.saga.clone()))
-    .bind(col(|s| s.cron.clone()))
-    .bind(col(|s| s.timezone.clone()))
-    .bind(&inputs)
-    .bind(col(|s| s.overlap.clone()))
-    .bind(&windows)
-    .bind(&next)
     .execute(tx.conn())
     .await
     .map_err(ctx("sync file schedules"))?;
-    let deleted =
-        sqlx::query("DELETE FROM schedules WHERE source = 'file' AND NOT (name = ANY($1))")
-            .bind(&names)
-            .execute(tx.conn())
-            .await
-            .map_err(ctx("delete stale file schedules"))?
-            .rows_affected();
+    let deleted = sqlx::query!(
+        "DELETE FROM schedules WHERE source = 'file' AND NOT (name = ANY($1))",
+        &names
+    )
+    .execute(tx.conn())
+    .await
+    .map_err(ctx("delete stale file schedules"))?
+    .rows_affected();
     tx.commit().await?;
     Ok(deleted)
 }
 
 /// Inserts an operator's schedule; `false` when the name is taken.
 pub async fn insert_api(pool: &PgPool, s: &NewSchedule) -> Result<bool, StoreError> {
-    let row = sqlx::query(
+    let row = sqlx::query_scalar!(
         "INSERT INTO schedules (name, saga, cron, timezone, input, overlap, catch_up_window_ms,
                                 source, next_fire_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'api', $8)
          ON CONFLICT (name) DO NOTHING RETURNING name",
+        s.name,
+        s.saga,
+        s.cron,
+        s.timezone,
+        s.input,
+        s.overlap,
+        s.catch_up_window_ms,
+        s.next_fire_at
     )
-    .bind(&s.name)
-    .bind(&s.saga)
-    .bind(&s.cron)
-    .bind(&s.timezone)
-    .bind(&s.input)
-    .bind(&s.overlap)
-    .bind(s.catch_up_window_ms)
-    .bind(s.next_fire_at)
     .fetch_optional(pool)
     .await
     .map_err(ctx("insert schedule"))?;
@@ -258,49 +289,77 @@ pub async fn insert_api(pool: &PgPool, s: &NewSchedule) -> Result<bool, StoreErr
 
 /// One schedule.
 pub async fn get(pool: &PgPool, name: &str) -> Result<Option<ScheduleRow>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM schedules WHERE name = $1");
-    let row = sqlx::query(&sql)
-        .bind(name)
-        .fetch_optional(pool)
-        .await
-        .map_err(ctx("get schedule"))?;
-    row.as_ref().map(decode).transpose()
+    let row = sqlx::query_as!(
+        ScheduleRecord,
+        r#"SELECT name, saga, cron, timezone, input::text AS "input!", overlap,
+                  catch_up_window_ms, paused, source, next_fire_at, last_fire_at, last_saga_id,
+                  missed_ticks, skipped_ticks, buffered_tick, trigger_requested_at, created_at,
+                  updated_at
+           FROM schedules WHERE name = $1"#,
+        name
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(ctx("get schedule"))?;
+    row.map(decode).transpose()
 }
 
 /// Every schedule by name, with the status of its last run (when that saga exists).
 pub async fn list(pool: &PgPool) -> Result<Vec<(ScheduleRow, Option<String>)>, StoreError> {
-    let columns: Vec<String> = COLUMNS
-        .split(", ")
-        .map(|c| format!("s.{}", c.trim()))
-        .collect();
-    let sql = format!(
-        "SELECT {}, g.status AS last_status FROM schedules s
-         LEFT JOIN sagas g ON g.id = s.last_saga_id ORDER BY s.name",
-        columns.join(", ")
-    );
-    let rows = sqlx::query(&sql)
-        .fetch_all(pool)
-        .await
-        .map_err(ctx("list schedules"))?;
-    rows.iter()
+    let rows = sqlx::query!(
+        r#"SELECT s.name, s.saga, s.cron, s.timezone, s.input::text AS "input!", s.overlap,
+                  s.catch_up_window_ms, s.paused, s.source, s.next_fire_at, s.last_fire_at,
+                  s.last_saga_id, s.missed_ticks, s.skipped_ticks, s.buffered_tick,
+                  s.trigger_requested_at, s.created_at, s.updated_at,
+                  g.status AS "last_status?"
+           FROM schedules s
+           LEFT JOIN sagas g ON g.id = s.last_saga_id ORDER BY s.name"#
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("list schedules"))?;
+    rows.into_iter()
         .map(|r| {
-            let last_status = column(r, "last_status", || "last run of a schedule".into())?;
-            Ok((decode(r)?, last_status))
+            let row = decode(ScheduleRecord {
+                name: r.name,
+                saga: r.saga,
+                cron: r.cron,
+                timezone: r.timezone,
+                input: r.input,
+                overlap: r.overlap,
+                catch_up_window_ms: r.catch_up_window_ms,
+                paused: r.paused,
+                source: r.source,
+                next_fire_at: r.next_fire_at,
+                last_fire_at: r.last_fire_at,
+                last_saga_id: r.last_saga_id,
+                missed_ticks: r.missed_ticks,
+                skipped_ticks: r.skipped_ticks,
+                buffered_tick: r.buffered_tick,
+                trigger_requested_at: r.trigger_requested_at,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })?;
+            Ok((row, r.last_status))
         })
         .collect()
 }
 
 /// Pauses a schedule; `None` when there is no such schedule.
 pub async fn pause(pool: &PgPool, name: &str) -> Result<Option<ScheduleRow>, StoreError> {
-    let sql = format!(
-        "UPDATE schedules SET paused = true, updated_at = now() WHERE name = $1 RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(name)
-        .fetch_optional(pool)
-        .await
-        .map_err(ctx("pause schedule"))?;
-    row.as_ref().map(decode).transpose()
+    let row = sqlx::query_as!(
+        ScheduleRecord,
+        r#"UPDATE schedules SET paused = true, updated_at = now() WHERE name = $1
+           RETURNING name, saga, cron, timezone, input::text AS "input!", overlap,
+                  catch_up_window_ms, paused, source, next_fire_at, last_fire_at, last_saga_id,
+                  missed_ticks, skipped_ticks, buffered_tick, trigger_requested_at, created_at,
+                  updated_at"#,
+        name
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(ctx("pause schedule"))?;
+    row.map(decode).transpose()
 }
 
 /// Resumes a paused schedule with a fresh next fire time; `false` when it was not paused
@@ -310,12 +369,12 @@ pub async fn resume(
     name: &str,
     next_fire_at: Option<DateTime<Utc>>,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "UPDATE schedules SET paused = false, next_fire_at = $2, updated_at = now()
          WHERE name = $1 AND paused",
+        name,
+        next_fire_at
     )
-    .bind(name)
-    .bind(next_fire_at)
     .execute(pool)
     .await
     .map_err(ctx("resume schedule"))?;
@@ -329,26 +388,26 @@ pub async fn request_trigger(
     pool: &PgPool,
     name: &str,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    let row = sqlx::query(
-        "UPDATE schedules
-         SET trigger_requested_at = COALESCE(trigger_requested_at, date_trunc('second', now())),
-             updated_at = now()
-         WHERE name = $1 RETURNING trigger_requested_at",
+    sqlx::query_scalar!(
+        r#"UPDATE schedules
+           SET trigger_requested_at = COALESCE(trigger_requested_at, date_trunc('second', now())),
+               updated_at = now()
+           WHERE name = $1 RETURNING trigger_requested_at AS "trigger_requested_at!""#,
+        name
     )
-    .bind(name)
     .fetch_optional(pool)
     .await
-    .map_err(ctx("trigger schedule"))?;
-    row.map(|r| column(&r, "trigger_requested_at", || format!("schedule `{name}`")))
-        .transpose()
+    .map_err(ctx("trigger schedule"))
 }
 
 /// Deletes an API schedule; `false` when there is no such API schedule.
 pub async fn delete_api(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query("DELETE FROM schedules WHERE name = $1 AND source = 'api'")
-        .bind(name)
-        .execute(pool)
-        .await
-        .map_err(ctx("delete schedule"))?;
+    let done = sqlx::query!(
+        "DELETE FROM schedules WHERE name = $1 AND source = 'api'",
+        name
+    )
+    .execute(pool)
+    .await
+    .map_err(ctx("delete schedule"))?;
     Ok(done.rows_affected() == 1)
 }

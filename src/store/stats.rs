@@ -3,25 +3,17 @@
 
 use sqlx::PgPool;
 
-use super::{column, ctx, StoreError};
+use super::{ctx, StoreError};
 
 /// Sagas per (definition name, status).
 pub async fn sagas_by_name_status(pool: &PgPool) -> Result<Vec<(String, String, i64)>, StoreError> {
-    let rows =
-        sqlx::query("SELECT name, status, count(*) AS n FROM sagas GROUP BY 1, 2 ORDER BY 1, 2")
-            .fetch_all(pool)
-            .await
-            .map_err(ctx("count sagas by status"))?;
-    let what = || "saga count by status".to_string();
-    rows.iter()
-        .map(|r| {
-            Ok((
-                column(r, "name", what)?,
-                column(r, "status", what)?,
-                column(r, "n", what)?,
-            ))
-        })
-        .collect()
+    let rows = sqlx::query!(
+        r#"SELECT name, status, count(*) AS "n!" FROM sagas GROUP BY 1, 2 ORDER BY 1, 2"#
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("count sagas by status"))?;
+    Ok(rows.into_iter().map(|r| (r.name, r.status, r.n)).collect())
 }
 
 /// Wake-ups that are due now, and how late the oldest of them is.
@@ -33,18 +25,17 @@ pub struct Wakeups {
 }
 
 pub async fn wakeups(pool: &PgPool) -> Result<Wakeups, StoreError> {
-    let row = sqlx::query(
-        "SELECT count(*) AS n,
-                COALESCE(EXTRACT(EPOCH FROM now() - min(wake_at))::float8, 0) AS lag
-         FROM sagas WHERE wake_at <= now()",
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "n!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - min(wake_at))::float8, 0) AS "lag!"
+           FROM sagas WHERE wake_at <= now()"#
     )
     .fetch_one(pool)
     .await
     .map_err(ctx("count due wake-ups"))?;
-    let what = || "wake-up count".to_string();
     Ok(Wakeups {
-        due: column(&row, "n", what)?,
-        lag_seconds: column::<f64>(&row, "lag", what)?.max(0.0),
+        due: row.n,
+        lag_seconds: row.lag.max(0.0),
     })
 }
 
@@ -66,8 +57,8 @@ pub async fn activity_load(
     pool: &PgPool,
     window_secs: f64,
 ) -> Result<Vec<ActivityLoad>, StoreError> {
-    let rows = sqlx::query(
-        "WITH t AS (
+    let rows = sqlx::query!(
+        r#"WITH t AS (
             SELECT state->'active'->>'activity' AS activity,
                    (state->'active'->>'dispatch_at')::timestamptz AS dispatch_at,
                    COALESCE((state->'active'->>'scheduled_at')::timestamptz,
@@ -75,37 +66,37 @@ pub async fn activity_load(
             FROM sagas
             WHERE status IN ('running', 'compensating')
               AND state->'active'->>'activity' IS NOT NULL)
-         SELECT activity,
-                count(*) FILTER (WHERE dispatch_at IS NULL) AS outstanding,
-                count(*) FILTER (WHERE dispatch_at <= now() + make_interval(secs => $1)) AS due_soon,
-                COALESCE(EXTRACT(EPOCH FROM now() - min(scheduled_at) FILTER (WHERE dispatch_at IS NULL))::float8, 0) AS oldest
-         FROM t GROUP BY activity ORDER BY activity",
+         SELECT activity AS "activity!",
+                count(*) FILTER (WHERE dispatch_at IS NULL) AS "outstanding!",
+                count(*) FILTER (WHERE dispatch_at <= now() + make_interval(secs => $1)) AS "due_soon!",
+                COALESCE(EXTRACT(EPOCH FROM now() - min(scheduled_at) FILTER (WHERE dispatch_at IS NULL))::float8, 0) AS "oldest!"
+         FROM t GROUP BY activity ORDER BY activity"#,
+        window_secs
     )
-    .bind(window_secs)
     .fetch_all(pool)
     .await
     .map_err(ctx("activity load"))?;
-    let what = || "activity load".to_string();
-    rows.iter()
-        .map(|r| {
-            Ok(ActivityLoad {
-                activity: column(r, "activity", what)?,
-                outstanding: column(r, "outstanding", what)?,
-                due_soon: column(r, "due_soon", what)?,
-                oldest_age_seconds: column::<f64>(r, "oldest", what)?.max(0.0),
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| ActivityLoad {
+            activity: r.activity,
+            outstanding: r.outstanding,
+            due_soon: r.due_soon,
+            oldest_age_seconds: r.oldest.max(0.0),
         })
-        .collect()
+        .collect())
 }
 
 /// How many of the sagas `ids` are in each status (ids not stored yet are not
 /// counted), by status name.
 pub async fn statuses_of(pool: &PgPool, ids: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
-    sqlx::query_as(
-        "SELECT status, count(*) FROM sagas WHERE id = ANY($1) GROUP BY status ORDER BY status",
+    let rows = sqlx::query!(
+        r#"SELECT status, count(*) AS "n!" FROM sagas WHERE id = ANY($1)
+           GROUP BY status ORDER BY status"#,
+        ids
     )
-    .bind(ids)
     .fetch_all(pool)
     .await
-    .map_err(ctx("count sagas by status"))
+    .map_err(ctx("count sagas by status"))?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }

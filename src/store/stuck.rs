@@ -22,8 +22,8 @@ pub async fn flag(
     grace: chrono::Duration,
     limit: i64,
 ) -> Result<Vec<String>, StoreError> {
-    let ids: Vec<String> = sqlx::query_scalar(
-        "WITH stuck AS (
+    sqlx::query_scalar!(
+        r#"WITH stuck AS (
              SELECT id FROM sagas
              WHERE wake_at IS NULL
                AND status IN ('scheduled', 'running', 'compensating')
@@ -45,23 +45,22 @@ pub async fn flag(
                  'status', status, 'repair', 'woken once to re-arm its deadlines')
              FROM flagged
          )
-         SELECT id FROM flagged",
+         SELECT id AS "id!" FROM flagged"#,
+        now,
+        now - grace,
+        limit,
+        STUCK_DETECTED
     )
-    .bind(now)
-    .bind(now - grace)
-    .bind(limit)
-    .bind(STUCK_DETECTED)
     .fetch_all(pool)
     .await
-    .map_err(ctx("flag stuck sagas"))?;
-    Ok(ids)
+    .map_err(ctx("flag stuck sagas"))
 }
 
 /// Non-terminal sagas flagged stuck and not repaired since (the `sagaflow_stuck_sagas` gauge).
 pub async fn count(pool: &PgPool) -> Result<i64, StoreError> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM sagas WHERE stuck_since IS NOT NULL
-           AND status IN ('scheduled', 'running', 'compensating')",
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM sagas WHERE stuck_since IS NOT NULL
+           AND status IN ('scheduled', 'running', 'compensating')"#
     )
     .fetch_one(pool)
     .await
