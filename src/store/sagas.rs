@@ -240,22 +240,21 @@ pub async fn identities(
     tx: &mut Tx,
     ids: &[String],
 ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, name, COALESCE(state->'input', 'null'::jsonb) AS input
-         FROM sagas WHERE id = ANY($1)",
+    let rows = sqlx::query!(
+        r#"SELECT id, name, COALESCE(state->'input', 'null'::jsonb)::text AS "input!"
+           FROM sagas WHERE id = ANY($1)"#,
+        ids
     )
-    .bind(ids)
     .fetch_all(tx.conn())
     .await
     .map_err(ctx("read saga identities"))?;
-    rows.iter()
+    rows.into_iter()
         .map(|r| {
-            let what = || "saga identity".to_string();
-            Ok((
-                super::column(r, "id", what)?,
-                super::column(r, "name", what)?,
-                super::column(r, "input", what)?,
-            ))
+            let input = serde_json::from_str(&r.input).map_err(|e| StoreError::Unreadable {
+                what: format!("saga {}", r.id),
+                reason: format!("column `state`, its `input`: {e}"),
+            })?;
+            Ok((r.id, r.name, input))
         })
         .collect()
 }
