@@ -26,6 +26,31 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Sizes and depths of received documents (`[limits]`).
     pub limits: Limits,
+    pub retention: RetentionSettings,
+}
+
+/// How long ended sagas are kept, and how fast coordinators delete expired ones.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetentionSettings {
+    /// Kept this long after a saga ends unless its definition sets `retention`
+    /// (a duration such as `30d`; `0` keeps sagas for ever).
+    pub default: String,
+    /// How often each coordinator looks for expired sagas.
+    pub interval_ms: u64,
+    /// Sagas deleted per transaction (with their history and ledger rows).
+    pub batch_size: u32,
+    /// At most this many sagas deleted per second by one coordinator, so a backlog
+    /// of expired sagas does not compete with live traffic for the database.
+    pub max_per_second: u32,
+}
+
+impl RetentionSettings {
+    /// The default retention; `None` keeps for ever. Checked when settings load.
+    pub fn default_retention(&self) -> Option<std::time::Duration> {
+        crate::saga::definition::parse_duration(&self.default)
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -185,6 +210,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("limits.message_bytes", "2097152"),
     ("limits.json_depth", "32"),
     ("limits.id_bytes", "200"),
+    ("retention.default", "30d"),
+    ("retention.interval_ms", "10000"),
+    ("retention.batch_size", "500"),
+    ("retention.max_per_second", "2000"),
 ];
 
 impl Settings {
@@ -253,6 +282,18 @@ impl Settings {
             if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
                 return invalid(key, "expected empty (off) or an IP address and port");
             }
+        }
+        if crate::saga::definition::parse_duration(&self.retention.default).is_err() {
+            return invalid(
+                "retention.default",
+                "expected a duration such as `30d` or `12h`, or `0` to keep sagas for ever",
+            );
+        }
+        if self.retention.batch_size == 0 || self.retention.max_per_second == 0 {
+            return invalid(
+                "retention.batch_size / retention.max_per_second",
+                "expected at least 1",
+            );
         }
         if self.coordinator.outbox_lease_ms < 100 {
             return invalid("coordinator.outbox_lease_ms", "expected at least 100");

@@ -4,6 +4,7 @@
 //! checked against the saga as stored before they are sent ([`operator`]).
 
 mod operator;
+mod purge;
 mod show;
 
 use chrono::{DateTime, Utc};
@@ -66,6 +67,8 @@ pub enum SagasCmd {
         #[command(flatten)]
         bulk: Bulk,
     },
+    /// Delete ended sagas with their history and ledger rows (erasure on demand).
+    Purge(purge::PurgeArgs),
     /// Stop going forward: undo the completed steps in reverse.
     Compensate {
         /// The saga; omit it and give a filter for a bulk action.
@@ -156,6 +159,7 @@ pub async fn run(settings: &Settings, cmd: SagasCmd) -> anyhow::Result<()> {
             operator::act(settings, id, bulk, A::Skip { output }).await
         }
         SagasCmd::Compensate { id, bulk } => operator::act(settings, id, bulk, A::Compensate).await,
+        SagasCmd::Purge(args) => purge::run(settings, args).await,
     }
 }
 

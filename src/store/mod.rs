@@ -25,6 +25,7 @@ pub mod bench;
 pub mod counters;
 pub mod ledger;
 pub mod outbox;
+pub mod purge;
 pub mod sagas;
 pub mod schedules;
 pub mod stats;
