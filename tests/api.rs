@@ -8,10 +8,14 @@ use std::time::Duration;
 use common::{eventually, TestEnv, ORDER};
 use reqwest::StatusCode;
 use sagaflow::api::{self, ApiState};
+use sagaflow::demo::activities::set_switch;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(30);
+
+/// The demo switch that keeps `payments.refund` failing while it is on.
+const REFUND_DOWN: &str = "refund_down";
 
 /// Waits on a reserve, then a signal `approved`; cancelling while it waits undoes the reserve.
 const APPROVAL: &str = r#"
@@ -321,8 +325,9 @@ cron = "0 0 * * *"
     let client = env.client().await;
 
     // A failed saga: retry is accepted only once it applies; skip is refused with 409.
-    let before = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
-    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "before": before}}});
+    // The refund fails for good while the switch is on.
+    set_switch(&env.pool, REFUND_DOWN, true).await.unwrap();
+    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "while": REFUND_DOWN}}});
     let start = sagaflow::client::StartOptions {
         id: Some("f-http".into()),
         ..Default::default()
@@ -347,10 +352,8 @@ cron = "0 0 * * *"
     )
     .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let end = chrono::DateTime::parse_from_rfc3339(&before).unwrap();
-    while chrono::Utc::now() < end {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The outage ends: the retry's refund succeeds.
+    set_switch(&env.pool, REFUND_DOWN, false).await.unwrap();
     // In bulk by filter: a dry run reports per saga and sends nothing.
     let (code, body) = post(&http, format!("{base}/api/sagas/actions"), json!({"action": {"action": "retry"}, "status": "failed", "id_prefix": "f-http", "dry_run": true})).await;
     assert_eq!(code, StatusCode::OK, "{body}");
