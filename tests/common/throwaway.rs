@@ -485,29 +485,24 @@ impl ThrowawayRabbit {
     /// needs no runtime.
     fn wait_amqp(&mut self) {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "throwaway rabbitmq-server exited ({status}) before accepting connections:\n{}",
-                    self.log_tail()
-                );
-            }
-            if amqp_answers(&addr) {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "throwaway RabbitMQ {} did not accept AMQP within 120 s:\n{}",
-                self.node,
+        let mut exited = None;
+        let child = &mut self.child;
+        let up = wait_blocking(Duration::from_secs(120), || {
+            exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            exited.is_some() || amqp_answers(&addr)
+        });
+        if let Some(status) = exited {
+            panic!(
+                "throwaway rabbitmq-server exited ({status}) before accepting connections:\n{}",
                 self.log_tail()
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
+        assert!(
+            up,
+            "throwaway RabbitMQ {} did not accept AMQP within 120 s:\n{}",
+            self.node,
+            self.log_tail()
+        );
     }
 
     fn log_tail(&self) -> String {
