@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::throwaway::eventually;
-use common::{id, TestEnv};
+use common::{eventually, id, TestEnv};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
@@ -48,15 +47,11 @@ async fn ended_sagas_are_purged_after_their_retention_and_running_ones_never() {
     env.start_worker().await;
     let client = env.client().await;
     // A running saga of `brief` that last moved an hour ago: never purged.
-    let running = sagaflow::saga::machine::start(
-        &env.catalog.latest("brief").unwrap(),
-        "brief-running",
-        json!({}),
-        None,
-        chrono::Utc::now(),
-    )
-    .state;
-    env.insert_saga(&running, None).await;
+    env.saga("brief-running")
+        .definition("brief")
+        .updated_at(chrono::Utc::now() - chrono::Duration::hours(1))
+        .insert()
+        .await;
     client.start("brief", json!({}), id("b-1")).await.unwrap();
     client.start("kept", json!({}), id("k-1")).await.unwrap();
     env.wait_status("k-1", "completed", T).await;
@@ -65,7 +60,10 @@ async fn ended_sagas_are_purged_after_their_retention_and_running_ones_never() {
     assert_eq!(rows(&env, "idempotency_ledger", "saga_id", "b-1").await, 1);
 
     eventually("b-1 purged a second after it ended", T, || async {
-        env.status("b-1").await.is_none()
+        match env.status("b-1").await {
+            None => Ok(()),
+            Some(status) => Err(status),
+        }
     })
     .await;
     assert_eq!(rows(&env, "saga_history", "saga_id", "b-1").await, 0);
@@ -114,15 +112,7 @@ async fn sagas_purge_erases_on_demand_and_refuses_running_sagas() {
     for n in 1..=3 {
         env.wait_status(&format!("k-{n}"), "completed", T).await;
     }
-    let running = sagaflow::saga::machine::start(
-        &env.catalog.latest("kept").unwrap(),
-        "k-running",
-        json!({}),
-        None,
-        chrono::Utc::now(),
-    )
-    .state;
-    env.insert_saga(&running, None).await;
+    env.saga("k-running").definition("kept").insert().await;
 
     let (ok, out) = cli(&env, &["sagas", "purge"]);
     assert!(!ok && out.contains("give at least one of"), "{out}");
