@@ -6,6 +6,7 @@
 mod operator;
 mod purge;
 mod show;
+mod wait;
 
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -21,6 +22,7 @@ use crate::store::sagas::{self, ListFilter};
 
 pub use self::operator::Bulk;
 pub use self::show::show;
+pub use self::wait::NotCompleted;
 
 /// Exit code 3: the saga asked for does not exist (`main` maps this error to it).
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,17 @@ pub struct StartArgs {
     /// Run at this instant (RFC 3339).
     #[arg(long)]
     pub start_at: Option<DateTime<Utc>>,
+    /// Wait for the saga to end; print its status and output as JSON. Exit code: 0
+    /// completed, 4 compensated, 5 failed, 6 cancelled, 7 still running after --timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (250ms, 30s, 5m).
+    #[arg(long, default_value = "60s", requires = "wait", value_parser = parse_wait)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    crate::saga::definition::parse_duration(s)
 }
 
 #[derive(Debug, clap::Args)]
@@ -207,7 +220,7 @@ async fn client(settings: &Settings) -> anyhow::Result<Client> {
         .with_limits(settings.limits.clone()))
 }
 
-/// `sagas start`: publishes the start event; it does not wait for the saga to run.
+/// `sagas start`: publishes the start event; with `--wait`, waits for the outcome.
 pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
     if let Some(d) = &args.delay {
         crate::saga::definition::parse_duration(d).map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
@@ -220,6 +233,13 @@ pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
         version: None,
     };
     let client = client(settings).await?;
+    if args.wait {
+        let pool = pool(settings).await?;
+        let outcome =
+            wait::start_and_wait(&client, &pool, &args.saga, args.input, opts, args.timeout).await;
+        client.close().await;
+        return outcome;
+    }
     client.start(&args.saga, args.input, opts).await?;
     client.close().await;
     println!(

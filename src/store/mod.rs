@@ -23,6 +23,8 @@
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod counters;
+#[cfg(feature = "tools")]
+pub mod demo;
 pub mod ledger;
 pub mod outbox;
 pub mod purge;

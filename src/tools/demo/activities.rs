@@ -43,37 +43,9 @@ struct DemoInput {
     saga: Value,
 }
 
-/// Creates the effects and switches tables (idempotent), under the schema setup lock
-/// so replicas starting at the same instant do not race in `CREATE TABLE IF NOT EXISTS`.
+/// Creates the demo's tables (see [`crate::store::demo`]).
 pub async fn prepare(pool: &PgPool) -> Result<(), crate::store::StoreError> {
-    let mut lock = crate::store::SchemaLock::acquire(pool).await?;
-    let mut created = Ok(());
-    for (what, sql) in [
-        (
-            "create table demo_effects",
-            "CREATE TABLE IF NOT EXISTS demo_effects (
-                idempotency_key text PRIMARY KEY,
-                saga_id text NOT NULL,
-                activity text NOT NULL,
-                calls integer NOT NULL DEFAULT 1,
-                created_at timestamptz NOT NULL DEFAULT now())",
-        ),
-        (
-            "create table demo_switches",
-            "CREATE TABLE IF NOT EXISTS demo_switches (name text PRIMARY KEY)",
-        ),
-    ] {
-        created = sqlx::query(sql)
-            .execute(&mut *lock.conn())
-            .await
-            .map(|_| ())
-            .map_err(crate::store::ctx(what));
-        if created.is_err() {
-            break;
-        }
-    }
-    lock.release().await?;
-    created
+    crate::store::demo::prepare(pool).await
 }
 
 /// Turns the switch `name` on or off: an injection with `"while": name` applies only
@@ -83,17 +55,7 @@ pub async fn set_switch(
     name: &str,
     on: bool,
 ) -> Result<(), crate::store::StoreError> {
-    let sql = if on {
-        "INSERT INTO demo_switches (name) VALUES ($1) ON CONFLICT DO NOTHING"
-    } else {
-        "DELETE FROM demo_switches WHERE name = $1"
-    };
-    sqlx::query(sql)
-        .bind(name)
-        .execute(pool)
-        .await
-        .map_err(crate::store::ctx("set a demo switch"))?;
-    Ok(())
+    crate::store::demo::set_switch(pool, name, on).await
 }
 
 /// A worker hosting every demo activity.
@@ -145,12 +107,9 @@ async fn switched<'a>(
         else {
             continue;
         };
-        let on: bool =
-            sqlx::query_scalar("SELECT exists(SELECT 1 FROM demo_switches WHERE name = $1)")
-                .bind(switch)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))?;
+        let on = crate::store::demo::switch_on(pool, switch)
+            .await
+            .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))?;
         if !on {
             if let Some(k) = input.to_mut().get_mut(kind).and_then(Value::as_object_mut) {
                 k.remove(activity);
@@ -229,17 +188,9 @@ pub(super) async fn record_effect(
     key: &str,
     ctx: &ActivityContext,
 ) -> Result<(), ActivityError> {
-    sqlx::query(
-        "INSERT INTO demo_effects (idempotency_key, saga_id, activity) VALUES ($1, $2, $3)
-         ON CONFLICT (idempotency_key) DO UPDATE SET calls = demo_effects.calls + 1",
-    )
-    .bind(key)
-    .bind(&ctx.saga_id)
-    .bind(&ctx.activity)
-    .execute(pool)
-    .await
-    .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))?;
-    Ok(())
+    crate::store::demo::record_effect(pool, key, &ctx.saga_id, &ctx.activity)
+        .await
+        .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))
 }
 
 #[cfg(test)]
