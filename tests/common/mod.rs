@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod throwaway;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
