@@ -62,16 +62,29 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The broker. `Debug` shows the URL without its password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
+    /// `amqp://` or `amqps://` (TLS; `cacertfile`, `certfile`, `keyfile` in the query:
+    /// docs/security.md).
     pub url: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl std::fmt::Debug for AmqpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSettings")
+            .field("url", &crate::redact::url(&self.url))
+            .finish()
+    }
+}
+
+/// The database. `Debug` shows the URL without its password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// The database is created when it does not exist.
+    /// The database is created when it does not exist. TLS by `sslmode=require`,
+    /// `verify-ca` or `verify-full`, the CA by `sslrootcert=` (docs/security.md).
     pub url: String,
     pub max_connections: u32,
     /// How long one connection attempt may take (TCP, TLS, authentication), and how
@@ -88,6 +101,30 @@ pub struct DatabaseSettings {
     /// server ends a session that sits in an open transaction this long (a stalled
     /// process holding saga row locks). 0 disables it.
     pub idle_in_transaction_session_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DatabaseSettings {
+            url,
+            max_connections,
+            connect_timeout_ms,
+            lock_timeout_ms,
+            statement_timeout_ms,
+            idle_in_transaction_session_timeout_ms,
+        } = self;
+        f.debug_struct("DatabaseSettings")
+            .field("url", &crate::redact::url(url))
+            .field("max_connections", max_connections)
+            .field("connect_timeout_ms", connect_timeout_ms)
+            .field("lock_timeout_ms", lock_timeout_ms)
+            .field("statement_timeout_ms", statement_timeout_ms)
+            .field(
+                "idle_in_transaction_session_timeout_ms",
+                idle_in_transaction_session_timeout_ms,
+            )
+            .finish()
+    }
 }
 
 impl DatabaseSettings {
@@ -462,6 +499,21 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("1 redacted"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn url_passwords_never_show_in_debug_output() {
+        let mut s = Settings::load(None).unwrap();
+        s.amqp.url = "amqps://app:amqpS3cret@mq:5671/%2f".into();
+        s.database.url =
+            "postgres://app:pgS3cret@db/x?sslmode=verify-full&password=pgS3cret".into();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("amqpS3cret") && !shown.contains("pgS3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("amqps://app:***@mq:5671/%2f"), "{shown}");
+        assert!(shown.contains("lock_timeout_ms"), "{shown}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod dead_letters;
 pub mod health;
 pub mod messages;
 pub mod operator;
+pub mod redact;
 pub mod runtime;
 pub mod saga;
 pub mod scheduler;

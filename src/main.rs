@@ -45,7 +45,9 @@ async fn main() -> std::process::ExitCode {
     match cli::run(cli, settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The last filter before a message leaves the process: no URL password, even
+            // from an error that quotes one (docs/security.md, "Secrets").
+            eprintln!("error: {}", sagaflow::redact::text(&format!("{e:#}")));
             // 3 lets scripts tell "no such saga" from other failures (1) and bad arguments
             // (2); `sagas start --wait` says how the saga ended (4-7, see NotCompleted).
             if e.downcast_ref::<cli::SagaNotFound>().is_some() {

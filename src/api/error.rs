@@ -98,13 +98,15 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_code();
+        // No URL password in a body or a log line, even from an error that quotes one.
+        let message = crate::redact::text(&self.to_string());
         if status.is_server_error() {
-            tracing::warn!(error = %self, "api request failed");
+            tracing::warn!(error = %message, "api request failed");
         }
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.into(),
-                message: self.to_string(),
+                message,
             },
         };
         (status, axum::Json(body)).into_response()

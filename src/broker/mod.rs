@@ -5,6 +5,7 @@
 
 pub mod browse;
 pub mod consumer;
+pub mod endpoint;
 pub mod inspect;
 pub mod publisher;
 pub mod subscription;
@@ -13,6 +14,8 @@ pub mod topology;
 use std::time::Duration;
 
 use lapin::{ConnectionProperties, ErrorKind};
+
+use crate::redact;
 
 pub use publisher::{Outgoing, PublishError, Publisher};
 pub use subscription::Subscription;
@@ -84,111 +87,136 @@ impl Connection {
 }
 
 /// Why a connection could not be opened, said so an operator knows what to fix.
+/// `url` is the configured URL with its password hidden ([`redact::url`]), and every
+/// cause is a [`Cause`]: lapin's error with the URL's secrets taken out of its text.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    #[error("RabbitMQ URL {url}: {reason}")]
+    Url {
+        url: String,
+        #[source]
+        reason: endpoint::UrlError,
+    },
     #[error(
-        "RabbitMQ at {host} refused the connection (not running, or wrong host/port): {source}"
+        "RabbitMQ at {url} refused the connection (not running, or wrong host/port): {source}"
     )]
     Refused {
-        host: String,
+        url: String,
         #[source]
-        source: lapin::Error,
+        source: Cause,
     },
-    #[error("RabbitMQ at {host} did not finish the AMQP handshake within {after:?} (it accepted TCP; a broker out of file handles or memory does this)")]
-    HandshakeTimeout { host: String, after: Duration },
-    #[error("RabbitMQ at {host} refused the credentials (user or password): {source}")]
+    #[error("RabbitMQ at {url} did not finish the AMQP handshake within {after:?} (it accepted TCP; a broker out of file handles or memory does this, and so does a TLS port given an amqp:// URL)")]
+    HandshakeTimeout { url: String, after: Duration },
+    #[error("RabbitMQ at {url} refused the credentials (user or password): {source}")]
     Authentication {
-        host: String,
+        url: String,
         #[source]
-        source: lapin::Error,
+        source: Cause,
     },
-    #[error("RabbitMQ at {host}: the vhost does not exist or the user may not use it: {source}")]
+    #[error("RabbitMQ at {url}: the vhost does not exist or the user may not use it: {source}")]
     Vhost {
-        host: String,
+        url: String,
         #[source]
-        source: lapin::Error,
+        source: Cause,
     },
-    #[error("RabbitMQ at {host}: {source}")]
+    #[error("RabbitMQ at {url}: {source}")]
     Other {
-        host: String,
+        url: String,
         #[source]
-        source: lapin::Error,
+        source: Cause,
     },
 }
 
+/// A lapin error met while connecting, as it may be shown: its text with every secret
+/// of the URL hidden ([`redact::text_knowing`]), because lapin's messages may quote
+/// the URL. The error itself is kept for code that inspects it ([`Cause::lapin`]);
+/// `Display`, `Debug` and the source chain show only the redacted text.
+pub struct Cause {
+    shown: String,
+    // Boxed: every `broker::Error` would otherwise carry lapin's error inline.
+    error: Box<lapin::Error>,
+}
+
+impl Cause {
+    fn new(error: lapin::Error, url: &str) -> Cause {
+        Cause {
+            shown: redact::text_knowing(&error.to_string(), url),
+            error: Box::new(error),
+        }
+    }
+
+    /// lapin's error, for matching on its kind. Do not show it: its text may hold
+    /// the URL's password.
+    pub fn lapin(&self) -> &lapin::Error {
+        &self.error
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Cause").field(&self.shown).finish()
+    }
+}
+
+/// No source: lapin's sources are in the text already (`IO error: <io error>`), and
+/// handing them out would show them unredacted.
+impl std::error::Error for Cause {}
+
 /// Opens a connection named for the management UI, within [`CONNECT_TIMEOUT`].
+///
+/// `amqp://` or `amqps://` (TLS, always verified; the CA and a client certificate
+/// come from the URL's `cacertfile`, `certfile`, `keyfile`: see [`endpoint`]).
+/// Errors never show the password.
 pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     connect_within(url, name, CONNECT_TIMEOUT).await
 }
 
 async fn connect_within(url: &str, name: &str, limit: Duration) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.to_string().into());
-    let host = without_credentials(url);
-    let url = with_heartbeat(url, HEARTBEAT_SECS);
-    match tokio::time::timeout(limit, lapin::Connection::connect(&url, props)).await {
-        Err(_) => Err(ConnectError::HandshakeTimeout { host, after: limit }.into()),
+    let shown = redact::url(url);
+    let endpoint::Endpoint { uri, tls } =
+        endpoint::parse(url, HEARTBEAT_SECS).map_err(|reason| ConnectError::Url {
+            url: shown.clone(),
+            reason,
+        })?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| ConnectError::Other {
+        url: shown.clone(),
+        source: Cause::new(e, url),
+    })?;
+    let connecting = lapin::Connection::connect_uri_with_config(uri, props, tls, runtime);
+    match tokio::time::timeout(limit, connecting).await {
+        Err(_) => Err(ConnectError::HandshakeTimeout {
+            url: shown,
+            after: limit,
+        }
+        .into()),
         Ok(Ok(conn)) => Ok(Connection(conn)),
-        Ok(Err(source)) => Err(classify(host, source).into()),
+        Ok(Err(source)) => Err(classify(shown, Cause::new(source, url)).into()),
     }
 }
 
-fn classify(host: String, source: lapin::Error) -> ConnectError {
-    match source.kind() {
+fn classify(url: String, source: Cause) -> ConnectError {
+    match source.lapin().kind() {
         ErrorKind::IOError(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            ConnectError::Refused { host, source }
+            ConnectError::Refused { url, source }
         }
         ErrorKind::ProtocolError(e) if e.get_id() == 403 => {
-            ConnectError::Authentication { host, source }
+            ConnectError::Authentication { url, source }
         }
-        ErrorKind::ProtocolError(e) if e.get_id() == 530 => ConnectError::Vhost { host, source },
-        _ => ConnectError::Other { host, source },
+        ErrorKind::ProtocolError(e) if e.get_id() == 530 => ConnectError::Vhost { url, source },
+        _ => ConnectError::Other { url, source },
     }
-}
-
-/// `url` with `heartbeat=<secs>` unless it names a heartbeat itself.
-fn with_heartbeat(url: &str, secs: u16) -> String {
-    if url.contains("heartbeat=") {
-        return url.to_string();
-    }
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}heartbeat={secs}")
-}
-
-/// `amqp://user:secret@host:5672/vhost` as `host:5672/vhost`, for logs.
-pub fn without_credentials(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
-    host.split_once('?').map_or(host, |(h, _)| h).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn logs_never_show_the_password() {
-        assert_eq!(
-            without_credentials("amqp://app:s3cr@t@mq:5672/%2f"),
-            "mq:5672/%2f"
-        );
-        assert_eq!(without_credentials("amqp://mq"), "mq");
-    }
-
-    #[test]
-    fn a_heartbeat_is_asked_for_unless_the_url_names_one() {
-        assert_eq!(
-            with_heartbeat("amqp://h/%2f", 5),
-            "amqp://h/%2f?heartbeat=5"
-        );
-        assert_eq!(
-            with_heartbeat("amqp://h/%2f?frame_max=8192", 5),
-            "amqp://h/%2f?frame_max=8192&heartbeat=5"
-        );
-        assert_eq!(
-            with_heartbeat("amqp://h/%2f?heartbeat=30", 5),
-            "amqp://h/%2f?heartbeat=30"
-        );
-    }
 
     #[tokio::test]
     async fn a_refused_connection_says_so() {
@@ -201,6 +229,10 @@ mod tests {
             "{e}"
         );
         assert!(!e.to_string().contains("guest:guest"), "{e}");
+        assert!(
+            e.to_string().contains("amqp://guest:***@127.0.0.1:1/%2f"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

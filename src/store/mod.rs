@@ -66,6 +66,16 @@ pub enum StoreError {
         target: String,
         after: std::time::Duration,
     },
+    /// A TLS file named in `database.url` (`sslrootcert`, `sslcert`, `sslkey`) cannot
+    /// be read. Checked before connecting: sqlx reports it as a bare I/O error
+    /// ("No such file or directory") that names neither the file nor the parameter.
+    #[error("database url: cannot read {param}={path}: {source}")]
+    TlsFile {
+        param: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("saga {0} changed under us (row_version fence)")]
@@ -154,9 +164,10 @@ impl StoreError {
             },
             StoreError::ConnectTimeout { .. } => Class::Outage,
             StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => classify_sqlx(e),
-            StoreError::Migrate(_) | StoreError::Corrupt { .. } | StoreError::Unreadable { .. } => {
-                Class::Permanent
-            }
+            StoreError::Migrate(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Unreadable { .. }
+            | StoreError::TlsFile { .. } => Class::Permanent,
         }
     }
 
@@ -225,8 +236,15 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreErr
 /// frozen inside a transaction, a statement stuck behind a lock) cannot hold saga rows
 /// and stall every coordinator behind it. Connecting is bounded by
 /// `db.connect_timeout_ms`; errors name the server and database they were for.
+///
+/// TLS comes from the URL, as with libpq: `sslmode=require` (encrypted, the
+/// certificate not checked), `verify-ca`, `verify-full` (checked against the CA in
+/// `sslrootcert=<file>` plus the Mozilla roots of webpki-roots, and for
+/// verify-full the host name), `sslcert=`/`sslkey=` for a client certificate
+/// (docs/security.md).
 pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     let base = PgConnectOptions::from_str(&db.url).map_err(ctx("url"))?;
+    check_tls_files(&db.url)?;
     let timeout = Duration::from_millis(db.connect_timeout_ms.max(1));
     create_database_if_missing(&base, timeout).await?;
     let pool = PgPoolOptions::new()
@@ -246,6 +264,34 @@ pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     lock.release().await?;
     migrated?;
     Ok(pool)
+}
+
+/// Fails when a TLS file the URL names cannot be read (see [`StoreError::TlsFile`]).
+fn check_tls_files(url: &str) -> Result<(), StoreError> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(()); // sqlx has parsed it already; nothing else to check here
+    };
+    const FILES: [&str; 7] = [
+        "sslrootcert",
+        "ssl-root-cert",
+        "ssl-ca",
+        "sslcert",
+        "ssl-cert",
+        "sslkey",
+        "ssl-key",
+    ];
+    for (param, path) in parsed.query_pairs() {
+        if FILES.contains(&param.as_ref()) {
+            if let Err(source) = std::fs::File::open(path.as_ref()) {
+                return Err(StoreError::TlsFile {
+                    param: param.into_owned(),
+                    path: path.into_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether Postgres answers a trivial query on `pool`: the readiness probe's check.

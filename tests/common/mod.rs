@@ -11,6 +11,7 @@
 
 pub mod factory;
 pub mod throwaway;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -53,6 +54,25 @@ where
         Ok(found) => found,
         Err(seen) => panic!("{what}: not within {within:?}; last seen: {seen:?}"),
     }
+}
+
+/// [`eventually`] for a yes/no probe (nothing to report while it does not hold).
+pub async fn eventually_holds<F, Fut>(what: &str, within: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    eventually(what, within, || {
+        let holds = probe();
+        async move {
+            if holds.await {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        }
+    })
+    .await
 }
 
 /// [`eventually`] without the panic: `Err(last seen)` once `within` has passed. For

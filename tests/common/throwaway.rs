@@ -56,7 +56,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Fails the test when `path` is not an executable file, naming what needs it.
-fn require(path: &Path, why: &str) {
+pub fn require(path: &Path, why: &str) {
     use std::os::unix::fs::PermissionsExt;
     let ok = std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -86,7 +86,7 @@ fn user_ids(user: &str) -> (u32, u32) {
 }
 
 /// Gives `path` (recursively) to `user` when we are root.
-fn chown_to(path: &Path, user: &str) {
+pub fn chown_to(path: &Path, user: &str) {
     if !is_root() {
         return;
     }
@@ -124,7 +124,7 @@ fn as_user(user: &str, program: &Path) -> Command {
 }
 
 /// Runs a command to its end; panics with its output when it fails.
-fn run(mut cmd: Command, what: &str) -> String {
+pub fn run(mut cmd: Command, what: &str) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -195,7 +195,7 @@ fn read_pid(file: &Path) -> Option<i32> {
         .ok()
 }
 
-fn fresh_dir(kind: &str) -> PathBuf {
+pub fn fresh_dir(kind: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "sagaflow-{kind}-{}",
         &uuid::Uuid::now_v7().simple().to_string()[20..]
@@ -399,6 +399,13 @@ pub struct ThrowawayRabbit {
 impl ThrowawayRabbit {
     /// Starts the node and waits until it accepts AMQP connections.
     pub fn start() -> ThrowawayRabbit {
+        Self::start_with("")
+    }
+
+    /// `start`, with `extra` appended to the node's `rabbitmq.conf` (a TLS listener:
+    /// `tests/common/tls.rs`). The plain listener on `port` stays: it is how start-up
+    /// is awaited.
+    pub fn start_with(extra: &str) -> ThrowawayRabbit {
         let sbin = Path::new(RABBIT_SBIN);
         require(&sbin.join("rabbitmq-server"), "to run a throwaway broker");
         require(
@@ -417,7 +424,7 @@ impl ThrowawayRabbit {
         std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
         std::fs::write(
             dir.join("rabbitmq.conf"),
-            "loopback_users = none\ndisk_free_limit.absolute = 50MB\n",
+            format!("loopback_users = none\ndisk_free_limit.absolute = 50MB\n{extra}"),
         )
         .unwrap();
         // Our own (empty) rabbitmq-env.conf, so the machine's NODENAME does not apply.

@@ -126,9 +126,12 @@ pub fn quantile(sorted: &[f64], p: f64) -> f64 {
 
 /// `url` with its database name replaced.
 pub fn with_database(url: &str, db: &str) -> anyhow::Result<String> {
-    let (base, _) = url
-        .rsplit_once('/')
-        .ok_or_else(|| anyhow::anyhow!("database.url has no database name: {url}"))?;
+    let (base, _) = url.rsplit_once('/').ok_or_else(|| {
+        anyhow::anyhow!(
+            "database.url has no database name: {}",
+            crate::redact::url(url)
+        )
+    })?;
     let query = url
         .split_once('?')
         .map(|(_, q)| format!("?{q}"))
