@@ -216,9 +216,10 @@ impl Client {
         Ok(())
     }
 
-    /// Whether the underlying connection is still open (readiness checks, reconnecting).
+    /// Whether the connection and the publishing channel are still open (readiness
+    /// checks, reconnecting): a publish the broker refused closed the channel.
     pub fn is_connected(&self) -> bool {
-        self.conn.is_connected()
+        self.conn.is_connected() && self.publisher.is_open()
     }
 
     /// The connection, for read-only inspection (passive queue declares).
