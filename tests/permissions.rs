@@ -16,11 +16,12 @@ use std::time::Duration;
 use common::{id, pg_base, TestEnv, ORDER};
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
+use sagaflow::api::ApiState;
 use sagaflow::broker::Subscription;
 use sagaflow::client::{Client, ClientError};
-use sagaflow::dead_letters::{self, DeadLetterAction, Selection};
-use sagaflow::saga::machine::OperatorAction;
+use sagaflow::config::{ApiRole, ApiToken};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -225,37 +226,62 @@ async fn each_role_runs_with_its_own_permissions_and_no_more() {
     assert_eq!(seen["ok-1"], "completed");
     assert_eq!(seen["comp-1"], "compensated");
 
-    // The operator: an action on `<ns>.operator`, queue counts, dead letters.
+    // The operator: `sagaflow serve` connected as the operator user, called with an
+    // `operate` token: a start, an action on `<ns>.operator` (its history names the
+    // token), queue counts, and a dead letter replayed and purged.
     env.wait_history("ap-1", "wait_started").await;
-    let op = Client::connect(users.url("operator"), &ns).await.unwrap();
-    let skip = OperatorAction::Skip {
-        output: json!({"approved_by": "ann"}),
+    let mut api_settings = env.settings.clone();
+    api_settings.amqp.url = users.url("operator").to_string();
+    api_settings.api.tokens = vec![ApiToken::new("ops-ann", ApiRole::Operate, "s-ann-01234")];
+    let state = ApiState::new(&api_settings, env.catalog.clone(), env.pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let req = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth("s-ann-01234");
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        async move {
+            let r = req.send().await.unwrap();
+            let code = r.status();
+            (code, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
     };
-    let verdicts = sagaflow::operator::check(
-        &env.pool,
-        &env.catalog,
-        &env.settings.limits,
-        &["ap-1".into()],
-        &skip,
+    let (code, v) = call(
+        reqwest::Method::POST,
+        "/sagas",
+        Some(json!({"saga": "order_fulfillment", "id": "api-1"})),
     )
-    .await
-    .unwrap();
-    assert_eq!(
-        sagaflow::operator::send(&op, &verdicts, &skip)
-            .await
-            .unwrap(),
-        1
-    );
+    .await;
+    assert_eq!(code, reqwest::StatusCode::ACCEPTED, "{v}");
+    let skip = json!({"action": "skip", "output": {"approved_by": "ann"}});
+    let (code, v) = call(reqwest::Method::POST, "/sagas/ap-1/actions", Some(skip)).await;
+    assert_eq!(code, reqwest::StatusCode::ACCEPTED, "{v}");
     env.wait_status("ap-1", "completed", T).await;
-    let queues =
-        sagaflow::broker::inspect::task_queues(op.connection(), &env.names, &env.activities())
-            .await
-            .unwrap();
+    env.wait_status("api-1", "completed", T).await;
+    let history = sagaflow::store::sagas::history(&env.pool, "ap-1")
+        .await
+        .unwrap();
+    let action = history
+        .iter()
+        .find(|h| h.event == "operator_action")
+        .unwrap();
+    assert_eq!(action.detail["actor"], "ops-ann");
+    let (code, queues) = call(reqwest::Method::GET, "/queues", None).await;
+    assert_eq!(code, reqwest::StatusCode::OK, "{queues}");
     assert!(
         queues
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|q| q.activity == "coordinator" && q.consumers == 1),
-        "{queues:?}"
+            .any(|q| q["activity"] == "coordinator" && q["consumers"] == 1),
+        "{queues}"
     );
     // A start the coordinator cannot read is dead-lettered; the operator replays it
     // (it comes back: still unreadable), then purges it.
@@ -263,31 +289,36 @@ async fn each_role_runs_with_its_own_permissions_and_no_more() {
         .await
         .unwrap();
     let dlq = env.names.dlq_coordinator();
-    dead_depth(&op, &env.names, 1).await;
-    let publisher = sagaflow::broker::Publisher::open(op.connection())
-        .await
-        .unwrap();
-    let all = Selection {
-        saga_id: None,
-        limit: 10,
-        dry_run: false,
+    let dead_depth = |n: u64| {
+        let (call, dlq) = (&call, &dlq);
+        async move {
+            let deadline = tokio::time::Instant::now() + T;
+            loop {
+                let (_, v) = call(reqwest::Method::GET, "/dead-letters", None).await;
+                let depth = v["queues"]
+                    .as_array()
+                    .and_then(|qs| qs.iter().find(|q| q["queue"] == dlq.as_str()))
+                    .and_then(|q| q["messages"].as_u64());
+                if depth == Some(n) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{dlq} never held {n}: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     };
-    for action in [DeadLetterAction::Replay, DeadLetterAction::Purge] {
-        let touched = dead_letters::act(op.connection(), &publisher, &dlq, &all, action)
-            .await
-            .unwrap();
-        assert!(
-            touched.len() == 1 && touched[0].applied,
-            "{action:?}: {touched:?}"
-        );
-        let left = if action == DeadLetterAction::Replay {
-            1
-        } else {
-            0
-        };
-        dead_depth(&op, &env.names, left).await;
+    dead_depth(1).await;
+    for (action, left) in [("replay", 1), ("purge", 0)] {
+        let path = format!("/dead-letters/coordinator/{action}");
+        let (code, v) = call(reqwest::Method::POST, &path, Some(json!({}))).await;
+        assert_eq!(code, reqwest::StatusCode::OK, "{action}: {v}");
+        assert_eq!(v["messages"][0]["applied"], true, "{action}: {v}");
+        dead_depth(left).await;
     }
-    publisher.close().await;
+    stop.cancel();
 
     // What each role must not do. A refused publish closes the publisher's channel,
     // so each attempt gets a client of its own.
@@ -327,30 +358,10 @@ async fn each_role_runs_with_its_own_permissions_and_no_more() {
     assert_eq!(env.status("forged-1").await, None);
 
     svc.close().await;
-    op.close().await;
     watch.close("ok").await;
     env.settings.amqp.url = users.url("coordinator").to_string();
     env.cleanup().await;
     drop(users);
-}
-
-/// Waits until `<ns>.dlq.coordinator` holds `n` messages, as the operator sees it.
-async fn dead_depth(op: &Client, names: &sagaflow::broker::Names, n: u32) {
-    let dlq = names.dlq_coordinator();
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let queues = dead_letters::summaries(op.connection(), names, &[])
-            .await
-            .unwrap();
-        if queues.iter().any(|q| q.queue == dlq && q.messages == n) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{dlq} never held {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The `rabbitmqctl set_permissions` recipe in docs/security.md grants what the
