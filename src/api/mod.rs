@@ -100,6 +100,11 @@ impl BrokerLink {
         if let Some(c) = slot.as_ref().filter(|c| c.is_connected()) {
             return Ok(c.clone());
         }
+        if let Some(stale) = slot.take() {
+            // Its connection dropped, or a publish the broker refused closed its
+            // publishing channel: let go of the connection too.
+            stale.connection().close("replaced").await;
+        }
         let c = Arc::new(
             Client::connect(&self.url, &self.namespace)
                 .await?

@@ -6,6 +6,11 @@
 //! same name whose queue-level TTL dead-letters the message back to `<ns>.tasks`
 //! under its original routing key (the activity). One TTL per queue, because expiry
 //! only happens at the head of a queue.
+//!
+//! The coordinator declares the whole topology and must be allowed to. Every other
+//! process declares what it uses only if its RabbitMQ user may (`configure`), and
+//! otherwise checks that it exists: a least-privilege worker, service or operator
+//! user declares nothing (see `docs/security.md`, "Broker permissions per role").
 
 use std::time::Duration;
 
