@@ -22,7 +22,7 @@ pub mod sagas;
 pub mod schedules;
 pub mod services;
 
-pub use self::sagas::SagaNotFound;
+pub use self::sagas::{NotCompleted, SagaNotFound};
 
 #[derive(Debug, Parser)]
 #[command(

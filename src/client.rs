@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::broker::{self, topology, Names, Outgoing, Publisher};
 use crate::config::{LimitError, Limits};
-use crate::messages::StartEvent;
+use crate::messages::{SagaEvent, StartEvent};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +219,14 @@ impl Client {
         Ok(())
     }
 
+    /// Watches the saga events of the definition `saga` from now on: subscribe before
+    /// starting a saga, so its terminal event cannot be missed.
+    pub async fn watch(&self, saga: &str) -> Result<Watch, ClientError> {
+        Ok(Watch(
+            broker::Subscription::saga_events(&self.conn, &self.names, saga).await?,
+        ))
+    }
+
     /// Whether the connection and the publishing channel are still open (readiness
     /// checks, reconnecting): a publish the broker refused closed the channel.
     pub fn is_connected(&self) -> bool {
@@ -232,6 +240,23 @@ impl Client {
 
     pub async fn close(self) {
         self.conn.close("bye").await;
+    }
+}
+
+/// A subscription to one definition's saga events (see [`Client::watch`]).
+pub struct Watch(broker::Subscription);
+
+impl Watch {
+    /// The terminal event of saga `id`, or `None` when `within` passed first.
+    pub async fn ended(&mut self, id: &str, within: std::time::Duration) -> Option<SagaEvent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let body = self.0.next_before(deadline).await?;
+            match serde_json::from_slice::<SagaEvent>(&body) {
+                Ok(e) if e.saga_id == id => return Some(e),
+                _ => continue,
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ pub use limits::{LimitError, Limits};
 
 /// Everything a sagaflow process needs to know.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Prefix of every exchange and queue name.
     pub namespace: String,
@@ -26,6 +27,32 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Sizes and depths of received documents (`[limits]`).
     pub limits: Limits,
+    pub retention: RetentionSettings,
+}
+
+/// How long ended sagas are kept, and how fast coordinators delete expired ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Kept this long after a saga ends unless its definition sets `retention`
+    /// (a duration such as `30d`; `0` keeps sagas for ever).
+    pub default: String,
+    /// How often each coordinator looks for expired sagas.
+    pub interval_ms: u64,
+    /// Sagas deleted per transaction (with their history and ledger rows).
+    pub batch_size: u32,
+    /// At most this many sagas deleted per second by one coordinator, so a backlog
+    /// of expired sagas does not compete with live traffic for the database.
+    pub max_per_second: u32,
+}
+
+impl RetentionSettings {
+    /// The default retention; `None` keeps for ever. Checked when settings load.
+    pub fn default_retention(&self) -> Option<std::time::Duration> {
+        crate::saga::definition::parse_duration(&self.default)
+            .ok()
+            .filter(|d| !d.is_zero())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -36,11 +63,13 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
     pub url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// The database is created when it does not exist.
     pub url: String,
@@ -76,6 +105,7 @@ impl DatabaseSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CoordinatorSettings {
     /// Input messages handled per Postgres transaction.
     pub batch_size: usize,
@@ -99,6 +129,7 @@ pub struct CoordinatorSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     /// Tasks in flight per activity queue.
     pub prefetch: u16,
@@ -112,6 +143,7 @@ pub struct WorkerSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     /// `x-delivery-limit` of quorum task queues: deliveries before dead-lettering.
     pub delivery_limit: u32,
@@ -124,6 +156,7 @@ pub struct QueueSettings {
 
 /// The operator HTTP API (`sagaflow serve`).
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     /// Address the server binds; without tokens it must be a loopback address.
     pub listen: String,
@@ -375,6 +408,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("limits.message_bytes", "2097152"),
     ("limits.json_depth", "32"),
     ("limits.id_bytes", "200"),
+    ("retention.default", "30d"),
+    ("retention.interval_ms", "10000"),
+    ("retention.batch_size", "500"),
+    ("retention.max_per_second", "2000"),
 ];
 
 impl Settings {
@@ -439,6 +476,18 @@ impl Settings {
             if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
                 return invalid(key, "expected empty (off) or an IP address and port");
             }
+        }
+        if crate::saga::definition::parse_duration(&self.retention.default).is_err() {
+            return invalid(
+                "retention.default",
+                "expected a duration such as `30d` or `12h`, or `0` to keep sagas for ever",
+            );
+        }
+        if self.retention.batch_size == 0 || self.retention.max_per_second == 0 {
+            return invalid(
+                "retention.batch_size / retention.max_per_second",
+                "expected at least 1",
+            );
         }
         if self.coordinator.outbox_lease_ms < 100 {
             return invalid("coordinator.outbox_lease_ms", "expected at least 100");
@@ -507,6 +556,88 @@ pub fn valid_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
+
+    /// Every key the settings have: the built-in defaults name each one (loading from
+    /// them alone succeeds, see below, and unknown keys are refused).
+    fn code_keys() -> BTreeSet<String> {
+        DEFAULTS
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .chain(["worker.activities".into(), "api.tokens".into()])
+            .collect()
+    }
+
+    fn toml_keys(v: &toml::Value, prefix: &str, out: &mut BTreeSet<String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    toml_keys(v, &key, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_string());
+            }
+        }
+    }
+
+    /// The first column of the key table of docs/configuration.md.
+    fn documented_keys(md: &str) -> BTreeSet<String> {
+        md.lines()
+            .skip_while(|l| !l.starts_with("| key | env | default |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .filter_map(|l| l.split('|').nth(1))
+            .map(|cell| cell.trim().trim_matches('`').to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_key_is_in_default_toml_and_the_reference_and_nothing_else_is() {
+        let code = code_keys();
+        let file: toml::Value = include_str!("../config/default.toml").parse().unwrap();
+        let mut in_file = BTreeSet::new();
+        toml_keys(&file, "", &mut in_file);
+        assert_eq!(
+            in_file, code,
+            "config/default.toml vs the keys in src/config.rs"
+        );
+        let documented = documented_keys(include_str!("../docs/configuration.md"));
+        assert_eq!(
+            documented, code,
+            "docs/configuration.md vs the keys in src/config.rs"
+        );
+    }
+
+    #[test]
+    fn the_built_in_defaults_name_every_key() {
+        let mut b = config::Config::builder();
+        for (k, v) in DEFAULTS {
+            b = b.set_default(*k, *v).unwrap();
+        }
+        b = b
+            .set_default("worker.activities", Vec::<String>::new())
+            .unwrap();
+        b = b.set_default("api.tokens", Vec::<String>::new()).unwrap();
+        let s: Result<Settings, _> = b.build().unwrap().try_deserialize();
+        assert!(s.is_ok(), "{:?}", s.err());
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_is_refused_naming_it() {
+        let dir = std::env::temp_dir().join(format!("sagaflow-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("typo.toml");
+        std::fs::write(&file, "[coordinator]\nbatch_sise = 3\n").unwrap();
+        let e = Settings::load(Some(&file)).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(e.contains("batch_sise"), "{e}");
+    }
 
     #[test]
     fn defaults_load_without_a_file() {

@@ -46,9 +46,12 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            // 3 lets scripts tell "no such saga" from other failures (1) and bad arguments (2).
+            // 3 lets scripts tell "no such saga" from other failures (1) and bad arguments
+            // (2); `sagas start --wait` says how the saga ended (4-7, see NotCompleted).
             if e.downcast_ref::<cli::SagaNotFound>().is_some() {
                 std::process::ExitCode::from(3)
+            } else if let Some(n) = e.downcast_ref::<cli::NotCompleted>() {
+                std::process::ExitCode::from(n.code)
             } else {
                 std::process::ExitCode::FAILURE
             }

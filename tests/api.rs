@@ -5,14 +5,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, ORDER};
+use common::{eventually, TestEnv, ORDER};
 use reqwest::StatusCode;
 use sagaflow::api::{self, ApiState};
 use sagaflow::config::{ApiRole, ApiToken};
+use sagaflow::tools::demo::activities::set_switch;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(30);
+
+/// The demo switch that keeps `payments.refund` failing while it is on.
+const REFUND_DOWN: &str = "refund_down";
 
 /// Waits on a reserve, then a signal `approved`; cancelling while it waits undoes the reserve.
 const APPROVAL: &str = r#"
@@ -77,18 +81,11 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> (StatusCode, 
 
 /// Polls `GET /api/sagas/{id}` until the saga has `status`.
 async fn wait_status(http: &reqwest::Client, base: &str, id: &str, status: &str) {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
+    eventually(&format!("{id} {status} over HTTP"), T, || async {
         let (_, v) = get(http, format!("{base}/api/sagas/{id}")).await;
-        if v["state"]["status"] == status {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{id} never became {status}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (v["state"]["status"] == status).then_some(()).ok_or(v)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -191,7 +188,7 @@ async fn operator_api_end_to_end() {
         .await;
     }
     for id in ["w-sig", "w-cancel"] {
-        wait_until_waiting(&env, id).await;
+        env.wait_history(id, "wait_started").await;
     }
     let (code, _) = post(
         &http,
@@ -226,19 +223,14 @@ async fn operator_api_end_to_end() {
         json!({"saga": "manual", "id": "m-1"}),
     )
     .await;
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
+    let s = eventually("an outstanding manual.review task", T, || async {
         let (_, s) = get(&http, format!("{base}/api/scaling?window=60")).await;
-        if s["activities"]["manual.review"]["desired_workload"] == 1 {
-            assert_eq!(s["activities"]["manual.review"]["outstanding"], 1);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no outstanding task: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (s["activities"]["manual.review"]["desired_workload"] == 1)
+            .then_some(s.clone())
+            .ok_or(s)
+    })
+    .await;
+    assert_eq!(s["activities"]["manual.review"]["outstanding"], 1);
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -327,15 +319,6 @@ async fn operator_api_end_to_end() {
     env.cleanup().await;
 }
 
-/// Waits until the saga's current step waits for its signal.
-async fn wait_until_waiting(env: &TestEnv, id: &str) {
-    let deadline = tokio::time::Instant::now() + T;
-    while !env.history(id).await.iter().any(|e| e == "wait_started") {
-        assert!(tokio::time::Instant::now() < deadline, "{id} never waited");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test]
 async fn operator_actions_dead_letters_and_schedules_over_http() {
     let nightly = r#"
@@ -355,8 +338,9 @@ cron = "0 0 * * *"
     let client = env.client().await;
 
     // A failed saga: retry is accepted only once it applies; skip is refused with 409.
-    let before = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
-    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "before": before}}});
+    // The refund fails for good while the switch is on.
+    set_switch(&env.pool, REFUND_DOWN, true).await.unwrap();
+    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "while": REFUND_DOWN}}});
     let start = sagaflow::client::StartOptions {
         id: Some("f-http".into()),
         ..Default::default()
@@ -381,10 +365,8 @@ cron = "0 0 * * *"
     )
     .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
-    let end = chrono::DateTime::parse_from_rfc3339(&before).unwrap();
-    while chrono::Utc::now() < end {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The outage ends: the retry's refund succeeds.
+    set_switch(&env.pool, REFUND_DOWN, false).await.unwrap();
     // In bulk by filter: a dry run reports per saga and sends nothing.
     let (code, body) = post(&http, format!("{base}/api/sagas/actions"), json!({"action": {"action": "retry"}, "status": "failed", "id_prefix": "f-http", "dry_run": true})).await;
     assert_eq!(code, StatusCode::OK, "{body}");
@@ -423,14 +405,7 @@ cron = "0 0 * * *"
         .await
         .unwrap();
     let dlq = env.names.dlq_coordinator();
-    let deadline = tokio::time::Instant::now() + T;
-    while env.depth(&dlq).await == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing dead-lettered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.wait_depth(&dlq, 1).await;
     let (code, body) = post(
         &http,
         format!("{base}/api/dead-letters/coordinator/purge"),
@@ -451,18 +426,14 @@ cron = "0 0 * * *"
     assert_eq!(env.depth(&dlq).await, 0);
 
     // Schedules: listed, paused, resumed, triggered; unknown ones are 404.
-    let deadline = tokio::time::Instant::now() + T;
-    let rows = loop {
+    let rows = eventually("the file schedule synced", T, || async {
         let (_, v) = get(&http, format!("{base}/api/schedules")).await;
-        if v["schedules"].as_array().is_some_and(|a| !a.is_empty()) {
-            break v["schedules"].clone();
+        match v["schedules"].as_array() {
+            Some(a) if !a.is_empty() => Ok(v["schedules"].clone()),
+            _ => Err(v),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "file schedule never synced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(rows[0]["name"], "nightly.midnight");
     for op in ["pause", "resume", "trigger"] {
         let (code, body) = post(

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestEnv, ORDER};
+use common::{eventually, TestEnv, ORDER};
 use sagaflow::client::StartOptions;
 use tokio::process::{Child, Command};
 
@@ -45,14 +45,12 @@ async fn terminal_count(env: &TestEnv) -> i64 {
 }
 
 async fn wait_terminal_at_least(env: &TestEnv, n: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while terminal_count(env).await < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "progress stalled below {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("{n} sagas terminal");
+    eventually(&what, Duration::from_secs(120), || async {
+        let ended = terminal_count(env).await;
+        (ended >= n).then_some(()).ok_or(ended)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,33 +161,30 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
         "{reruns} handler re-runs after {worker_kills} worker kills"
     );
     // 5. Nothing left behind: outbox drained, no dead letters, queues empty.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let mut queues = vec![env.names.coordinator_queue(), env.names.dlq_coordinator()];
+    for a in env.catalog.activities() {
+        queues.push(env.names.task_queue(&a));
+        queues.push(env.names.dlq(&a));
+    }
+    for ms in sagaflow::broker::topology::DELAY_LEVELS_MS {
+        queues.push(env.names.delay(*ms));
+    }
+    eventually("nothing left behind", Duration::from_secs(60), || async {
         let backlog = sagaflow::store::outbox::backlog(&env.pool).await.unwrap();
-        let mut queues = vec![env.names.coordinator_queue(), env.names.dlq_coordinator()];
-        for a in env.catalog.activities() {
-            queues.push(env.names.task_queue(&a));
-            queues.push(env.names.dlq(&a));
-        }
-        for ms in sagaflow::broker::topology::DELAY_LEVELS_MS {
-            queues.push(env.names.delay(*ms));
-        }
         let mut left = vec![];
-        for q in queues {
-            let n = env.depth(&q).await;
+        for q in &queues {
+            let n = env.depth(q).await;
             if n > 0 {
-                left.push((q, n));
+                left.push((q.clone(), n));
             }
         }
         if backlog == 0 && left.is_empty() {
-            break;
+            Ok(())
+        } else {
+            Err(format!("outbox {backlog}, queues {left:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "left behind: outbox {backlog}, queues {left:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     println!("crash test: {kills} kills ({worker_kills} of the worker), {reruns} handler re-runs");
     kill9(&mut worker).await;
     kill9(&mut coordinator).await;

@@ -3,7 +3,8 @@
 //! and see it leave the queue — on the page and on the broker.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; when they are missing the test
-//! installs them if it runs as root, and otherwise skips with a message.
+//! installs them if it runs as root. When they are still missing it fails with the
+//! reason under CI (`CI=true`, as `.ci/run` sets), and otherwise skips with a message.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{id, TestEnv, ORDER};
+use common::{eventually, id, TestEnv, ORDER};
 use fantoccini::{Client, ClientBuilder, Locator};
 use sagaflow::api::{self, ApiState};
 use serde_json::{json, Value};
@@ -52,18 +53,31 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// Whether this run is CI's (`CI=true`): there a missing browser fails the test.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// Chromium and chromedriver, installed with apt-get when missing and running as
-/// root; None (skip) when they are missing and cannot be installed.
+/// root. When they cannot be had: a failure under CI, a skip (None) otherwise.
 fn ensure_browser() -> Option<(PathBuf, PathBuf)> {
     if let Some(b) = browser_bins() {
         return Some(b);
     }
-    if !is_root() {
-        eprintln!(
-            "SKIPPED dashboard e2e: chromium/chromedriver not found and not root, so not \
-             installable here (apt-get install chromium chromium-driver)"
+    let missing = |why: &str| {
+        let reason = format!(
+            "dashboard e2e: chromium/chromedriver not found and {why} \
+             (apt-get install chromium chromium-driver)"
         );
-        return None;
+        assert!(
+            !in_ci(),
+            "{reason}; CI=true, so this is a failure, not a skip"
+        );
+        eprintln!("SKIPPED {reason}");
+        None
+    };
+    if !is_root() {
+        return missing("not root, so not installable here");
     }
     eprintln!("dashboard e2e: installing chromium and chromium-driver with apt-get");
     let apt = |args: &[&str]| {
@@ -77,7 +91,7 @@ fn ensure_browser() -> Option<(PathBuf, PathBuf)> {
         apt(&["update", "-q"]);
         apt(&["install", "-y", "-q", "chromium", "chromium-driver"]);
     }
-    Some(browser_bins().expect("chromium and chromedriver after apt-get install"))
+    browser_bins().or_else(|| missing("apt-get could not install them"))
 }
 
 /// chromedriver on a free local port; it and the Chromium it started are killed
@@ -106,25 +120,16 @@ impl Driver {
             .expect("chromedriver starts");
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + T;
-        loop {
-            let ready = match http.get(format!("{url}/status")).send().await {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .map(|v| v["value"]["ready"] == true),
-                Err(_) => None,
+        eventually("chromedriver ready", T, || async {
+            let status: Value = match http.get(format!("{url}/status")).send().await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(e) => return Err(e.to_string()),
             };
-            if ready == Some(true) {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromedriver not ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (status["value"]["ready"] == true)
+                .then_some(())
+                .ok_or(status.to_string())
+        })
+        .await;
         let profile =
             std::env::temp_dir().join(format!("sagaflow-chromium-{}", uuid::Uuid::now_v7()));
         Driver {
@@ -170,42 +175,34 @@ impl Drop for Driver {
     }
 }
 
-/// Evaluates `expr` in the page until it returns true.
+/// Evaluates `expr` in the page until it returns true; the failure shows the page.
 async fn wait_js(c: &Client, what: &str, expr: &str) {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
+    let what = format!("the page shows {what}");
+    eventually(&what, T, || async {
         let v = c
             .execute(&format!("return !!({expr});"), vec![])
             .await
             .unwrap_or(Value::Null);
         if v == Value::Bool(true) {
-            return;
+            return Ok(());
         }
-        if tokio::time::Instant::now() > deadline {
-            let text = c
-                .execute("return document.body.innerText;", vec![])
-                .await
-                .unwrap_or_default();
-            panic!(
-                "the page never showed {what}; it shows:\n{}",
-                text.as_str().unwrap_or("")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let text = c
+            .execute("return document.body.innerText;", vec![])
+            .await
+            .unwrap_or_default();
+        Err(format!("the page: {}", text.as_str().unwrap_or("")))
+    })
+    .await
 }
 
 /// Accepts the `confirm()` dialog a click opened.
 async fn accept_confirm(c: &Client) -> String {
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        if let Ok(text) = c.get_alert_text().await {
-            c.accept_alert().await.unwrap();
-            return text;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no confirm dialog");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let text = eventually("a confirm dialog", T, || async {
+        c.get_alert_text().await.map_err(|e| e.to_string())
+    })
+    .await;
+    c.accept_alert().await.unwrap();
+    text
 }
 
 #[tokio::test]

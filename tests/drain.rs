@@ -8,7 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{TestEnv, ORDER};
+use common::{eventually, TestEnv, ORDER};
 use sagaflow::client::StartOptions;
 use serde_json::json;
 use tokio::process::{Child, Command};
@@ -54,21 +54,6 @@ async fn shipped(env: &TestEnv) -> Vec<String> {
     .unwrap()
 }
 
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_tasks_and_exits_zero() {
     let env = TestEnv::new(&[("order.toml", ORDER)]).await;
@@ -98,13 +83,17 @@ async fn sigterm_drains_in_flight_tasks_and_exits_zero() {
 
     // Every ship task published (outbox empty) and none left ready in the queue: the
     // worker holds them (prefetch 64), and their handlers sleep for 1.5 s.
-    wait_until(
+    eventually(
         "ship tasks in the worker",
         Duration::from_secs(60),
         || async {
-            ship_started(&env).await == SAGAS as i64
-                && sagaflow::store::outbox::backlog(&env.pool).await.unwrap() == 0
-                && env.depth(&ship_queue).await == 0
+            let seen = (
+                ship_started(&env).await,
+                sagaflow::store::outbox::backlog(&env.pool).await.unwrap(),
+                env.depth(&ship_queue).await,
+            );
+            // (ship steps started, outbox rows, ship tasks ready)
+            (seen == (SAGAS as i64, 0, 0)).then_some(()).ok_or(seen)
         },
     )
     .await;
@@ -145,10 +134,13 @@ async fn sigterm_drains_in_flight_tasks_and_exits_zero() {
     // ...and acked before the connection closed: only tasks the worker had not started
     // went back to the queue (an unacked finished task would be back as well).
     let returned = (SAGAS - drained.len()) as u32;
-    wait_until(
+    eventually(
         "unstarted ship tasks back in the queue",
         Duration::from_secs(10),
-        || async { env.depth(&ship_queue).await == returned },
+        || async {
+            let depth = env.depth(&ship_queue).await;
+            (depth == returned).then_some(()).ok_or(depth)
+        },
     )
     .await;
 

@@ -14,10 +14,10 @@ mod common;
 use std::time::Duration;
 
 use common::throwaway::{
-    account, consumers, scenario, terminal_count, wait_until, Expect, Load, LoadStats, Proc,
-    ThrowawayPostgres, ThrowawayRabbit,
+    account, consumers, scenario, terminal_count, Expect, Load, LoadStats, Proc, ThrowawayPostgres,
+    ThrowawayRabbit,
 };
-use common::TestEnv;
+use common::{wait_until, TestEnv};
 
 /// How long the one long Postgres outage lasts.
 const LONG_PG_OUTAGE: Duration = Duration::from_secs(120);
@@ -132,9 +132,12 @@ impl Rig {
         let from = self.terminal().await;
         let want = (from + PROGRESS_STEP).min(total as i64);
         let pool = self.env.pool.clone();
-        let r = wait_until("progress", PROGRESS_WAIT, || {
+        let r = wait_until(PROGRESS_WAIT, || {
             let pool = pool.clone();
-            async move { terminal_count(&pool).await.unwrap_or(0) >= want }
+            async move {
+                let n = terminal_count(&pool).await.unwrap_or(0);
+                (n >= want).then_some(()).ok_or(n)
+            }
         })
         .await;
         if r.is_err() && !load.is_finished() {
@@ -148,9 +151,12 @@ impl Rig {
     /// notes it when not within `PROGRESS_WAIT`.
     async fn wait_consumers(&mut self, queue: &str, n: u32) {
         let url = self.env.settings.amqp.url.clone();
-        let r = wait_until("consumers", PROGRESS_WAIT, || {
+        let r = wait_until(PROGRESS_WAIT, || {
             let url = url.clone();
-            async move { consumers(&url, queue).await.unwrap_or(0) >= n }
+            async move {
+                let now = consumers(&url, queue).await.unwrap_or(0);
+                (now >= n).then_some(()).ok_or(now)
+            }
         })
         .await;
         if r.is_err() {

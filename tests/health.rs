@@ -6,7 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::TestEnv;
+use common::{eventually, TestEnv};
 use tokio::process::{Child, Command};
 
 fn free_port() -> u16 {
@@ -33,19 +33,20 @@ fn coordinator(env: &TestEnv, extra: &[(&str, String)]) -> Child {
 
 /// GETs `url` until `ok` accepts (status, body) or `within` passes.
 async fn poll(url: &str, within: Duration, ok: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let until = Instant::now() + within;
-    let mut last = (0, String::from("no answer"));
-    while Instant::now() < until {
-        if let Ok(r) = reqwest::get(url).await {
-            let status = r.status().as_u16();
-            last = (status, r.text().await.unwrap_or_default());
-            if ok(last.0, &last.1) {
-                return last;
-            }
+    let what = format!("{url} answers as wanted");
+    eventually(&what, within, || async {
+        let r = reqwest::get(url)
+            .await
+            .map_err(|e| (0, format!("no answer: {e}")))?;
+        let status = r.status().as_u16();
+        let answer = (status, r.text().await.unwrap_or_default());
+        if ok(answer.0, &answer.1) {
+            Ok(answer)
+        } else {
+            Err(answer)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} never answered as wanted within {within:?}; last: {last:?}");
+    })
+    .await
 }
 
 async fn sigterm_and_wait(child: &mut Child, within: Duration) -> Duration {

@@ -9,9 +9,13 @@ use common::{id, TestEnv, ORDER};
 use sagaflow::broker::Publisher;
 use sagaflow::dead_letters::{self, DeadLetterAction, Selection};
 use sagaflow::saga::machine::OperatorAction;
+use sagaflow::tools::demo::activities::set_switch;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
+
+/// The demo switch that keeps `payments.refund` failing while it is on.
+const REFUND_DOWN: &str = "refund_down";
 
 /// Runs the `sagaflow` binary against `env`; returns its stdout, asserting success.
 fn sagaflow_cli(env: &TestEnv, args: &[&str]) -> String {
@@ -160,9 +164,10 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
 async fn a_failed_saga_is_retried_from_its_failed_compensation() {
     let env = TestEnv::running(&[("order.toml", ORDER)]).await;
     let client = env.client().await;
-    // The refund fails for good until `before`; the operator retries after that.
-    let before = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
-    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "before": before}}});
+    // The refund fails for good while the switch is on; the operator retries once it
+    // is off.
+    set_switch(&env.pool, REFUND_DOWN, true).await.unwrap();
+    let input = json!({"fail": {"shipping.ship": {"retryable": false}, "payments.refund": {"retryable": false, "while": REFUND_DOWN}}});
     client
         .start("order_fulfillment", input, id("f-1"))
         .await
@@ -196,11 +201,8 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
         reason.contains("operator action `skip` refused"),
         "{reason}"
     );
-    let end = chrono::DateTime::parse_from_rfc3339(&before).unwrap();
-    while chrono::Utc::now() < end {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // `saga …` is the deprecated spelling of `sagas …`: it still works for one release.
+    // The outage ends: the retry's refund succeeds.
+    set_switch(&env.pool, REFUND_DOWN, false).await.unwrap();
     sagaflow_cli(
         &env,
         &["saga", "retry", "--status", "failed", "--id-prefix", "f-"],

@@ -134,18 +134,7 @@ async fn write_raw_saga(pool: &sqlx::PgPool, id: &str, state: serde_json::Value)
 
 /// A real saga row (as the coordinator would write it), without a coordinator.
 async fn write_started_saga(env: &common::TestEnv, id: &str) -> sagaflow::saga::state::SagaState {
-    let def = env.catalog.latest("order_fulfillment").unwrap();
-    let d = sagaflow::saga::machine::start(&def, id, json!({}), None, chrono::Utc::now());
-    let mut tx = sagaflow::store::begin(&env.pool).await.unwrap();
-    let write = sagaflow::store::sagas::SagaWrite {
-        state: &d.state,
-        expected_version: None,
-    };
-    sagaflow::store::sagas::insert_new(&mut tx, &[write])
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    d.state
+    env.saga(id).definition("order_fulfillment").insert().await
 }
 
 use serde_json::json;

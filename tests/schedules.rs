@@ -8,11 +8,10 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::TestEnv;
+use common::{eventually, TestEnv};
 use sagaflow::scheduler::{admin, sync};
 use sagaflow::store::schedules::{self, ScheduleRow};
 use serde_json::json;
@@ -46,25 +45,6 @@ version = 1
 name = "nap"
 sleep = "2s"
 "#;
-
-/// Polls `probe` until it returns `Some`, failing after `within`.
-async fn eventually<F, Fut, V>(what: &str, within: Duration, mut probe: F) -> V
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<V>>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 async fn row(env: &TestEnv, name: &str) -> ScheduleRow {
     schedules::get(&env.pool, name)
@@ -102,11 +82,8 @@ fn id(schedule: &str, tick: DateTime<Utc>) -> String {
 /// Waits until `schedule` has started a saga for a tick at or after `at`.
 async fn wait_tick_from(env: &TestEnv, schedule: &str, at: DateTime<Utc>) {
     eventually(&format!("{schedule} fires at or after {at}"), T, || async {
-        ticks(env, schedule)
-            .await
-            .last()
-            .filter(|t| **t >= at)
-            .map(|_| ())
+        let last = ticks(env, schedule).await.last().copied();
+        last.filter(|t| *t >= at).map(|_| ()).ok_or(last)
     })
     .await;
 }
@@ -144,7 +121,11 @@ async fn every_second_schedule_starts_sagas_with_deterministic_ids() {
     let name = "tick.every_second";
     let got = eventually("three ticks", T, || async {
         let t = ticks(&env, name).await;
-        (t.len() >= 3).then_some(t)
+        if t.len() >= 3 {
+            Ok(t)
+        } else {
+            Err(t)
+        }
     })
     .await;
     assert!(got.windows(2).all(|w| w[1] - w[0] == secs(1)), "{got:?}");
@@ -174,7 +155,7 @@ async fn two_coordinators_start_exactly_one_saga_per_tick() {
     env.start_coordinator().await;
     let name = "tick.every_second";
     let first = eventually("a first tick", T, || async {
-        ticks(&env, name).await.first().copied()
+        ticks(&env, name).await.first().copied().ok_or("no tick")
     })
     .await;
     wait_tick_from(&env, name, first + secs(3)).await;
@@ -205,7 +186,7 @@ async fn pause_stops_new_runs_and_resume_starts_them_again_from_now() {
     env.start_coordinator().await;
     let (name, witness) = ("tick.every_second", "tick.witness");
     let first = eventually("a first tick", T, || async {
-        ticks(&env, name).await.first().copied()
+        ticks(&env, name).await.first().copied().ok_or("no tick")
     })
     .await;
     admin::pause(&env.pool, name).await.unwrap();
@@ -237,20 +218,20 @@ async fn pause_stops_new_runs_and_resume_starts_them_again_from_now() {
 #[tokio::test]
 async fn catch_up_starts_only_ticks_inside_the_window_and_counts_the_rest() {
     let mut env = TestEnv::new(&[("slow.toml", SLOW)]).await;
-    let mut req = add_request("hourly_gap", "slow", "* * * * * *", "allow_all");
-    req.catch_up_window = "2s".into();
-    admin::add(&env.pool, &env.catalog, &req).await.unwrap();
     // The schedule has been due for an hour while no coordinator ran.
-    let since: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE schedules SET next_fire_at = date_trunc('second', now()) - interval '1 hour'
-         WHERE name = 'hourly_gap' RETURNING next_fire_at",
-    )
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
+    let since = DateTime::from_timestamp(Utc::now().timestamp() - 3600, 0).unwrap();
+    env.schedule("hourly_gap")
+        .saga("slow")
+        .cron("* * * * * *")
+        .overlap("allow_all")
+        .catch_up_window("2s")
+        .next_fire_at(Some(since))
+        .insert()
+        .await;
     env.start_coordinator().await;
     eventually("missed ticks counted", T, || async {
-        (row(&env, "hourly_gap").await.missed_ticks > 0).then_some(())
+        let missed = row(&env, "hourly_gap").await.missed_ticks;
+        (missed > 0).then_some(()).ok_or(missed)
     })
     .await;
     admin::pause(&env.pool, "hourly_gap").await.unwrap();
@@ -280,7 +261,8 @@ async fn skip_drops_ticks_while_the_last_run_is_open() {
     .await
     .unwrap();
     eventually("two runs", T, || async {
-        (ticks(&env, "skipper").await.len() >= 2).then_some(())
+        let runs = ticks(&env, "skipper").await;
+        (runs.len() >= 2).then_some(()).ok_or(runs)
     })
     .await;
     admin::pause(&env.pool, "skipper").await.unwrap();
@@ -310,7 +292,8 @@ async fn buffer_one_starts_the_buffered_tick_right_after_the_run_ends() {
     .await
     .unwrap();
     eventually("two runs", T, || async {
-        (ticks(&env, "buffered").await.len() >= 2).then_some(())
+        let runs = ticks(&env, "buffered").await;
+        (runs.len() >= 2).then_some(()).ok_or(runs)
     })
     .await;
     admin::pause(&env.pool, "buffered").await.unwrap();
@@ -349,10 +332,12 @@ async fn a_tick_that_fell_due_while_no_coordinator_ran_fires_after_restart() {
     .unwrap();
     assert_eq!(row(&env, "once").await.next_fire_at, Some(at));
     // Let the tick fall due with no coordinator running.
-    let until = (at - Utc::now() + chrono::Duration::milliseconds(300))
-        .to_std()
-        .unwrap();
-    tokio::time::sleep(until).await;
+    let due = at + chrono::Duration::milliseconds(300);
+    eventually("the tick falls due", T, || async {
+        let now = Utc::now();
+        (now >= due).then_some(()).ok_or(now)
+    })
+    .await;
     assert!(ticks(&env, "once").await.is_empty());
     env.start_coordinator().await;
     let saga = id("once", at);
@@ -380,21 +365,34 @@ async fn file_sync_keeps_state_recomputes_on_cron_change_and_leaves_api_rows_alo
     );
     assert_eq!(a.unwrap().0, 2);
     assert_eq!(b.unwrap().0, 2);
-    admin::add(
-        &env.pool,
-        &env.catalog,
-        &add_request("mine", "tick", "0 0 * * *", "skip"),
-    )
-    .await
-    .unwrap();
     let kept = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
-    sqlx::query("UPDATE schedules SET next_fire_at = $1, missed_ticks = 7")
-        .bind(kept)
-        .execute(&env.pool)
-        .await
-        .unwrap();
+    env.schedule("mine")
+        .saga("tick")
+        .cron("0 0 * * *")
+        .next_fire_at(Some(kept))
+        .missed_ticks(7)
+        .insert()
+        .await;
+    // The file rows as a pass left them: next tick in 2030, seven ticks missed.
+    let mut tx = sagaflow::store::begin(&env.pool).await.unwrap();
+    let passed = |name: &str| schedules::Advance {
+        name: name.into(),
+        next_fire_at: Some(kept),
+        last_fire: None,
+        missed: 7,
+        skipped: 0,
+        buffered_tick: None,
+        trigger_done: false,
+    };
+    schedules::advance(
+        &mut tx,
+        &[passed("tick.every_second"), passed("tick.witness")],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     // Same files, a new input: state kept.
     let changed_input = TICK.replace("source = \"test\"", "source = \"changed\"");
     sync::sync(&env.pool, &catalog_of(&changed_input), Utc::now())

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{id, TestEnv, ORDER};
-use sagaflow::saga::machine;
 use sagaflow::saga::state::StepStatus;
 use serde_json::json;
 
@@ -67,25 +66,36 @@ async fn the_reconciler_flags_sagas_nothing_will_move_and_repairs_what_it_can() 
     let mut env = TestEnv::new(&[("order.toml", ORDER), ("patient.toml", PATIENT)]).await;
     env.settings.coordinator.reconcile_interval_ms = 100;
     env.settings.coordinator.stuck_after_ms = 1_000;
-    let order = env.catalog.latest("order_fulfillment").unwrap();
     let an_hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
     // 1. Written by an older version: a task in flight with no deadline, dispatched an
     //    hour ago and never answered. Repairable: the wake-up arms its deadline, which
     //    has passed, so the attempt times out and is retried.
-    let mut lost = machine::start(&order, "lost-task", json!({}), None, an_hour_ago).state;
-    if let Some(a) = lost.active.as_mut() {
-        a.timeout_at = None;
-    }
-    env.insert_saga(&lost, None).await;
+    env.saga("lost-task")
+        .definition("order_fulfillment")
+        .at(an_hour_ago)
+        .edit(|s| {
+            if let Some(a) = s.active.as_mut() {
+                a.timeout_at = None;
+            }
+        })
+        .insert()
+        .await;
     // 2. Nothing the machine can do: running, nothing in flight, no timer.
-    let mut wedged = machine::start(&order, "wedged", json!({}), None, an_hour_ago).state;
-    wedged.active = None;
-    wedged.steps[0].status = StepStatus::Pending;
-    env.insert_saga(&wedged, None).await;
+    env.saga("wedged")
+        .definition("order_fulfillment")
+        .at(an_hour_ago)
+        .edit(|s| {
+            s.active = None;
+            s.steps[0].status = StepStatus::Pending;
+        })
+        .insert()
+        .await;
     // 3. Waiting for a signal without a timeout: legitimately idle, not stuck.
-    let patient = env.catalog.latest("patient").unwrap();
-    let waiting = machine::start(&patient, "waiting", json!({}), None, an_hour_ago).state;
-    env.insert_saga(&waiting, None).await;
+    env.saga("waiting")
+        .definition("patient")
+        .at(an_hour_ago)
+        .insert()
+        .await;
 
     env.start_coordinator().await;
     env.wait_history("lost-task", "attempt_timed_out").await;

@@ -65,6 +65,7 @@ async fn store_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiError
 const COUNTERS: &[(&str, &str, &str)] = &[
     ("sagaflow_sagas_started_total", "counter", "Sagas started, by definition."),
     ("sagaflow_sagas_finished_total", "counter", "Sagas that reached a terminal status, by definition and status."),
+    ("sagaflow_sagas_purged_total", "counter", "Ended sagas deleted with their history (retention or erasure on demand), by definition."),
     ("sagaflow_retries_total", "counter", "Retries scheduled, by activity."),
     ("sagaflow_attempts_failed_total", "counter", "Failed or timed-out attempts, by activity."),
     ("sagaflow_step_duration_seconds", "histogram", "Time from a task chain's first scheduling to its success (queueing, attempts and retry waits included), by activity."),

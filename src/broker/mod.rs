@@ -34,12 +34,20 @@ pub enum Error {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// A message was not safely handed over (returned, refused, not confirmed).
-    #[error("publish: {0}")]
+    /// Transparent, as are the others: a log line shows the cause once.
+    #[error(transparent)]
     Publish(#[from] PublishError),
     /// The broker, or the link to it, failed an operation (a declaration, a consume,
     /// an ack): the connection or channel is gone and must be rebuilt.
+    /// (The cause is in the message, not repeated as a source.)
     #[error("amqp: {0}")]
-    Amqp(#[from] lapin::Error),
+    Amqp(lapin::Error),
+}
+
+impl From<lapin::Error> for Error {
+    fn from(e: lapin::Error) -> Self {
+        Error::Amqp(e)
+    }
 }
 
 impl Error {

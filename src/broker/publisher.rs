@@ -40,7 +40,13 @@ pub enum PublishError {
     #[error("no confirm within {0:?} (the broker or the channel is wedged)")]
     ConfirmTimeout(std::time::Duration),
     #[error("amqp: {0}")]
-    Amqp(#[from] lapin::Error),
+    Amqp(lapin::Error),
+}
+
+impl From<lapin::Error> for PublishError {
+    fn from(e: lapin::Error) -> Self {
+        PublishError::Amqp(e)
+    }
 }
 
 /// How long a batch may wait for its confirms. A broker restarting from a crash can

@@ -4,7 +4,9 @@
 //! checked against the saga as stored before they are sent ([`operator`]).
 
 mod operator;
+mod purge;
 mod show;
+mod wait;
 
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -20,6 +22,7 @@ use crate::store::sagas::{self, ListFilter};
 
 pub use self::operator::Bulk;
 pub use self::show::show;
+pub use self::wait::NotCompleted;
 
 /// Exit code 3: the saga asked for does not exist (`main` maps this error to it).
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,8 @@ pub enum SagasCmd {
         #[command(flatten)]
         bulk: Bulk,
     },
+    /// Delete ended sagas with their history and ledger rows (erasure on demand).
+    Purge(purge::PurgeArgs),
     /// Stop going forward: undo the completed steps in reverse.
     Compensate {
         /// The saga; omit it and give a filter for a bulk action.
@@ -118,6 +123,17 @@ pub struct StartArgs {
     /// Run at this instant (RFC 3339).
     #[arg(long)]
     pub start_at: Option<DateTime<Utc>>,
+    /// Wait for the saga to end; print its status and output as JSON. Exit code: 0
+    /// completed, 4 compensated, 5 failed, 6 cancelled, 7 still running after --timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits (250ms, 30s, 5m).
+    #[arg(long, default_value = "60s", requires = "wait", value_parser = parse_wait)]
+    pub timeout: std::time::Duration,
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    crate::saga::definition::parse_duration(s)
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,6 +172,7 @@ pub async fn run(settings: &Settings, cmd: SagasCmd) -> anyhow::Result<()> {
             operator::act(settings, id, bulk, A::Skip { output }).await
         }
         SagasCmd::Compensate { id, bulk } => operator::act(settings, id, bulk, A::Compensate).await,
+        SagasCmd::Purge(args) => purge::run(settings, args).await,
     }
 }
 
@@ -203,7 +220,7 @@ async fn client(settings: &Settings) -> anyhow::Result<Client> {
         .with_limits(settings.limits.clone()))
 }
 
-/// `sagas start`: publishes the start event; it does not wait for the saga to run.
+/// `sagas start`: publishes the start event; with `--wait`, waits for the outcome.
 pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
     if let Some(d) = &args.delay {
         crate::saga::definition::parse_duration(d).map_err(|e| anyhow::anyhow!("--delay: {e}"))?;
@@ -216,6 +233,13 @@ pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
         version: None,
     };
     let client = client(settings).await?;
+    if args.wait {
+        let pool = pool(settings).await?;
+        let outcome =
+            wait::start_and_wait(&client, &pool, &args.saga, args.input, opts, args.timeout).await;
+        client.close().await;
+        return outcome;
+    }
     client.start(&args.saga, args.input, opts).await?;
     client.close().await;
     println!(

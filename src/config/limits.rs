@@ -19,6 +19,7 @@ pub const MAX_JSON_DEPTH: usize = 100;
 
 /// Limits on what sagaflow accepts (section `[limits]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest start input, signal payload, result output, heartbeat details or operator
     /// `skip` output, measured as compact JSON.

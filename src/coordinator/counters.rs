@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::saga::machine::HistoryEntry;
-use crate::store::counters::Delta;
+use crate::store::counters::{labels, Delta};
 
 /// Upper bounds (seconds) of the step duration histogram.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -86,20 +86,6 @@ pub fn tally<'a>(entries: impl IntoIterator<Item = (&'a str, &'a HistoryEntry)>)
             value,
         })
         .collect()
-}
-
-/// Prometheus label text: `k="v",…` with `\`, `"` and newlines escaped.
-pub fn labels(pairs: &[(&str, &str)]) -> String {
-    let escape = |v: &str| {
-        v.replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

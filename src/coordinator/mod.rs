@@ -17,6 +17,7 @@ pub mod id_reuse;
 pub mod input;
 pub mod reconcile;
 pub mod relay;
+pub mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,6 +167,15 @@ impl Coordinator {
                 self.pool.clone(),
                 Duration::from_millis(c.reconcile_interval_ms),
                 Duration::from_millis(c.stuck_after_ms),
+                background.clone(),
+            ),
+        );
+        loops.spawn(
+            "retention purge",
+            retention::run(
+                self.pool.clone(),
+                self.catalog.clone(),
+                self.settings.retention.clone(),
                 background.clone(),
             ),
         );

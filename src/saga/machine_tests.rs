@@ -42,6 +42,7 @@ fn def_with(steps: Vec<Step>) -> Definition {
         name: "order".into(),
         version: 1,
         description: None,
+        retention: None,
         steps,
         schedules: vec![],
     }

@@ -241,6 +241,16 @@ impl SagaState {
         .min()
     }
 
+    /// What the saga produced: the output of its last step that completed with one
+    /// (`None` before any did). What a caller waiting for the outcome gets.
+    pub fn output(&self) -> Option<&Value> {
+        self.steps
+            .iter()
+            .rev()
+            .filter(|s| s.status == StepStatus::Completed)
+            .find_map(|s| s.output.as_ref())
+    }
+
     /// Outputs of the steps before `upto` (exclusive) that completed, by step name.
     pub fn outputs_before(&self, names: &[&str], upto: usize) -> serde_json::Map<String, Value> {
         self.steps

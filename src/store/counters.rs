@@ -14,6 +14,20 @@ pub struct Delta {
     pub value: f64,
 }
 
+/// Prometheus label text (the `labels` column): `k="v",…` with `\`, `"` and newlines escaped.
+pub fn labels(pairs: &[(&str, &str)]) -> String {
+    let escape = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Shards per counter (see the migration).
 const SHARDS: u32 = 16;
 

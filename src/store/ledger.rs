@@ -38,6 +38,8 @@ pub async fn lookup(pool: &PgPool, keys: &[String]) -> Result<HashMap<String, Va
 /// One completed activity to record.
 #[derive(Debug, Clone)]
 pub struct Completion {
+    /// The saga the task belongs to (its ledger rows are purged with it).
+    pub saga_id: String,
     pub key: String,
     pub task_id: String,
     pub output: Value,
@@ -59,15 +61,17 @@ pub async fn record(
     sorted.dedup_by(|a, b| a.key == b.key);
     let keys: Vec<&str> = sorted.iter().map(|c| c.key.as_str()).collect();
     let tasks: Vec<&str> = sorted.iter().map(|c| c.task_id.as_str()).collect();
+    let sagas: Vec<&str> = sorted.iter().map(|c| c.saga_id.as_str()).collect();
     let outputs: Vec<&Value> = sorted.iter().map(|c| &c.output).collect();
     let rows = sqlx::query!(
-        r#"INSERT INTO idempotency_ledger (key, task_id, output)
-           SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[])
+        r#"INSERT INTO idempotency_ledger (key, task_id, output, saga_id)
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[])
            ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
            RETURNING key, output::text AS "output!""#,
         &keys as &[&str],
         &tasks as &[&str],
-        &outputs as &[&Value]
+        &outputs as &[&Value],
+        &sagas as &[&str]
     )
     .fetch_all(pool)
     .await

@@ -23,8 +23,11 @@
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod counters;
+#[cfg(feature = "tools")]
+pub mod demo;
 pub mod ledger;
 pub mod outbox;
+pub mod purge;
 pub mod sagas;
 pub mod schedules;
 pub mod stats;

@@ -186,6 +186,7 @@ fn completions(batch: &[Done], which: &[usize]) -> Vec<LedgerEntry> {
         .filter_map(|i| {
             let d = &batch[*i];
             d.outcome.as_ref().ok().map(|o| LedgerEntry {
+                saga_id: d.task.saga_id.clone(),
                 key: d.task.idempotency_key.clone(),
                 task_id: d.task.task_id.clone(),
                 output: o.clone(),

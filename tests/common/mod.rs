@@ -1,10 +1,20 @@
 //! Test harness: every test gets its own namespace and its own database, so tests run
 //! in parallel against the real RabbitMQ and Postgres without seeing each other.
+//!
+//! - [`eventually`] (and [`wait_until`], the same wait without the panic) is the one
+//!   way a test waits for something: a condition polled with a deadline, never a sleep.
+//! - [`TestEnv`] is one deployment; its teardown (database, queues, directory) runs
+//!   from [`TestEnv::cleanup`] or, when a test fails before that, from `Drop`.
+//! - `factory` writes sagas and schedules in any state through the store
+//!   ([`TestEnv::saga`], [`TestEnv::schedule`]).
 #![allow(dead_code)]
 
+pub mod factory;
 pub mod throwaway;
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,6 +27,58 @@ use sagaflow::saga::definition::Catalog;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The first pause between two looks of [`wait_until`]; it doubles up to
+/// [`POLL_MAX`], so a quick condition is seen within milliseconds and a long wait
+/// does not hammer the broker or the database.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_MAX: Duration = Duration::from_millis(100);
+
+/// How long the harness's own waits (`wait_depth`, `wait_history`) give the engine.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The statuses a saga never leaves.
+pub const TERMINAL: &[&str] = &["completed", "compensated", "failed", "cancelled"];
+
+/// Waits until `probe` holds and returns what it found: `probe` answers `Ok(found)`
+/// when the condition holds and `Err(seen)` while it does not, with what it saw.
+/// Past `within` the test fails naming `what` and the last thing seen.
+pub async fn eventually<T, D, F, Fut>(what: &str, within: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, D>>,
+    D: Debug,
+{
+    match wait_until(within, probe).await {
+        Ok(found) => found,
+        Err(seen) => panic!("{what}: not within {within:?}; last seen: {seen:?}"),
+    }
+}
+
+/// [`eventually`] without the panic: `Err(last seen)` once `within` has passed. For
+/// waits whose miss is a finding rather than a failure (the fault suite notes a
+/// stall and lets its accounting judge).
+pub async fn wait_until<T, D, F, Fut>(within: Duration, mut probe: F) -> Result<T, D>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, D>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = POLL_FIRST;
+    loop {
+        let seen = match probe().await {
+            Ok(found) => return Ok(found),
+            Err(seen) => seen,
+        };
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(seen);
+        }
+        // The last look is at the deadline itself.
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
 
 /// Start options naming the saga id.
 pub fn id(s: &str) -> sagaflow::client::StartOptions {
@@ -46,6 +108,11 @@ pub struct TestEnv {
     pub dir: PathBuf,
     pub catalog: Catalog,
     tasks: Vec<(&'static str, CancellationToken, JoinHandle<()>)>,
+    /// False for a database-only deployment ([`TestEnv::database_only`]): it never
+    /// touches the broker, so its teardown does not either.
+    broker: bool,
+    /// The teardown ran (explicitly, or from `Drop`); it runs once.
+    cleaned: bool,
 }
 
 impl TestEnv {
@@ -56,6 +123,22 @@ impl TestEnv {
         let mut env = TestEnv::on(sagas, &amqp_url(), &pg_base()).await;
         env.settings.coordinator.outbox_lease_ms = 1000;
         env
+    }
+
+    /// A deployment for tests of the store and the coordinator's batches: its own
+    /// database and definitions, no broker (asking it for one panics, and its teardown
+    /// only drops the database).
+    pub async fn database_only(sagas: &[(&str, &str)]) -> TestEnv {
+        let mut env = TestEnv::on(sagas, &amqp_url(), &pg_base()).await;
+        env.broker = false;
+        env
+    }
+
+    fn needs_broker(&self) {
+        assert!(
+            self.broker,
+            "a TestEnv::database_only deployment has no broker"
+        );
     }
 
     /// Activities of this test's definitions that the demo worker hosts.
@@ -70,6 +153,7 @@ impl TestEnv {
 
     /// Environment for child `sagaflow` processes pointing at this deployment.
     pub fn child_env(&self) -> Vec<(String, String)> {
+        self.needs_broker();
         let s = &self.settings;
         vec![
             ("SAGAFLOW__NAMESPACE".into(), s.namespace.clone()),
@@ -109,6 +193,7 @@ impl TestEnv {
 
     /// Runs a coordinator inside the test process; returns what its probes report.
     pub async fn start_coordinator(&mut self) -> sagaflow::health::Health {
+        self.needs_broker();
         let c = sagaflow::coordinator::Coordinator::new(
             self.settings.clone(),
             self.catalog.clone(),
@@ -128,6 +213,7 @@ impl TestEnv {
 
     /// Runs the demo worker inside the test process.
     pub async fn start_worker(&mut self) {
+        self.needs_broker();
         let w = sagaflow::tools::demo::worker(self.pool.clone());
         let token = CancellationToken::new();
         let mut settings = self.settings.clone();
@@ -174,6 +260,7 @@ impl TestEnv {
 
     /// A connection for the library's broker functions.
     pub async fn connect(&self) -> sagaflow::broker::Connection {
+        self.needs_broker();
         sagaflow::broker::connect(&self.settings.amqp.url, "sagaflow-test")
             .await
             .expect("amqp")
@@ -182,12 +269,14 @@ impl TestEnv {
     /// A plain lapin connection, for tests that poke the broker the way an outside
     /// client would (consume a task queue, nack, basic_get).
     pub async fn raw_connect(&self) -> lapin::Connection {
+        self.needs_broker();
         lapin::Connection::connect(&self.settings.amqp.url, Default::default())
             .await
             .expect("amqp")
     }
 
     pub async fn client(&self) -> sagaflow::client::Client {
+        self.needs_broker();
         sagaflow::client::Client::connect(&self.settings.amqp.url, &self.settings.namespace)
             .await
             .expect("client")
@@ -198,29 +287,6 @@ impl TestEnv {
             .await
             .unwrap()
             .map(|s| s.state.status.to_string())
-    }
-
-    /// Writes a saga straight into the store in whatever state `state` is, with
-    /// `wake_at` as given and `updated_at` an hour ago (the factory for states the
-    /// engine itself would not leave behind).
-    pub async fn insert_saga(
-        &self,
-        state: &sagaflow::saga::state::SagaState,
-        wake_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) {
-        sqlx::query(
-            "INSERT INTO sagas (id, name, version, status, state, wake_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, now() - interval '1 hour', now() - interval '1 hour')",
-        )
-        .bind(&state.id)
-        .bind(&state.saga)
-        .bind(state.version as i32)
-        .bind(state.status.as_str())
-        .bind(serde_json::to_value(state).unwrap())
-        .bind(wake_at)
-        .execute(&self.pool)
-        .await
-        .unwrap();
     }
 
     /// Where saga `id` stands now, as an operator action issued for it would say.
@@ -242,50 +308,34 @@ impl TestEnv {
         ids: &[String],
         within: Duration,
     ) -> BTreeMap<String, String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let what = format!("{} sagas terminal", ids.len());
+        eventually(&what, within, || async {
             let rows: Vec<(String, String)> =
                 sqlx::query_as("SELECT id, status FROM sagas WHERE id = ANY($1)")
                     .bind(ids)
                     .fetch_all(&self.pool)
                     .await
                     .unwrap();
-            let done: BTreeMap<String, String> = rows
+            let (done, open): (BTreeMap<String, String>, BTreeMap<String, String>) = rows
                 .into_iter()
-                .filter(|(_, s)| {
-                    matches!(
-                        s.as_str(),
-                        "completed" | "compensated" | "failed" | "cancelled"
-                    )
-                })
-                .collect();
+                .partition(|(_, s)| TERMINAL.contains(&s.as_str()));
             if done.len() == ids.len() {
-                return done;
+                Ok(done)
+            } else {
+                Err(format!("{} ended; open: {open:?}", done.len()))
             }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "only {} of {} sagas ended within {within:?}",
-                    done.len(),
-                    ids.len()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     pub async fn wait_status(&self, id: &str, status: &str, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let now = self.status(id).await;
-            if now.as_deref() == Some(status) {
-                return;
+        eventually(&format!("saga {id} {status}"), within, || async {
+            match self.status(id).await {
+                Some(s) if s == status => Ok(()),
+                other => Err(other),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "saga {id} is {now:?}, wanted {status} within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        })
+        .await
     }
 
     /// Nacks the next message of `queue` until the broker dead-letters it (delivery limit).
@@ -320,26 +370,24 @@ impl TestEnv {
 
     /// Waits until `queue` holds exactly `n` ready messages.
     pub async fn wait_depth(&self, queue: &str, n: u32) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while self.depth(queue).await != n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{queue} never held {n}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(&format!("{queue} holds {n}"), WAIT, || async {
+            let depth = self.depth(queue).await;
+            (depth == n).then_some(()).ok_or(depth)
+        })
+        .await
     }
 
     /// Waits until the history of `saga` contains `event`.
     pub async fn wait_history(&self, saga: &str, event: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !self.history(saga).await.iter().any(|e| e == event) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{saga} never reached {event}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(&format!("{saga} reaches {event}"), WAIT, || async {
+            let history = self.history(saga).await;
+            history
+                .iter()
+                .any(|e| e == event)
+                .then_some(())
+                .ok_or(history)
+        })
+        .await
     }
 
     /// History event names of a saga, in order.
@@ -379,23 +427,21 @@ impl TestEnv {
     /// Waits for one message in `queue` and returns its reason header and body.
     pub async fn get_dead_letter(&self, queue: &str, within: Duration) -> (String, Vec<u8>) {
         let conn = self.connect().await;
-        let mut browser = sagaflow::broker::browse::Browser::open(&conn, queue)
-            .await
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Some(m) = browser.next().await.unwrap() {
-                browser.remove(m.tag).await.unwrap();
-                browser.finish().await.unwrap();
-                conn.close("ok").await;
-                return (m.reason.unwrap_or_else(|| "unknown".into()), m.body);
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nothing dead-lettered in {queue} within {within:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let browser = tokio::sync::Mutex::new(
+            sagaflow::broker::browse::Browser::open(&conn, queue)
+                .await
+                .unwrap(),
+        );
+        let got = eventually(&format!("a dead letter in {queue}"), within, || async {
+            let mut b = browser.lock().await;
+            let m = b.next().await.unwrap().ok_or("nothing")?;
+            b.remove(m.tag).await.unwrap();
+            Ok::<_, &str>((m.reason.unwrap_or_else(|| "unknown".into()), m.body))
+        })
+        .await;
+        let _ = browser.into_inner().finish().await;
+        conn.close("ok").await;
+        got
     }
 
     /// A queue bound to `<ns>.events` for `saga.#`; returns a consumer of it.
@@ -439,23 +485,139 @@ impl TestEnv {
 
     /// Stops the in-process coordinators and workers started so far (a clean shutdown).
     pub async fn stop_services(&mut self) {
-        for (_, token, handle) in self.tasks.drain(..) {
-            token.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
-        }
+        stop_tasks(std::mem::take(&mut self.tasks)).await;
     }
 
-    /// Stops in-process services, drops the database and deletes the namespace's queues.
+    /// Stops in-process services, drops the database and deletes the namespace's queues
+    /// and directory. A test that fails before calling it gets the same teardown from
+    /// `Drop` (its directory is kept there, for the logs).
     pub async fn cleanup(mut self) {
         self.stop_services().await;
-        self.pool.close().await;
-        let _ = sagaflow::store::drop_database(&self.settings.database.url).await;
-        let conn = self.connect().await;
+        close_pool(&self.pool).await;
+        self.teardown(true).run().await;
+        self.cleaned = true;
+    }
+
+    /// What tearing this deployment down deletes.
+    fn teardown(&self, remove_dir: bool) -> Teardown {
         // Every queue a coordinator or a demo worker may have declared here.
         let mut activities: Vec<String> = self.catalog.activities().into_iter().collect();
-        activities.extend(sagaflow::tools::demo::worker(self.pool.clone()).activities());
-        let _ = sagaflow::broker::topology::delete_namespace(&conn, &self.names, &activities).await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        activities.extend(sagaflow::tools::demo::activity_names());
+        activities.sort();
+        activities.dedup();
+        Teardown {
+            database_url: self.settings.database.url.clone(),
+            broker: self.broker.then(|| {
+                (
+                    self.settings.amqp.url.clone(),
+                    self.names.clone(),
+                    activities,
+                )
+            }),
+            dir: remove_dir.then(|| self.dir.clone()),
+        }
+    }
+}
+
+/// The teardown of one deployment: owned data only, so `Drop` can run it on a thread
+/// and runtime of its own. Each part is bounded in time and ignores errors (a broker
+/// or database that is down must not hang or fail a teardown).
+struct Teardown {
+    database_url: String,
+    broker: Option<(String, Names, Vec<String>)>,
+    dir: Option<PathBuf>,
+}
+
+impl Teardown {
+    async fn run(self) {
+        let limit = Duration::from_secs(30);
+        let _ =
+            tokio::time::timeout(limit, sagaflow::store::drop_database(&self.database_url)).await;
+        if let Some((url, names, activities)) = &self.broker {
+            let delete = async {
+                let conn = sagaflow::broker::connect(url, "sagaflow-test-cleanup").await?;
+                let deleted =
+                    sagaflow::broker::topology::delete_namespace(&conn, names, activities).await;
+                conn.close("ok").await;
+                deleted
+            };
+            let _ = tokio::time::timeout(limit, delete).await;
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    /// The teardown of a test that did not reach `cleanup()` (it panicked, or forgot).
+    /// On a multi-thread runtime it runs right here (`block_in_place`), stopping the
+    /// in-process services gracefully first. A current-thread runtime cannot drive
+    /// anything while it is blocked in this `drop`, so there the services are
+    /// cancelled and aborted, and the teardown runs on a fresh thread with a runtime
+    /// of its own, joined before the test goes on.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        self.cleaned = true;
+        let panicking = std::thread::panicking();
+        let teardown = self.teardown(!panicking);
+        if panicking {
+            eprintln!(
+                "test failed: deleting the database and queues of {}; its directory {} is kept",
+                self.names.namespace(),
+                self.dir.display()
+            );
+        }
+        let tasks = std::mem::take(&mut self.tasks);
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if let Some(runtime) = multi_thread {
+            let pool = self.pool.clone();
+            tokio::task::block_in_place(|| {
+                runtime.block_on(async {
+                    stop_tasks(tasks).await;
+                    close_pool(&pool).await;
+                    teardown.run().await;
+                })
+            });
+            return;
+        }
+        for (_, token, handle) in tasks {
+            token.cancel();
+            handle.abort();
+        }
+        let ran = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the teardown")
+                .block_on(teardown.run())
+        })
+        .join();
+        if ran.is_err() {
+            eprintln!(
+                "the teardown of {} panicked; its database or queues may be left",
+                self.names.namespace()
+            );
+        }
+    }
+}
+
+/// Closes the test's pool, bounded: `close` waits for every connection to come back,
+/// and one a test still holds (a transaction it did not end) would hang it; dropping
+/// the database ends such sessions anyway.
+async fn close_pool(pool: &PgPool) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), pool.close()).await;
+}
+
+/// Cancels in-process services and waits (bounded) for each to let go.
+async fn stop_tasks(tasks: Vec<(&'static str, CancellationToken, JoinHandle<()>)>) {
+    for (_, token, handle) in tasks {
+        token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
     }
 }
 

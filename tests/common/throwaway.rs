@@ -7,8 +7,8 @@
 //! rabbitmq-server, rabbitmqctl, runuser) fails the test with the reason: it never
 //! passes silently.
 //!
-//! Also here: the one wait-on-a-condition helper with a deadline (`wait_until`), the
-//! Jepsen-style accounting of a run (`account`) and the steady start load (`Load`).
+//! Also here: the Jepsen-style accounting of a run (`account`) and the steady start
+//! load (`Load`). Waiting is `super::wait_until` / `super::eventually`, as everywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -23,45 +23,13 @@ use sagaflow::saga::definition::Catalog;
 use serde_json::Value;
 use sqlx::{Connection, PgPool};
 
-use super::TestEnv;
+use super::{eventually, wait_until, TestEnv};
 
 // ---------------------------------------------------------------------------------
 // Waiting
 // ---------------------------------------------------------------------------------
 
-/// Polls `cond` every 50 ms until it holds or `within` passes; `Ok(elapsed)` or
-/// `Err` naming `what`. The one way fault tests wait: never a sleep as synchronisation.
-pub async fn wait_until<F, Fut>(
-    what: &str,
-    within: Duration,
-    mut cond: F,
-) -> Result<Duration, String>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let began = tokio::time::Instant::now();
-    loop {
-        if cond().await {
-            return Ok(began.elapsed());
-        }
-        if began.elapsed() > within {
-            return Err(format!("{what}: not within {within:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// `wait_until` that panics on the deadline.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    wait_until(what, within, cond).await.unwrap()
-}
-
-/// The blocking twin of `wait_until`, for `Drop` and process start-up.
+/// The blocking twin of `super::wait_until`, for `Drop` and process start-up.
 fn wait_blocking(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + within;
     loop {
@@ -517,29 +485,24 @@ impl ThrowawayRabbit {
     /// needs no runtime.
     fn wait_amqp(&mut self) {
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let until = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "throwaway rabbitmq-server exited ({status}) before accepting connections:\n{}",
-                    self.log_tail()
-                );
-            }
-            if amqp_answers(&addr) {
-                return;
-            }
-            assert!(
-                Instant::now() < until,
-                "throwaway RabbitMQ {} did not accept AMQP within 120 s:\n{}",
-                self.node,
+        let mut exited = None;
+        let child = &mut self.child;
+        let up = wait_blocking(Duration::from_secs(120), || {
+            exited = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            exited.is_some() || amqp_answers(&addr)
+        });
+        if let Some(status) = exited {
+            panic!(
+                "throwaway rabbitmq-server exited ({status}) before accepting connections:\n{}",
                 self.log_tail()
             );
-            std::thread::sleep(Duration::from_millis(100));
         }
+        assert!(
+            up,
+            "throwaway RabbitMQ {} did not accept AMQP within 120 s:\n{}",
+            self.node,
+            self.log_tail()
+        );
     }
 
     fn log_tail(&self) -> String {
@@ -681,6 +644,8 @@ impl TestEnv {
             dir,
             catalog,
             tasks: vec![],
+            broker: true,
+            cleaned: false,
         }
     }
 
@@ -950,18 +915,6 @@ pub async fn terminal_count(pool: &PgPool) -> Option<i64> {
     .ok()
 }
 
-/// Waits until at least `n` sagas are terminal.
-pub async fn wait_terminal_at_least(
-    pool: &PgPool,
-    n: i64,
-    within: Duration,
-) -> Result<Duration, String> {
-    wait_until(&format!("{n} sagas terminal"), within, || async {
-        terminal_count(pool).await.unwrap_or(0) >= n
-    })
-    .await
-}
-
 /// What a run left behind, Jepsen-style: every saga started is accounted for.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -1097,19 +1050,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
 {
-    let until = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match f().await {
-            Ok(v) => return v,
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < until,
-                    "{what}: the database did not answer for 60 s: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    let what = format!("{what}: the database answers");
+    eventually(&what, Duration::from_secs(60), || {
+        let query = f();
+        async move { query.await.map_err(|e| e.to_string()) }
+    })
+    .await
 }
 
 /// Consumers of `queue` (None when it does not exist or the broker does not answer).
@@ -1171,9 +1117,11 @@ pub async fn account(
         if let Some(last) = last.filter(|l| *l != p.0) {
             *p = (last, tokio::time::Instant::now());
         }
-        n == Some(ids.len() as i64) || p.1.elapsed() > QUIET
+        let settled = n == Some(ids.len() as i64) || p.1.elapsed() > QUIET;
+        settled.then_some(()).ok_or(n)
     };
-    let _ = wait_until("every saga terminal", settle, terminal).await;
+    // Not settled by the deadline is a finding: the accounting below reports it.
+    let _ = wait_until(settle, terminal).await;
     let settled = began.elapsed();
     // Queues and outbox: give them the rest of the deadline (at least 10 s) to drain.
     let conn = tokio::time::timeout(
@@ -1187,9 +1135,9 @@ pub async fn account(
     let drain = settle
         .saturating_sub(began.elapsed())
         .max(Duration::from_secs(10));
-    let seen = std::sync::Mutex::new((vec![], 0));
     let prefix = format!("{}.", env.names.namespace());
-    let _ = wait_until("queues and outbox drained", drain, || async {
+    // What is left when drained or at the deadline, whichever comes first.
+    let (Ok((left, outbox)) | Err((left, outbox))) = wait_until(drain, || async {
         // On a throwaway node rabbitmqctl is the final word: every queue of the
         // namespace, ready and unacked (a duplicate still being answered is unacked,
         // and a passive declare does not see it).
@@ -1216,12 +1164,13 @@ pub async fn account(
         let outbox = sagaflow::store::outbox::backlog(&env.pool)
             .await
             .unwrap_or(-1);
-        let clean = left.is_empty() && outbox == 0;
-        *seen.lock().unwrap() = (left, outbox);
-        clean
+        if left.is_empty() && outbox == 0 {
+            Ok((left, outbox))
+        } else {
+            Err((left, outbox))
+        }
     })
     .await;
-    let (left, outbox) = seen.into_inner().unwrap();
 
     let mut t = Tally {
         test: test.to_string(),

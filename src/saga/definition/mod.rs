@@ -49,6 +49,9 @@ pub struct Definition {
     pub name: String,
     pub version: u32,
     pub description: Option<String>,
+    /// How long a saga is kept after it ends (`retention = "30d"`); zero keeps it for
+    /// ever; `None` takes `retention.default` from the configuration.
+    pub retention: Option<Duration>,
     pub steps: Vec<Step>,
     pub schedules: Vec<ScheduleSpec>,
 }

@@ -60,6 +60,7 @@ pub(super) struct RawDefinition {
     pub(super) name: Option<String>,
     pub(super) version: Option<u32>,
     pub(super) description: Option<String>,
+    pub(super) retention: Option<RawDuration>,
     pub(super) defaults: Option<RawDefaults>,
     pub(super) steps: Option<Vec<RawStep>>,
     #[serde(default)]

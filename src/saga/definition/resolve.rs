@@ -216,6 +216,7 @@ pub(super) fn resolve(raw: RawDefinition, out: &mut Problems) -> (Definition, Pr
         name: raw.name.unwrap_or_default(),
         version: raw.version.unwrap_or(0),
         description: raw.description,
+        retention: raw.retention.map(|d| d.0),
         steps,
         schedules,
     };

@@ -945,6 +945,7 @@ fn sample() -> Definition {
         name: "sample".to_string(),
         version: 1,
         description: None,
+        retention: None,
         steps: vec![
             Step {
                 name: "reserve".to_string(),
@@ -1458,5 +1459,20 @@ fn catalog_refuses_attempts_that_outlive_the_consumer_timeout() {
         errors[0].reason.contains("consumer_timeout"),
         "{}",
         errors[0].reason
+    );
+}
+
+#[test]
+fn retention_is_a_duration_and_zero_keeps_for_ever() {
+    let base = "name = \"r\"\nversion = 1\n[[steps]]\nname = \"a\"\nactivity = \"x.y\"\n";
+    assert_eq!(ok(base).retention, None);
+    let kept = ok(&format!("retention = \"90d\"\n{base}"));
+    assert_eq!(kept.retention, Some(secs(90 * 86_400)));
+    let forever = ok(&format!("retention = \"0\"\n{base}"));
+    assert_eq!(forever.retention, Some(Duration::ZERO));
+    assert_refused(
+        &format!("retention = \"soon\"\n{base}"),
+        "retention",
+        "duration",
     );
 }

@@ -32,6 +32,7 @@ fn def() -> Definition {
         name: "order".into(),
         version: 1,
         description: None,
+        retention: None,
         steps: vec![
             step("reserve", "inv.reserve", Some("inv.release")),
             step("charge", "pay.charge", Some("pay.refund")),

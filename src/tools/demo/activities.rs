@@ -6,13 +6,17 @@
 //! that activity on every attempt; add `"times": 2` to fail only the first two attempts.
 //! `{"slow": {"shipping.ship": {"ms": 3000, "times": 1, "heartbeat": true}}}` makes the
 //! first attempt take 3 s (heartbeating every 100 ms when asked), to show timeouts.
-//! Either may carry `"before": "<RFC 3339>"`: it applies only until then (an outage
-//! that ends, so an operator's retry succeeds).
+//! Either may carry `"while": "<switch>"`: it applies only while the table
+//! `demo_switches` holds a row of that name (an outage that lasts until someone ends
+//! it with [`set_switch`], so an operator's retry succeeds; tests flip it instead of
+//! racing a clock). Order activities only.
 //!
 //! Each effect is a row in `demo_effects` keyed by the task's idempotency key — what a
 //! real downstream system does with the key. Running a handler again for a key whose
 //! effect exists does not apply it again; it bumps `calls`, so a re-run is detected
 //! (tests assert on it) rather than hidden.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -39,24 +43,19 @@ struct DemoInput {
     saga: Value,
 }
 
-/// Creates the effects table (idempotent), under the schema setup lock so replicas
-/// starting at the same instant do not race in `CREATE TABLE IF NOT EXISTS`.
+/// Creates the demo's tables (see [`crate::store::demo`]).
 pub async fn prepare(pool: &PgPool) -> Result<(), crate::store::StoreError> {
-    let mut lock = crate::store::SchemaLock::acquire(pool).await?;
-    let created = sqlx::query(
-        "CREATE TABLE IF NOT EXISTS demo_effects (
-            idempotency_key text PRIMARY KEY,
-            saga_id text NOT NULL,
-            activity text NOT NULL,
-            calls integer NOT NULL DEFAULT 1,
-            created_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .execute(&mut *lock.conn())
-    .await
-    .map_err(crate::store::ctx("create table demo_effects"));
-    lock.release().await?;
-    created?;
-    Ok(())
+    crate::store::demo::prepare(pool).await
+}
+
+/// Turns the switch `name` on or off: an injection with `"while": name` applies only
+/// while it is on.
+pub async fn set_switch(
+    pool: &PgPool,
+    name: &str,
+    on: bool,
+) -> Result<(), crate::store::StoreError> {
+    crate::store::demo::set_switch(pool, name, on).await
 }
 
 /// A worker hosting every demo activity.
@@ -89,13 +88,35 @@ fn injection<'a>(
         .get("times")
         .and_then(Value::as_u64)
         .unwrap_or(u64::MAX);
-    // `"before": "<RFC 3339>"`: only until then (an outage that ends).
-    let over = spec
-        .get("before")
-        .and_then(Value::as_str)
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .is_some_and(|t| chrono::Utc::now() >= t);
-    (u64::from(attempt) <= times && !over).then_some(spec)
+    (u64::from(attempt) <= times).then_some(spec)
+}
+
+/// The saga input without this activity's injections whose `"while"` switch is off.
+async fn switched<'a>(
+    pool: &PgPool,
+    activity: &str,
+    saga_input: &'a Value,
+) -> Result<Cow<'a, Value>, ActivityError> {
+    let mut input = Cow::Borrowed(saga_input);
+    for kind in ["fail", "slow"] {
+        let Some(switch) = saga_input
+            .get(kind)
+            .and_then(|k| k.get(activity))
+            .and_then(|spec| spec.get("while"))
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let on = crate::store::demo::switch_on(pool, switch)
+            .await
+            .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))?;
+        if !on {
+            if let Some(k) = input.to_mut().get_mut(kind).and_then(Value::as_object_mut) {
+                k.remove(activity);
+            }
+        }
+    }
+    Ok(input)
 }
 
 /// The injected failure for this activity and attempt, if any.
@@ -123,7 +144,8 @@ async fn effect(
     ctx: &ActivityContext,
     saga_input: &Value,
 ) -> Result<Value, ActivityError> {
-    behave(ctx, saga_input).await?;
+    let saga_input = switched(pool, &ctx.activity, saga_input).await?;
+    behave(ctx, &saga_input).await?;
     record_effect(pool, &ctx.idempotency_key, ctx).await?;
     Ok(json!({ "activity": ctx.activity, "ref": ctx.idempotency_key }))
 }
@@ -166,17 +188,9 @@ pub(super) async fn record_effect(
     key: &str,
     ctx: &ActivityContext,
 ) -> Result<(), ActivityError> {
-    sqlx::query(
-        "INSERT INTO demo_effects (idempotency_key, saga_id, activity) VALUES ($1, $2, $3)
-         ON CONFLICT (idempotency_key) DO UPDATE SET calls = demo_effects.calls + 1",
-    )
-    .bind(key)
-    .bind(&ctx.saga_id)
-    .bind(&ctx.activity)
-    .execute(pool)
-    .await
-    .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))?;
-    Ok(())
+    crate::store::demo::record_effect(pool, key, &ctx.saga_id, &ctx.activity)
+        .await
+        .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))
 }
 
 #[cfg(test)]
@@ -196,10 +210,6 @@ mod tests {
         assert!(injected_failure("shipping.ship", 3, &input).is_none());
         assert!(injected_failure("inventory.reserve", 1, &input).is_none());
         assert!(injected_failure("inventory.reserve", 1, &json!({})).is_none());
-        let ended = json!({"fail": {"payments.refund": {"before": "2000-01-01T00:00:00Z"}}});
-        assert!(injected_failure("payments.refund", 1, &ended).is_none());
-        let ongoing = json!({"fail": {"payments.refund": {"before": "2999-01-01T00:00:00Z"}}});
-        assert!(injected_failure("payments.refund", 1, &ongoing).is_some());
     }
 
     #[test]

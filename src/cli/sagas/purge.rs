@@ -1,0 +1,89 @@
+//! `sagaflow sagas purge`: erasure on demand. Deletes ended sagas with their history
+//! and ledger rows (a saga still running is never deleted: cancel it first), in
+//! batches that leave sagas another transaction holds for the next batch.
+
+use chrono::{DateTime, Utc};
+
+use super::super::database::pool;
+use super::parse_status;
+use crate::config::Settings;
+use crate::saga::state::SagaStatus;
+use crate::store::purge::{self, Selection};
+use crate::store::sagas;
+
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    /// Only these sagas (repeatable).
+    #[arg(long = "id")]
+    pub ids: Vec<String>,
+    /// Only sagas of this definition.
+    #[arg(long)]
+    pub saga: Option<String>,
+    /// Only sagas that ended with this status (completed, compensated, failed, cancelled).
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<SagaStatus>,
+    /// Only sagas that ended before this instant (RFC 3339).
+    #[arg(long)]
+    pub before: Option<DateTime<Utc>>,
+    /// List what would be deleted (at most 1000), delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+const BATCH: i64 = 500;
+
+/// Refuses a purge that would select every ended saga by accident, or names a
+/// status or a saga that can never be deleted.
+async fn selection(pool: &sqlx::PgPool, args: PurgeArgs) -> anyhow::Result<Selection> {
+    if args.ids.is_empty() && args.saga.is_none() && args.status.is_none() && args.before.is_none()
+    {
+        anyhow::bail!("give at least one of --id, --saga, --status, --before (a purge of every ended saga must say so: --before <now, RFC 3339>)");
+    }
+    if let Some(s) = args.status.filter(|s| !s.is_terminal()) {
+        anyhow::bail!("--status {s}: only ended sagas are purged (completed, compensated, failed, cancelled); cancel a running saga first");
+    }
+    for id in &args.ids {
+        match sagas::get(pool, id).await? {
+            None => anyhow::bail!("no saga with id `{id}`"),
+            Some(s) if !s.state.status.is_terminal() => anyhow::bail!(
+                "saga `{id}` is {}: only ended sagas are purged; cancel it first",
+                s.state.status
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(Selection {
+        ids: (!args.ids.is_empty()).then_some(args.ids),
+        saga: args.saga,
+        status: args.status,
+        before: args.before,
+    })
+}
+
+/// Runs `sagas purge`.
+pub async fn run(settings: &Settings, args: PurgeArgs) -> anyhow::Result<()> {
+    let dry_run = args.dry_run;
+    let pool = pool(settings).await?;
+    let sel = selection(&pool, args).await?;
+    if dry_run {
+        let rows = purge::matching(&pool, &sel, 1000).await?;
+        for (id, saga) in &rows {
+            println!("{id}\t{saga}");
+        }
+        println!(
+            "{} saga(s) would be purged (dry run; nothing deleted)",
+            rows.len()
+        );
+        return Ok(());
+    }
+    let mut total = 0;
+    loop {
+        let n = purge::selected(&pool, &sel, BATCH).await?.len();
+        total += n;
+        if n < BATCH as usize {
+            break;
+        }
+    }
+    println!("{total} saga(s) purged with their history and ledger rows");
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `sagaflow sagas start --wait`: the outcome of a saga as a command's output and
+//! exit code.
+
+mod common;
+
+use common::{TestEnv, ORDER};
+use serde_json::Value;
+
+const APPROVAL: &str = r#"
+name = "approval"
+version = 1
+[[steps]]
+name = "approve"
+wait = "approved"
+"#;
+
+/// Runs `sagaflow sagas start --wait …`; returns the exit code and the JSON printed.
+/// Asynchronously: the coordinator and worker run on this test's runtime, and a
+/// blocking wait for the child would stop them.
+async fn start_wait(env: &TestEnv, args: &[&str]) -> (i32, Value) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(["sagas", "start", "--wait"])
+        .args(args)
+        .envs(env.child_env())
+        .output()
+        .await
+        .expect("sagaflow runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: not JSON ({e}): {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[tokio::test]
+async fn the_outcome_is_printed_with_an_exit_code_per_status() {
+    let env = TestEnv::running(&[
+        ("order_fulfillment.toml", ORDER),
+        ("approval.toml", APPROVAL),
+    ])
+    .await;
+    let (code, v) = start_wait(
+        &env,
+        &["order_fulfillment", "--id", "w-ok", "--input", "{}"],
+    )
+    .await;
+    assert_eq!((code, v["status"].as_str()), (0, Some("completed")), "{v}");
+    assert!(!v["output"].is_null(), "the last step's output: {v}");
+
+    let declined = r#"{"fail": {"payments.charge": {"code": "card_declined"}}}"#;
+    let (code, v) = start_wait(
+        &env,
+        &["order_fulfillment", "--id", "w-no", "--input", declined],
+    )
+    .await;
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (4, Some("compensated")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["code"], "card_declined", "{v}");
+
+    // Still waiting for its signal when the wait runs out: exit 7, the saga goes on.
+    let (code, v) = start_wait(&env, &["approval", "--id", "w-wait", "--timeout", "300ms"]).await;
+    assert_eq!((code, v["status"].as_str()), (7, Some("running")), "{v}");
+    assert_eq!(env.status("w-wait").await.as_deref(), Some("running"));
+
+    // A repeated start of a saga that already ended answers at once with its outcome.
+    let (code, v) = start_wait(
+        &env,
+        &[
+            "order_fulfillment",
+            "--id",
+            "w-ok",
+            "--input",
+            "{}",
+            "--timeout",
+            "1ms",
+        ],
+    )
+    .await;
+    assert_eq!((code, v["status"].as_str()), (0, Some("completed")), "{v}");
+    env.cleanup().await;
+}

@@ -1,0 +1,274 @@
+//! The store against Postgres alone (no broker): the `row_version` fence, the outbox's
+//! order and lease, and `SKIP LOCKED` claims. Each test has a database of its own and
+//! its body runs in milliseconds; rows come from the factory (`env.saga`,
+//! `env.schedule`) and the store's own writes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{TestEnv, ORDER};
+use sagaflow::saga::state::SagaStatus;
+use sagaflow::store::outbox::{self, OutboxMessage};
+use sagaflow::store::sagas::{self, SagaWrite};
+use sagaflow::store::{self, schedules, Class, StoreError};
+use serde_json::json;
+
+async fn env() -> TestEnv {
+    TestEnv::database_only(&[("order.toml", ORDER)]).await
+}
+
+/// `n` distinct outbox messages, `m0` … by routing key.
+fn messages(n: usize) -> Vec<OutboxMessage> {
+    (0..n)
+        .map(|i| OutboxMessage {
+            exchange: "ns.tasks".into(),
+            routing_key: format!("m{i}"),
+            body: format!("body {i}").into_bytes(),
+            mandatory: true,
+        })
+        .collect()
+}
+
+fn keys(rows: &[outbox::OutboxRow]) -> Vec<String> {
+    rows.iter().map(|r| r.message.routing_key.clone()).collect()
+}
+
+/// Outbox rows written (and committed) with `lease`.
+async fn write_outbox(env: &TestEnv, n: usize, lease: Duration) -> Vec<outbox::OutboxRow> {
+    let mut tx = store::begin(&env.pool).await.unwrap();
+    let rows = outbox::insert(&mut tx, messages(n), lease).await.unwrap();
+    tx.commit().await.unwrap();
+    rows
+}
+
+#[tokio::test]
+async fn a_write_with_a_stale_row_version_is_a_conflict_and_changes_nothing() {
+    let env = env().await;
+    env.saga("fenced")
+        .definition("order_fulfillment")
+        .insert()
+        .await;
+    // Two writers read the same row.
+    let read = sagas::get(&env.pool, "fenced").await.unwrap().unwrap();
+    let seen = read.row_version;
+    let mut first = read.state.clone();
+    first.input = json!({"writer": 1});
+    let mut tx = store::begin(&env.pool).await.unwrap();
+    let write = SagaWrite {
+        state: &first,
+        expected_version: Some(seen),
+    };
+    sagas::update(&mut tx, &[write]).await.unwrap();
+    tx.commit().await.unwrap();
+
+    // The second still holds the version it read: fenced out.
+    let mut second = read.state.clone();
+    second.input = json!({"writer": 2});
+    second.status = SagaStatus::Completed;
+    let mut tx = store::begin(&env.pool).await.unwrap();
+    let stale = SagaWrite {
+        state: &second,
+        expected_version: Some(seen),
+    };
+    let e = sagas::update(&mut tx, &[stale]).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(ids) if ids == "fenced"),
+        "{e}"
+    );
+    assert_eq!(e.class(), Class::Retry, "a fence conflict is retried");
+    drop(tx);
+
+    let now = sagas::get(&env.pool, "fenced").await.unwrap().unwrap();
+    assert_eq!(now.row_version, seen + 1);
+    assert_eq!(now.state, first, "the first write stands");
+    assert_eq!(env.status("fenced").await.as_deref(), Some("running"));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_stale_write_is_a_conflict_and_its_transaction_writes_nothing() {
+    let env = env().await;
+    for id in ["a", "b"] {
+        env.saga(id).definition("order_fulfillment").insert().await;
+    }
+    let a = sagas::get(&env.pool, "a").await.unwrap().unwrap();
+    let b = sagas::get(&env.pool, "b").await.unwrap().unwrap();
+    let (mut a2, mut b2) = (a.state.clone(), b.state.clone());
+    a2.input = json!({"changed": true});
+    b2.input = json!({"changed": true});
+    let mut tx = store::begin(&env.pool).await.unwrap();
+    let writes = [
+        SagaWrite {
+            state: &a2,
+            expected_version: Some(a.row_version),
+        },
+        SagaWrite {
+            state: &b2,
+            expected_version: Some(b.row_version - 1),
+        },
+    ];
+    let e = sagas::update(&mut tx, &writes).await.unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    // The caller gives the transaction up, as the coordinator does on any error.
+    tx.rollback().await.unwrap();
+    for before in [a, b] {
+        let after = sagas::get(&env.pool, &before.state.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (after.row_version, after.state),
+            (before.row_version, before.state)
+        );
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn outbox_rows_come_back_in_insertion_order_and_a_claim_holds_for_its_lease() {
+    let env = env().await;
+    // Written by a coordinator that holds them for 60 s: not the sweeper's to take.
+    let held = write_outbox(&env, 3, Duration::from_secs(60)).await;
+    assert_eq!(keys(&held), ["m0", "m1", "m2"]);
+    assert!(held.windows(2).all(|w| w[0].id < w[1].id), "{held:?}");
+    let lease = Duration::from_secs(60);
+    assert!(outbox::claim_expired(&env.pool, lease, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    outbox::delete(&env.pool, &held.iter().map(|r| r.id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    // Written by a coordinator whose lease ran out at once (it died before publishing).
+    let orphans = write_outbox(&env, 5, Duration::ZERO).await;
+    let first = outbox::claim_expired(&env.pool, lease, 2).await.unwrap();
+    assert_eq!(keys(&first), ["m0", "m1"], "oldest first, up to the limit");
+    assert_eq!(first[0].message, orphans[0].message);
+    let rest = outbox::claim_expired(&env.pool, lease, 100).await.unwrap();
+    assert_eq!(keys(&rest), ["m2", "m3", "m4"]);
+    // Within the lease no second claimer gets any of them.
+    assert!(outbox::claim_expired(&env.pool, lease, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(outbox::backlog(&env.pool).await.unwrap(), 5);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_outbox_claims_skip_rows_another_transaction_holds() {
+    let env = env().await;
+    let rows = write_outbox(&env, 6, Duration::ZERO).await;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    // A claimer mid-transaction holds the first three rows.
+    let mut holder = env.pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM outbox WHERE id = ANY($1) FOR UPDATE")
+        .bind(&ids[..3])
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(60);
+    let began = std::time::Instant::now();
+    let free = outbox::claim_expired(&env.pool, lease, 100).await.unwrap();
+    assert!(began.elapsed() < Duration::from_secs(1), "it did not wait");
+    assert_eq!(keys(&free), ["m3", "m4", "m5"]);
+    holder.rollback().await.unwrap();
+    // Two claimers at once: disjoint sets that together hold every row.
+    let (a, b) = tokio::join!(
+        outbox::claim_expired(&env.pool, lease, 100),
+        outbox::claim_expired(&env.pool, lease, 100)
+    );
+    let (a, b) = (keys(&a.unwrap()), keys(&b.unwrap()));
+    let (sa, sb): (BTreeSet<_>, BTreeSet<_>) =
+        (a.iter().cloned().collect(), b.iter().cloned().collect());
+    assert!(sa.is_disjoint(&sb), "{a:?} and {b:?}");
+    let all: BTreeSet<String> = sa.union(&sb).cloned().collect();
+    assert_eq!(all, ["m0", "m1", "m2"].map(String::from).into());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_transactions_lock_disjoint_sets_of_due_sagas() {
+    let env = env().await;
+    let now = Utc::now();
+    let an_hour_ago = now - chrono::Duration::hours(1);
+    for i in 0..6 {
+        env.saga(&format!("due-{i}"))
+            .definition("order_fulfillment")
+            .wake_at(Some(an_hour_ago))
+            .insert()
+            .await;
+    }
+    env.saga("later")
+        .definition("order_fulfillment")
+        .wake_at(Some(now + chrono::Duration::hours(1)))
+        .insert()
+        .await;
+    let mut a = store::begin(&env.pool).await.unwrap();
+    let mut b = store::begin(&env.pool).await.unwrap();
+    let first = sagas::lock_due(&mut a, now, 4).await.unwrap().ids();
+    let began = std::time::Instant::now();
+    let second = sagas::lock_due(&mut b, now, 100).await.unwrap().ids();
+    assert!(began.elapsed() < Duration::from_secs(1), "it did not wait");
+    assert_eq!(first.len(), 4, "{first:?}");
+    let (sa, sb): (BTreeSet<_>, BTreeSet<_>) = (
+        first.iter().cloned().collect(),
+        second.iter().cloned().collect(),
+    );
+    assert!(sa.is_disjoint(&sb), "{first:?} and {second:?}");
+    let all: BTreeSet<String> = sa.union(&sb).cloned().collect();
+    assert_eq!(all, (0..6).map(|i| format!("due-{i}")).collect());
+    // Once the first lets go, its rows are due for the next scan again.
+    a.rollback().await.unwrap();
+    let mut c = store::begin(&env.pool).await.unwrap();
+    let again: BTreeSet<String> = sagas::lock_due(&mut c, now, 100)
+        .await
+        .unwrap()
+        .ids()
+        .into_iter()
+        .collect();
+    assert_eq!(again, sa);
+    drop((b, c));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_transactions_lock_disjoint_sets_of_due_schedules() {
+    let env = env().await;
+    let now = Utc::now();
+    for i in 0..4 {
+        env.schedule(&format!("due{i}"))
+            .saga("order_fulfillment")
+            .next_fire_at(Some(now - chrono::Duration::minutes(1)))
+            .insert()
+            .await;
+    }
+    env.schedule("paused")
+        .saga("order_fulfillment")
+        .next_fire_at(Some(now - chrono::Duration::minutes(1)))
+        .paused()
+        .insert()
+        .await;
+    let loaded = ["order_fulfillment".to_string()];
+    let names = |rows: Vec<schedules::ScheduleRow>| -> BTreeSet<String> {
+        rows.into_iter().map(|r| r.name).collect()
+    };
+    let mut a = store::begin(&env.pool).await.unwrap();
+    let mut b = store::begin(&env.pool).await.unwrap();
+    let first = names(schedules::lock_due(&mut a, &loaded, now, 2).await.unwrap());
+    let second = names(
+        schedules::lock_due(&mut b, &loaded, now, 100)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first.is_disjoint(&second), "{first:?} and {second:?}");
+    let all: BTreeSet<String> = first.union(&second).cloned().collect();
+    assert_eq!(all, (0..4).map(|i| format!("due{i}")).collect());
+    drop((a, b));
+    env.cleanup().await;
+}
