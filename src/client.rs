@@ -151,21 +151,24 @@ impl Client {
             .await
     }
 
-    /// Sends an operator action (retry, resume_at, skip, compensate) to a saga.
-    /// Sends an operator action decided when the saga stood at `issued_for`
-    /// (`IssuedFor::of` the stored state); the coordinator refuses it if the saga
-    /// moved on meanwhile.
+    /// Sends an operator action (retry, resume_at, skip, compensate) to a saga,
+    /// decided when the saga stood at `issued_for` (`IssuedFor::of` the stored state;
+    /// the coordinator refuses it if the saga moved on meanwhile), on behalf of `actor`
+    /// (an API token's name, `cli:<user>`), which the saga's history records.
     pub async fn operate(
         &self,
         saga_id: &str,
         action: &crate::saga::machine::OperatorAction,
         issued_for: &crate::saga::machine::IssuedFor,
+        actor: &str,
     ) -> Result<(), ClientError> {
         let output = match action {
             crate::saga::machine::OperatorAction::Skip { output } => Some(("skip output", output)),
             _ => None,
         };
-        let body = json!({"saga_id": saga_id, "operator": action, "issued_for": issued_for});
+        self.limits.check_id("actor", actor)?;
+        let body = json!({"saga_id": saga_id, "operator": action, "issued_for": issued_for,
+            "actor": actor});
         let exchange = self.names.operator();
         self.control(&exchange, saga_id, body, output).await
     }
@@ -224,9 +227,10 @@ impl Client {
         ))
     }
 
-    /// Whether the underlying connection is still open (readiness checks, reconnecting).
+    /// Whether the connection and the publishing channel are still open (readiness
+    /// checks, reconnecting): a publish the broker refused closed the channel.
     pub fn is_connected(&self) -> bool {
-        self.conn.is_connected()
+        self.conn.is_connected() && self.publisher.is_open()
     }
 
     /// The connection, for read-only inspection (passive queue declares).

@@ -197,17 +197,207 @@ pub struct QueueSettings {
 pub struct ApiSettings {
     /// Address the server binds; without tokens it must be a loopback address.
     pub listen: String,
-    /// Bearer tokens accepted on `/api/*`; empty means unauthenticated, localhost only.
-    pub tokens: Vec<String>,
+    /// Bearer tokens accepted on `/api/*`, each with a name and a role; empty means
+    /// unauthenticated, localhost only. See [`ApiToken`] for the accepted forms.
+    #[serde(deserialize_with = "api_tokens::deserialize")]
+    pub tokens: Vec<ApiToken>,
 }
 
-/// Tokens are secrets: `Debug` (and so any log of the settings) shows only their count.
+/// Tokens are secrets: `Debug` (and so any log of the settings) shows their names and
+/// roles, never their secrets.
 impl std::fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiSettings")
             .field("listen", &self.listen)
-            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("tokens", &self.tokens)
             .finish()
+    }
+}
+
+/// What an API token may do. Every route names the role it needs (the table in
+/// `api::routes`); a role grants its own routes and those of the roles below it:
+/// `operate` > `read` > `scaling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiRole {
+    /// `GET /api/scaling` only: what an autoscaler (KEDA) needs.
+    Scaling,
+    /// Every `GET` under `/api`: sagas, history, queues, dead letters, schedules, the
+    /// scaling signal, the OpenAPI document; the dashboard's views.
+    Read,
+    /// Everything: starts, signals, cancels, operator actions, dead-letter replays and
+    /// purges, schedule pause/resume/trigger, and all that `read` may.
+    Operate,
+}
+
+impl ApiRole {
+    pub const ALL: [ApiRole; 3] = [ApiRole::Scaling, ApiRole::Read, ApiRole::Operate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Scaling => "scaling",
+            ApiRole::Read => "read",
+            ApiRole::Operate => "operate",
+        }
+    }
+
+    /// Whether a token of this role may call a route that needs `needed`.
+    pub fn grants(self, needed: ApiRole) -> bool {
+        match self {
+            ApiRole::Operate => true,
+            ApiRole::Read => needed != ApiRole::Operate,
+            ApiRole::Scaling => needed == ApiRole::Scaling,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ApiRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ApiRole::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}`: expected read, operate or scaling"))
+    }
+}
+
+/// One bearer token of the API. Its `name` is what the API records as the actor of
+/// the operator actions sent with it (never the secret).
+///
+/// Accepted forms of each `api.tokens` entry:
+/// - a table `{ name = "ops-ann", role = "operate", secret = "…" }` (TOML
+///   `[[api.tokens]]`);
+/// - a string `name:role:secret` (the environment form,
+///   `SAGAFLOW__API__TOKENS=ops-ann:operate:s3cr3t,keda:scaling:…`; the secret may
+///   contain `:`);
+/// - deprecated: a plain secret without `:`, the old form: an `operate` token named
+///   `token-<n>` (its position in the list, from 1).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: ApiRole,
+    pub secret: String,
+    /// Given as a plain secret (deprecated): `serve` warns about it.
+    pub legacy: bool,
+}
+
+impl ApiToken {
+    pub fn new(name: &str, role: ApiRole, secret: &str) -> Self {
+        ApiToken {
+            name: name.into(),
+            role,
+            secret: secret.into(),
+            legacy: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field("secret", &format_args!("<redacted>"))
+            .finish()
+    }
+}
+
+/// Reading `api.tokens` in each of its forms (see [`ApiToken`]).
+mod api_tokens {
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::{ApiRole, ApiToken};
+
+    /// A table entry.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        name: String,
+        role: ApiRole,
+        secret: String,
+    }
+
+    enum Entry {
+        Table(Table),
+        Text(String),
+    }
+
+    impl<'de> Deserialize<'de> for Entry {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Entry;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a table {name, role, secret} or a string name:role:secret")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Entry, E> {
+                    Ok(Entry::Text(v.to_string()))
+                }
+                // The environment source parses an all-digit secret as a number.
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Entry, E> {
+                    Ok(Entry::Text(v.to_string()))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Entry, E> {
+                    Ok(Entry::Text(v.to_string()))
+                }
+                fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Entry, A::Error> {
+                    Table::deserialize(de::value::MapAccessDeserializer::new(m)).map(Entry::Table)
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    /// Entry `n` (from 1) as a token.
+    fn token(n: usize, e: Entry) -> Result<ApiToken, String> {
+        let text = match e {
+            Entry::Table(t) => return Ok(ApiToken::new(&t.name, t.role, &t.secret)),
+            Entry::Text(text) => text,
+        };
+        if !text.contains(':') {
+            return Ok(ApiToken {
+                name: format!("token-{n}"),
+                role: ApiRole::Operate,
+                secret: text,
+                legacy: true,
+            });
+        }
+        let mut parts = text.splitn(3, ':');
+        let (Some(name), Some(role), Some(secret)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "api.tokens entry {n}: expected `name:role:secret` (or a plain secret without `:`)"
+            ));
+        };
+        let role = role
+            .parse()
+            .map_err(|e| format!("api.tokens entry {n} (`{name}`): {e}"))?;
+        Ok(ApiToken::new(name, role, secret))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ApiToken>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vec<ApiToken>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of tokens")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(e) = seq.next_element::<Entry>()? {
+                    out.push(token(out.len() + 1, e).map_err(de::Error::custom)?);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V)
     }
 }
 
@@ -264,6 +454,10 @@ const DEFAULTS: &[(&str, &str)] = &[
 impl Settings {
     /// Loads settings; `file` defaults to `config/default.toml`, which may be absent.
     pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Settings::load_from(file, environment())
+    }
+
+    fn load_from(file: Option<&Path>, env: config::Environment) -> Result<Settings, ConfigError> {
         let mut builder = config::Config::builder();
         for (key, value) in DEFAULTS {
             builder = builder.set_default(*key, *value)?;
@@ -272,15 +466,7 @@ impl Settings {
         builder = builder.set_default("api.tokens", Vec::<String>::new())?;
         let path = file.unwrap_or(Path::new("config/default.toml"));
         builder = builder.add_source(config::File::from(path).required(file.is_some()));
-        builder = builder.add_source(
-            config::Environment::with_prefix("SAGAFLOW")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("worker.activities")
-                .with_list_parse_key("api.tokens")
-                .try_parsing(true),
-        );
+        builder = builder.add_source(env);
         let settings: Settings = builder.build()?.try_deserialize()?;
         settings.validate()?;
         Ok(settings)
@@ -317,8 +503,8 @@ impl Settings {
                 "expected an IP address and port, e.g. 127.0.0.1:8080",
             );
         }
-        if self.api.tokens.iter().any(|t| t.trim().is_empty()) {
-            return invalid("api.tokens", "tokens must not be empty strings");
+        if let Some(reason) = invalid_tokens(&self.api.tokens) {
+            return invalid("api.tokens", &reason);
         }
         for (key, listen) in [
             ("coordinator.health_listen", &self.coordinator.health_listen),
@@ -354,6 +540,47 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The `SAGAFLOW__SECTION__KEY` variables; lists are comma-separated.
+fn environment() -> config::Environment {
+    config::Environment::with_prefix("SAGAFLOW")
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .with_list_parse_key("worker.activities")
+        .with_list_parse_key("api.tokens")
+        .try_parsing(true)
+}
+
+/// Why `tokens` cannot be used, if they cannot: a name that is not a plain word, an
+/// empty secret, or two tokens sharing a name or a secret (a secret names one role).
+fn invalid_tokens(tokens: &[ApiToken]) -> Option<String> {
+    let mut names = std::collections::HashSet::new();
+    for (i, t) in tokens.iter().enumerate() {
+        if !valid_name(&t.name) || t.name.len() > 64 {
+            return Some(format!(
+                "token {}: name `{}`: expected 1 to 64 letters, digits, `_`, `-` or `.`",
+                i + 1,
+                t.name
+            ));
+        }
+        if t.secret.trim().is_empty() {
+            return Some(format!("token `{}`: the secret is empty", t.name));
+        }
+        if !names.insert(t.name.as_str()) {
+            return Some(format!("two tokens are named `{}`", t.name));
+        }
+    }
+    for (i, a) in tokens.iter().enumerate() {
+        if let Some(b) = tokens[i + 1..].iter().find(|b| b.secret == a.secret) {
+            return Some(format!(
+                "tokens `{}` and `{}` have the same secret",
+                a.name, b.name
+            ));
+        }
+    }
+    None
 }
 
 /// Names that end up inside AMQP exchange and queue names.
@@ -492,13 +719,128 @@ mod tests {
     fn api_tokens_never_show_in_debug_output() {
         let api = ApiSettings {
             listen: "127.0.0.1:8080".into(),
-            tokens: vec!["s3cret".into()],
+            tokens: vec![ApiToken::new("ops-ann", ApiRole::Operate, "s3cret")],
         };
         let shown = format!("{api:?}");
         assert!(
-            !shown.contains("s3cret") && shown.contains("1 redacted"),
+            !shown.contains("s3cret") && shown.contains("ops-ann") && shown.contains("redacted"),
             "{shown}"
         );
+    }
+
+    fn tokens_from_toml(toml: &str) -> Result<Vec<ApiToken>, String> {
+        #[derive(Deserialize)]
+        struct Api {
+            #[serde(deserialize_with = "api_tokens::deserialize")]
+            tokens: Vec<ApiToken>,
+        }
+        #[derive(Deserialize)]
+        struct Doc {
+            api: Api,
+        }
+        let c = config::Config::builder()
+            .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| e.to_string())?;
+        c.try_deserialize::<Doc>()
+            .map(|d| d.api.tokens)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn tokens_are_tables_name_role_secret_strings_or_plain_secrets() {
+        let t = tokens_from_toml(
+            r#"
+            [[api.tokens]]
+            name = "ops-ann"
+            role = "operate"
+            secret = "a"
+            [[api.tokens]]
+            name = "keda"
+            role = "scaling"
+            secret = "b"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            vec![
+                ApiToken::new("ops-ann", ApiRole::Operate, "a"),
+                ApiToken::new("keda", ApiRole::Scaling, "b")
+            ]
+        );
+        // The environment form and the deprecated plain form, mixed.
+        let t = tokens_from_toml(r#"api = { tokens = ["dash:read:x:y", "0ld", "t3"] }"#).unwrap();
+        assert_eq!(t[0], ApiToken::new("dash", ApiRole::Read, "x:y"));
+        assert_eq!(
+            (t[1].name.as_str(), t[1].role, t[1].legacy),
+            ("token-2", ApiRole::Operate, true)
+        );
+        assert_eq!(
+            (t[2].name.as_str(), t[2].secret.as_str()),
+            ("token-3", "t3")
+        );
+        let e = tokens_from_toml(r#"api = { tokens = ["ann:admin:x"] }"#).unwrap_err();
+        assert!(e.contains("unknown role `admin`"), "{e}");
+        let e = tokens_from_toml(r#"api = { tokens = ["ann:read"] }"#).unwrap_err();
+        assert!(e.contains("expected `name:role:secret`"), "{e}");
+        let table = "[[api.tokens]]\nname = \"a\"\nrole = \"root\"\nsecret = \"x\"";
+        let e = tokens_from_toml(table).unwrap_err();
+        assert!(e.contains("root"), "{e}");
+    }
+
+    #[test]
+    fn tokens_from_the_environment() {
+        let vars = [(
+            "SAGAFLOW__API__TOKENS".to_string(),
+            "ops-ann:operate:s1,keda:scaling:s2,legacy".to_string(),
+        )];
+        let env = environment().source(Some(vars.into_iter().collect()));
+        let s = Settings::load_from(None, env).unwrap();
+        let t: Vec<(&str, ApiRole, bool)> = s
+            .api
+            .tokens
+            .iter()
+            .map(|t| (t.name.as_str(), t.role, t.legacy))
+            .collect();
+        assert_eq!(
+            t,
+            vec![
+                ("ops-ann", ApiRole::Operate, false),
+                ("keda", ApiRole::Scaling, false),
+                ("token-3", ApiRole::Operate, true)
+            ]
+        );
+        let vars = [(
+            "SAGAFLOW__API__TOKENS".to_string(),
+            "a:read:x,b:read:x".to_string(),
+        )];
+        let env = environment().source(Some(vars.into_iter().collect()));
+        let e = Settings::load_from(None, env).unwrap_err().to_string();
+        assert!(e.contains("api.tokens") && e.contains("same secret"), "{e}");
+    }
+
+    #[test]
+    fn tokens_need_distinct_names_and_secrets() {
+        let t = |n: &str, s: &str| ApiToken::new(n, ApiRole::Read, s);
+        assert_eq!(invalid_tokens(&[t("a", "1"), t("b", "2")]), None);
+        let e = invalid_tokens(&[t("a", "1"), t("a", "2")]).unwrap();
+        assert!(e.contains("two tokens are named `a`"), "{e}");
+        let e = invalid_tokens(&[t("a", "1"), t("b", "1")]).unwrap();
+        assert!(e.contains("same secret"), "{e}");
+        assert!(invalid_tokens(&[t("a b", "1")]).is_some());
+        assert!(invalid_tokens(&[t("a", " ")]).is_some());
+    }
+
+    #[test]
+    fn roles_grant_their_routes_and_those_below() {
+        use ApiRole::*;
+        assert!(Operate.grants(Operate) && Operate.grants(Read) && Operate.grants(Scaling));
+        assert!(!Read.grants(Operate) && Read.grants(Read) && Read.grants(Scaling));
+        assert!(!Scaling.grants(Operate) && !Scaling.grants(Read) && Scaling.grants(Scaling));
+        for r in ApiRole::ALL {
+            assert_eq!(r.as_str().parse::<ApiRole>(), Ok(r));
+        }
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn judge(catalog: &Catalog, id: &str, s: &SagaState, action: &OperatorAction) ->
         ),
         Some(def) => {
             let at = IssuedFor::of(&def, s);
-            match operate(&def, s.clone(), action, &at, chrono::Utc::now()) {
+            match operate(&def, s.clone(), action, &at, None, chrono::Utc::now()) {
                 Ok(_) => (None, Some(at)),
                 Err(why) => (Some(why), None),
             }
@@ -120,18 +120,20 @@ fn judge(catalog: &Catalog, id: &str, s: &SagaState, action: &OperatorAction) ->
     }
 }
 
-/// Sends `action` to every saga whose verdict accepted it; returns how many.
+/// Sends `action` on behalf of `actor` (recorded in each saga's history) to every
+/// saga whose verdict accepted it; returns how many.
 pub async fn send(
     client: &Client,
     verdicts: &[Verdict],
     action: &OperatorAction,
+    actor: &str,
 ) -> Result<usize, ClientError> {
     let mut sent = 0;
     for v in verdicts.iter().filter(|v| v.refused.is_none()) {
         let Some(at) = &v.issued_for else {
             continue;
         };
-        client.operate(&v.saga_id, action, at).await?;
+        client.operate(&v.saga_id, action, at, actor).await?;
         sent += 1;
     }
     Ok(sent)

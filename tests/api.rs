@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{eventually, TestEnv, ORDER};
 use reqwest::StatusCode;
 use sagaflow::api::{self, ApiState};
+use sagaflow::config::{ApiRole, ApiToken};
 use sagaflow::tools::demo::activities::set_switch;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -39,15 +40,31 @@ name = "review"
 activity = "manual.review"
 "#;
 
-/// Starts a server for `env` with `tokens`; returns its base URL.
+/// Starts a server for `env` with `tokens` (`operate` tokens, named by position);
+/// returns its base URL.
 async fn serve(env: &TestEnv, tokens: &[&str], stop: &CancellationToken) -> String {
     let mut settings = env.settings.clone();
-    settings.api.tokens = tokens.iter().map(|t| t.to_string()).collect();
+    settings.api.tokens = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ApiToken::new(&format!("t{i}"), ApiRole::Operate, t))
+        .collect();
     let state = ApiState::new(&settings, env.catalog.clone(), env.pool.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(api::serve(listener, state, stop.clone()));
     base
+}
+
+/// A client sending `X-Sagaflow-Request: 1`, which a tokenless API wants on every
+/// request that changes something (tests/api_roles.rs checks that rule).
+fn http_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("x-sagaflow-request", "1".parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 async fn get(http: &reqwest::Client, url: String) -> (StatusCode, Value) {
@@ -81,7 +98,7 @@ async fn operator_api_end_to_end() {
     let env = TestEnv::running(&files).await;
     let stop = CancellationToken::new();
     let base = serve(&env, &[], &stop).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
 
     let (code, v) = get(&http, format!("{base}/readyz")).await;
     assert_eq!(
@@ -317,7 +334,7 @@ cron = "0 0 * * *"
     let env = TestEnv::running(&[("order.toml", ORDER), ("nightly.toml", nightly)]).await;
     let stop = CancellationToken::new();
     let base = serve(&env, &[], &stop).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let client = env.client().await;
 
     // A failed saga: retry is accepted only once it applies; skip is refused with 409.

@@ -136,8 +136,8 @@ async fn dead_letters_know_their_saga_and_can_be_replayed_purged_and_skipped() {
     let skip = OperatorAction::Skip {
         output: json!({"manual": true}),
     };
-    client.operate("h-1", &skip, &issued).await.unwrap();
-    client.operate("h-1", &skip, &issued).await.unwrap();
+    client.operate("h-1", &skip, &issued, "test").await.unwrap();
+    client.operate("h-1", &skip, &issued, "test").await.unwrap();
     let (reason, _) = env.get_dead_letter(&env.names.dlq_coordinator(), T).await;
     assert!(reason.contains("moved on"), "{reason}");
     env.wait_status("h-1", "completed", T).await;
@@ -195,7 +195,7 @@ async fn a_failed_saga_is_retried_from_its_failed_compensation() {
     let skip = OperatorAction::Skip {
         output: json!(null),
     };
-    client.operate("f-1", &skip, &issued).await.unwrap();
+    client.operate("f-1", &skip, &issued, "test").await.unwrap();
     let (reason, _) = env.get_dead_letter(&env.names.dlq_coordinator(), T).await;
     assert!(
         reason.contains("operator action `skip` refused"),

@@ -297,6 +297,7 @@ async fn the_api_answers_413_and_422_and_shows_unreadable_sagas() {
     let post = |path: &str, body: String| {
         http.post(format!("{base}{path}"))
             .header("content-type", "application/json")
+            .header("x-sagaflow-request", "1")
             .body(body)
             .send()
     };

@@ -60,7 +60,7 @@ async fn operator_actions_on_the_signals_exchange_are_refused() {
     let skip = OperatorAction::Skip {
         output: json!({"by": "operator"}),
     };
-    client.operate("a-1", &skip, &issued).await.unwrap();
+    client.operate("a-1", &skip, &issued, "test").await.unwrap();
     env.wait_status("a-1", "completed", T).await;
     client.close().await;
     env.cleanup().await;

@@ -33,6 +33,23 @@ pub enum ApiError {
     ScheduleNotFound(String),
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A token whose role does not grant the route.
+    #[error("token `{token}` has role `{role}`; {route} needs role `{needed}`")]
+    Forbidden {
+        token: String,
+        role: crate::config::ApiRole,
+        needed: crate::config::ApiRole,
+        route: String,
+    },
+    /// A route missing from the role table (a bug: a unit test keeps the table whole).
+    #[error("no role is declared for {0}")]
+    NoRole(String),
+    /// Without tokens: a request for a host that is not a loopback name.
+    #[error("host `{0}` is not allowed: an API without api.tokens answers only requests for localhost, 127.0.0.1 or [::1] (a page of another site must not reach it through DNS rebinding)")]
+    HostNotAllowed(String),
+    /// Without tokens: a mutation without the header a cross-site form cannot send.
+    #[error("a request that changes something needs the header `X-Sagaflow-Request: 1` when the API has no api.tokens (a cross-site form cannot send it)")]
+    RequestHeaderRequired,
     #[error("{0} unavailable")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -63,6 +80,10 @@ impl ApiError {
             ApiError::IdConflict(_) => (StatusCode::CONFLICT, "id_conflict"),
             ApiError::ScheduleNotFound(_) => (StatusCode::NOT_FOUND, "schedule_not_found"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NoRole(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::HostNotAllowed(_) => (StatusCode::FORBIDDEN, "host_not_allowed"),
+            ApiError::RequestHeaderRequired => (StatusCode::FORBIDDEN, "request_header_required"),
             ApiError::Limit(e) | ApiError::Client(ClientError::Limit(e)) => limit_status(e),
             ApiError::Store(StoreError::Corrupt { .. }) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "saga_unreadable")
@@ -109,7 +130,14 @@ impl IntoResponse for ApiError {
                 message,
             },
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

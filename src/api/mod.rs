@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Names;
 use crate::client::Client;
-use crate::config::{Limits, Settings};
+use crate::config::{ApiToken, Limits, Settings};
 use crate::saga::definition::Catalog;
 
 pub use error::{ApiError, ErrorBody};
@@ -40,7 +40,8 @@ pub struct ApiState {
     pub pool: PgPool,
     pub catalog: Arc<Catalog>,
     pub names: Names,
-    pub tokens: Arc<Vec<String>>,
+    /// `api.tokens`; empty: unauthenticated, loopback only (see [`auth`]).
+    pub tokens: Arc<Vec<ApiToken>>,
     pub broker: Arc<BrokerLink>,
     /// `[limits]`: request bodies and the payloads in them are held to these.
     pub limits: Limits,
@@ -99,6 +100,11 @@ impl BrokerLink {
         if let Some(c) = slot.as_ref().filter(|c| c.is_connected()) {
             return Ok(c.clone());
         }
+        if let Some(stale) = slot.take() {
+            // Its connection dropped, or a publish the broker refused closed its
+            // publishing channel: let go of the connection too.
+            stale.connection().close("replaced").await;
+        }
         let c = Arc::new(
             Client::connect(&self.url, &self.namespace)
                 .await?
@@ -130,9 +136,23 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     if state.tokens.is_empty() {
-        tracing::warn!(%addr, "API is unauthenticated (no api.tokens): listening on localhost only");
+        tracing::warn!(%addr, "API is unauthenticated (no api.tokens): listening on localhost only, answering requests for loopback host names only");
     } else {
-        tracing::info!(%addr, tokens = state.tokens.len(), "API listening, bearer tokens required on /api");
+        let tokens: Vec<String> = state
+            .tokens
+            .iter()
+            .map(|t| format!("{} ({})", t.name, t.role))
+            .collect();
+        tracing::info!(%addr, ?tokens, "API listening, bearer tokens required on /api");
+        let legacy: Vec<&str> = state
+            .tokens
+            .iter()
+            .filter(|t| t.legacy)
+            .map(|t| t.name.as_str())
+            .collect();
+        if !legacy.is_empty() {
+            tracing::warn!(?legacy, "api.tokens: plain-string tokens are deprecated; they act as `operate` tokens named token-<n>. Give each a name and a role: [[api.tokens]] name, role (read, operate or scaling), secret; or SAGAFLOW__API__TOKENS=name:role:secret,...");
+        }
     }
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

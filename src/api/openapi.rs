@@ -13,7 +13,7 @@ use super::error;
 /// its route.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "sagaflow operator API", description = "Sagas, queues, dead letters and the scaling signal. `/api/*` needs `Authorization: Bearer <token>` when `api.tokens` is set."),
+    info(title = "sagaflow operator API", description = "Sagas, queues, dead letters and the scaling signal. `/api/*` needs `Authorization: Bearer <secret>` of a token whose role grants the operation when `api.tokens` is set; each operation names its role (`x-sagaflow-role`: `read`, `operate` or `scaling`; `operate` > `read` > `scaling`)."),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
     modifiers(&Bearer),
     security(("bearer" = []))

@@ -3,12 +3,13 @@
 //! [`crate::operator::check`], the same check `sagaflow sagas retry|…` makes: a
 //! refusal is a 409 with the reason; an accepted action is sent to the coordinators.
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::auth::Actor;
 use super::error::Body;
 use super::{ApiError, ApiState, ErrorBody};
 use crate::operator::{self, OperatorError, Verdict};
@@ -27,6 +28,7 @@ pub struct ActionAccepted {
     responses((status = 202, body = ActionAccepted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn saga_action(
     State(st): State<ApiState>,
+    Extension(Actor(actor)): Extension<Actor>,
     Path(id): Path<String>,
     Body(action): Body<OperatorAction>,
 ) -> Result<(StatusCode, Json<ActionAccepted>), ApiError> {
@@ -37,7 +39,7 @@ pub async fn saga_action(
     if let Some(why) = verdicts.iter().find_map(|v| v.refused.clone()) {
         return Err(ApiError::ActionRefused(why));
     }
-    operator::send(&*st.broker.client().await?, &verdicts, &action).await?;
+    operator::send(&*st.broker.client().await?, &verdicts, &action, &actor).await?;
     let accepted = ActionAccepted {
         saga_id: id,
         action: action.name().into(),
@@ -94,6 +96,7 @@ pub struct BulkResult {
     responses((status = 200, body = BulkResult), (status = 400, body = ErrorBody)))]
 pub async fn bulk_action(
     State(st): State<ApiState>,
+    Extension(Actor(actor)): Extension<Actor>,
     Body(req): Body<BulkAction>,
 ) -> Result<Json<BulkResult>, ApiError> {
     // Over a limit is refused for every saga: say so before reading any.
@@ -106,7 +109,7 @@ pub async fn bulk_action(
     let sent = if req.dry_run {
         0
     } else {
-        operator::send(&*st.broker.client().await?, &verdicts, &req.action).await?
+        operator::send(&*st.broker.client().await?, &verdicts, &req.action, &actor).await?
     };
     Ok(Json(BulkResult {
         action: req.action.name().into(),

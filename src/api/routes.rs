@@ -7,6 +7,7 @@
 //! write their path relative to it (`path = "/sagas"`). The only routes outside the
 //! document are the dashboard's static files, merged below as a plain router.
 
+use axum::http::Method;
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,6 +15,45 @@ use utoipa_axum::routes;
 
 use super::{auth, dashboard, dead_letters, metrics, openapi, operator, probes, queues};
 use super::{sagas, schedules, ApiState};
+use crate::config::ApiRole::{self, Operate, Read, Scaling};
+
+/// Who may call what: the role each `/api` route needs, in one place. A token's role
+/// grants its own routes and those of the roles below it (`operate` > `read` >
+/// `scaling`; [`ApiRole::grants`]). `HEAD` is `GET`. A route missing here is refused
+/// to every token (a unit test checks that each documented route has exactly one
+/// entry). Without tokens every route is open on loopback ([`auth`]).
+const ROLES: &[(&str, ApiRole)] = &[
+    ("GET /api/sagas", Read),
+    ("POST /api/sagas", Operate),
+    ("GET /api/sagas/{id}", Read),
+    ("GET /api/sagas/{id}/history", Read),
+    ("POST /api/sagas/{id}/signal", Operate),
+    ("POST /api/sagas/{id}/cancel", Operate),
+    ("POST /api/sagas/{id}/actions", Operate),
+    ("POST /api/sagas/actions", Operate),
+    ("GET /api/dead-letters", Read),
+    ("POST /api/dead-letters/{queue}/replay", Operate),
+    ("POST /api/dead-letters/{queue}/purge", Operate),
+    ("GET /api/schedules", Read),
+    ("POST /api/schedules/{name}/{op}", Operate),
+    ("GET /api/queues", Read),
+    ("GET /api/scaling", Scaling),
+    ("GET /api/openapi.json", Read),
+];
+
+/// The role `method` on the route `path` (as routed: `/api/sagas/{id}`) needs.
+pub fn required_role(method: &Method, path: &str) -> Option<ApiRole> {
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    let route = format!("{method} {path}");
+    ROLES
+        .iter()
+        .find(|(r, _)| *r == route)
+        .map(|(_, role)| *role)
+}
 
 /// The documented routes, with `secure` applied to the `/api` ones only.
 fn documented(
@@ -42,25 +82,54 @@ fn documented(
         .nest("/api", secure(api))
 }
 
-/// The OpenAPI document of [`router`]: the same routes, without the layers.
+/// The OpenAPI document of [`router`]: the same routes, without the layers. Each
+/// `/api` operation says the role it needs (`x-sagaflow-role`, and in its description).
 pub(super) fn document() -> utoipa::openapi::OpenApi {
-    documented(|api| api).into_openapi()
+    let mut doc = documented(|api| api).into_openapi();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [
+            (Method::GET, item.get.as_mut()),
+            (Method::POST, item.post.as_mut()),
+        ];
+        for (method, op) in ops {
+            let (Some(op), Some(role)) = (op, required_role(&method, path)) else {
+                continue;
+            };
+            op.extensions
+                .get_or_insert_with(Default::default)
+                .insert("x-sagaflow-role".into(), role.as_str().into());
+            let needs =
+                format!("Needs a token of role `{role}` (or above) when `api.tokens` is set.");
+            op.description = Some(match op.description.take() {
+                Some(d) if !d.is_empty() => format!("{d}\n\n{needs}"),
+                _ => needs,
+            });
+        }
+    }
+    doc
 }
 
-/// All routes: `/api/*` behind the token check and the body limit; probes, metrics
-/// and the dashboard's static files outside it.
+/// All routes: `/api/*` behind the token and role check ([`ROLES`]) and the body
+/// limit; probes, metrics and the dashboard's static files outside it. Without tokens,
+/// every route answers loopback host names only ([`auth`]).
 pub fn router(state: ApiState) -> Router {
     let limit = state.limits.message_bytes;
     let secure = |api: OpenApiRouter<ApiState>| {
         api.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::authorize,
         ))
         // Request bodies are read up to `limits.message_bytes` (not axum's 2 MB).
         .layer(axum::extract::DefaultBodyLimit::max(limit))
     };
     let (routes, _) = documented(secure).split_for_parts();
-    routes.merge(dashboard::routes()).with_state(state)
+    routes
+        .merge(dashboard::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::loopback_host,
+        ))
+        .with_state(state)
 }
 
 #[cfg(test)]
@@ -126,6 +195,47 @@ mod tests {
                 "{method} {path} must not override the bearer requirement"
             );
         }
+    }
+
+    /// Every documented `/api` operation has exactly one role in [`ROLES`], and every
+    /// entry of the table is a documented operation (none is stale).
+    #[test]
+    fn every_api_route_has_a_role() {
+        let doc = doc();
+        let api: Vec<String> = operations(&doc)
+            .into_iter()
+            .filter(|(_, p)| p.starts_with("/api/"))
+            .map(|(m, p)| format!("{} {p}", m.to_uppercase()))
+            .collect();
+        assert!(api.len() >= 16, "{api:?}");
+        for route in &api {
+            let n = ROLES.iter().filter(|(r, _)| r == route).count();
+            assert_eq!(n, 1, "{route}: {n} entries in ROLES (expected one)");
+            let (m, p) = route.split_once(' ').unwrap();
+            let role = required_role(&m.parse().unwrap(), p).unwrap();
+            assert_eq!(
+                doc["paths"][p][m.to_lowercase()]["x-sagaflow-role"],
+                role.as_str(),
+                "{route}"
+            );
+        }
+        for (route, _) in ROLES {
+            assert!(
+                api.contains(&route.to_string()),
+                "{route} in ROLES is not a route"
+            );
+        }
+        // Reads are `read` (the scaling signal `scaling`), changes `operate`.
+        for (route, role) in ROLES {
+            let expected = match *route {
+                "GET /api/scaling" => Scaling,
+                r if r.starts_with("GET ") => Read,
+                _ => Operate,
+            };
+            assert_eq!(*role, expected, "{route}");
+        }
+        assert_eq!(required_role(&Method::HEAD, "/api/sagas"), Some(Read));
+        assert_eq!(required_role(&Method::DELETE, "/api/sagas"), None);
     }
 
     #[test]
@@ -194,7 +304,10 @@ mod tests {
             let url = format!("{base}{}", concrete.join("/"));
             let request = match method.as_str() {
                 "get" => http.get(url),
-                "post" => http.post(url).json(&json!({})),
+                "post" => http
+                    .post(url)
+                    .header(auth::REQUEST_HEADER, "1")
+                    .json(&json!({})),
                 other => panic!("{other} {path}: no request for this method yet"),
             };
             let answer = request.send().await.unwrap();

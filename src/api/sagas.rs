@@ -1,6 +1,6 @@
 //! Saga endpoints: start, list, show, history, signal, cancel.
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::auth::Actor;
 use super::error::{Body, Params};
 use super::{cursor, ApiError, ApiState, ErrorBody};
 use crate::client::StartOptions;
@@ -311,11 +312,16 @@ pub async fn signal(
     responses((status = 202, body = Accepted), (status = 404, body = ErrorBody)))]
 pub async fn cancel(
     State(st): State<ApiState>,
+    Extension(Actor(actor)): Extension<Actor>,
     Path(id): Path<String>,
     Body(req): Body<CancelRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     exists(&st, &id).await?;
-    let reason = req.reason.unwrap_or_else(|| "cancelled by operator".into());
+    // A cancel rides `<ns>.signals` like any service's and carries no actor field: the
+    // default reason names who asked.
+    let reason = req
+        .reason
+        .unwrap_or_else(|| format!("cancelled by {actor} (API)"));
     st.broker.client().await?.cancel(&id, &reason).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
 }

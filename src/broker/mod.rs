@@ -53,6 +53,20 @@ impl From<lapin::Error> for Error {
     }
 }
 
+impl Error {
+    /// Whether the broker refused this user the operation (AMQP 403 `ACCESS_REFUSED`:
+    /// its `configure`, `write` or `read` permission does not match the name). The
+    /// broker closes the channel, not the connection; a publish reports it through
+    /// its confirm.
+    pub fn is_access_refused(&self) -> bool {
+        let e = match self {
+            Error::Amqp(e) | Error::Publish(PublishError::Amqp(e)) => e,
+            _ => return false,
+        };
+        matches!(e.kind(), ErrorKind::ProtocolError(p) if p.get_id() == 403)
+    }
+}
+
 /// A broker result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -86,6 +86,13 @@ impl Publisher {
         let _ = self.channel.close(200, "done".into()).await;
     }
 
+    /// Whether the channel is still open: the broker closes it after refusing a
+    /// publish (a missing exchange, or no `write` permission on it), and a closed
+    /// channel publishes nothing more.
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
     /// The underlying channel (for declarations that must precede a publish).
     pub(crate) fn channel(&self) -> &Channel {
         &self.channel

@@ -6,6 +6,11 @@
 //! same name whose queue-level TTL dead-letters the message back to `<ns>.tasks`
 //! under its original routing key (the activity). One TTL per queue, because expiry
 //! only happens at the head of a queue.
+//!
+//! The coordinator declares the whole topology and must be allowed to. Every other
+//! process declares what it uses only if its RabbitMQ user may (`configure`), and
+//! otherwise checks that it exists: a least-privilege worker, service or operator
+//! user declares nothing (see `docs/security.md`, "Broker permissions per role").
 
 use std::time::Duration;
 
@@ -186,30 +191,40 @@ async fn bind(ch: &Channel, queue: &str, exchange: &str, key: &str) -> Result<()
 }
 
 /// Declares what a client needs (idempotent): the exchanges every process relies on.
+/// A client whose user may not declare them (no `configure` permission: a service or
+/// operator user) checks instead that they exist; see [`Declarer`].
 pub async fn declare_exchanges(conn: &Connection, n: &Names) -> Result<()> {
-    on_own_channel(conn, |ch| async move { exchanges(&ch, n).await }).await
+    let mut d = Declarer::open(conn, Mode::IfPermitted).await?;
+    d.exchanges(n, ALL_EXCHANGES).await?;
+    d.finish().await;
+    Ok(())
 }
 
-/// Declares what a worker consuming `activities` needs (idempotent): the exchanges,
-/// and each activity's task queue and dead-letter queue.
+/// Declares what a worker consuming `activities` needs (idempotent): the exchanges it
+/// binds to or publishes to (`<ns>.tasks`, `<ns>.results`, `<ns>.dlx`), and each
+/// activity's task queue and dead-letter queue with their bindings. What its user may
+/// not declare (a least-privilege worker has no `configure` permission at all) must
+/// exist already, declared by a coordinator: it is checked, and its bindings are left
+/// as the coordinator made them.
 pub async fn declare_worker(
     conn: &Connection,
     n: &Names,
     activities: &[String],
     limits: QueueLimits,
 ) -> Result<()> {
-    on_own_channel(conn, |ch| async move {
-        exchanges(&ch, n).await?;
-        for a in activities {
-            activity(&ch, n, a, limits).await?;
-        }
-        Ok(())
-    })
-    .await
+    let mut d = Declarer::open(conn, Mode::IfPermitted).await?;
+    d.exchanges(n, WORKER_EXCHANGES).await?;
+    for a in activities {
+        d.activity(n, a, limits).await?;
+    }
+    d.finish().await;
+    Ok(())
 }
 
-/// Declares what a coordinator of `sagas` needs (idempotent): everything a worker of
-/// `activities` needs, plus the coordinator's input queue and its dead-letter queue.
+/// Declares what a coordinator of `sagas` needs (idempotent): every exchange, the task
+/// and dead-letter queues of `activities`, the coordinator's input queue and its
+/// dead-letter queue, and their bindings. The coordinator owns the topology: a
+/// declaration its user may not make is an error here, never skipped.
 pub async fn declare_coordinator(
     conn: &Connection,
     n: &Names,
@@ -217,11 +232,14 @@ pub async fn declare_coordinator(
     activities: Vec<String>,
     limits: QueueLimits,
 ) -> Result<()> {
-    declare_worker(conn, n, &activities, limits).await?;
-    on_own_channel(conn, |ch| async move {
-        coordinator(&ch, n, sagas, activities, limits).await
-    })
-    .await
+    let mut d = Declarer::open(conn, Mode::Strict).await?;
+    d.exchanges(n, ALL_EXCHANGES).await?;
+    for a in &activities {
+        d.activity(n, a, limits).await?;
+    }
+    coordinator(&d.ch, n, sagas, activities, limits).await?;
+    d.finish().await;
+    Ok(())
 }
 
 /// Declares one delay level on the publisher's channel, before a message is sent
@@ -232,53 +250,174 @@ pub async fn declare_delay_level(publisher: &Publisher, n: &Names, ms: u64) -> R
     delay_level_on(publisher.channel(), n, ms).await
 }
 
-/// Runs `work` on a channel of its own, closed afterwards: a failed declaration
-/// closes its channel, and must not take another user's with it.
-async fn on_own_channel<F, Fut>(conn: &Connection, work: F) -> Result<()>
-where
-    F: FnOnce(Channel) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    let ch = conn.channel().await?;
-    work(ch.clone()).await?;
-    let _ = ch.close(200, "declared".into()).await;
-    Ok(())
+/// Whether a declaration the broker refuses to this user is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The coordinator: it owns the topology, so a refusal is an error.
+    Strict,
+    /// Every other process: a refused declaration (403 `ACCESS_REFUSED`: the user has
+    /// no `configure` permission on the name) is replaced by a passive declare, which
+    /// needs no permission and fails only when the object does not exist.
+    IfPermitted,
 }
 
-async fn exchanges(ch: &Channel, n: &Names) -> Result<()> {
-    exchange(
-        ch,
-        &n.start_unrouted(),
-        ExchangeKind::Fanout,
-        FieldTable::default(),
-    )
-    .await?;
-    let ae = args(&[("alternate-exchange", text(&n.start_unrouted()))]);
-    exchange(ch, &n.start(), ExchangeKind::Direct, ae).await?;
-    exchange(ch, &n.tasks(), ExchangeKind::Direct, FieldTable::default()).await?;
-    exchange(
-        ch,
-        &n.results(),
-        ExchangeKind::Direct,
-        FieldTable::default(),
-    )
-    .await?;
-    exchange(
-        ch,
-        &n.signals(),
-        ExchangeKind::Fanout,
-        FieldTable::default(),
-    )
-    .await?;
-    exchange(
-        ch,
-        &n.operator(),
-        ExchangeKind::Fanout,
-        FieldTable::default(),
-    )
-    .await?;
-    exchange(ch, &n.events(), ExchangeKind::Topic, FieldTable::default()).await?;
-    exchange(ch, &n.dlx(), ExchangeKind::Direct, FieldTable::default()).await
+/// The exchanges, in declaration order (an alternate exchange before the exchange
+/// naming it).
+#[derive(Debug, Clone, Copy)]
+enum Exchange {
+    StartUnrouted,
+    Start,
+    Tasks,
+    Results,
+    Signals,
+    Operator,
+    Events,
+    Dlx,
+}
+
+const ALL_EXCHANGES: &[Exchange] = &[
+    Exchange::StartUnrouted,
+    Exchange::Start,
+    Exchange::Tasks,
+    Exchange::Results,
+    Exchange::Signals,
+    Exchange::Operator,
+    Exchange::Events,
+    Exchange::Dlx,
+];
+
+/// What a worker binds its queues to (`tasks`, `dlx`) and publishes to (`results`,
+/// and `dlx` for the tasks it dead-letters).
+const WORKER_EXCHANGES: &[Exchange] = &[Exchange::Tasks, Exchange::Results, Exchange::Dlx];
+
+impl Exchange {
+    fn spec(self, n: &Names) -> (String, ExchangeKind, FieldTable) {
+        let none = FieldTable::default;
+        match self {
+            Exchange::StartUnrouted => (n.start_unrouted(), ExchangeKind::Fanout, none()),
+            Exchange::Start => (
+                n.start(),
+                ExchangeKind::Direct,
+                args(&[("alternate-exchange", text(&n.start_unrouted()))]),
+            ),
+            Exchange::Tasks => (n.tasks(), ExchangeKind::Direct, none()),
+            Exchange::Results => (n.results(), ExchangeKind::Direct, none()),
+            Exchange::Signals => (n.signals(), ExchangeKind::Fanout, none()),
+            Exchange::Operator => (n.operator(), ExchangeKind::Fanout, none()),
+            Exchange::Events => (n.events(), ExchangeKind::Topic, none()),
+            Exchange::Dlx => (n.dlx(), ExchangeKind::Direct, none()),
+        }
+    }
+}
+
+/// Declarations on a channel of its own, closed at the end: a failed declaration
+/// closes its channel, and must not take another user's with it. In
+/// [`Mode::IfPermitted`] a refused declaration reopens the channel and checks the
+/// object passively instead.
+struct Declarer<'a> {
+    conn: &'a Connection,
+    ch: Channel,
+    mode: Mode,
+}
+
+impl<'a> Declarer<'a> {
+    async fn open(conn: &'a Connection, mode: Mode) -> Result<Declarer<'a>> {
+        Ok(Declarer {
+            conn,
+            ch: conn.channel().await?,
+            mode,
+        })
+    }
+
+    async fn finish(self) {
+        let _ = self.ch.close(200, "declared".into()).await;
+    }
+
+    async fn exchanges(&mut self, n: &Names, which: &[Exchange]) -> Result<()> {
+        for e in which {
+            let (name, kind, arguments) = e.spec(n);
+            self.exchange(&name, kind, arguments).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares (or, when refused, checks) an exchange.
+    async fn exchange(
+        &mut self,
+        name: &str,
+        kind: ExchangeKind,
+        arguments: FieldTable,
+    ) -> Result<()> {
+        match exchange(&self.ch, name, kind.clone(), arguments).await {
+            Err(e) if self.tolerates(&e) => {
+                self.ch = self.conn.channel().await?;
+                let passive = ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let checked = self
+                    .ch
+                    .exchange_declare(name.into(), kind, passive, FieldTable::default())
+                    .await;
+                checked_exists("exchange", name, checked)
+            }
+            other => other,
+        }
+    }
+
+    /// Declares (or, when refused, checks) a queue; true when this user declared it.
+    async fn queue(&mut self, name: &str, arguments: FieldTable) -> Result<bool> {
+        match queue(&self.ch, name, arguments).await {
+            Ok(()) => Ok(true),
+            Err(e) if self.tolerates(&e) => {
+                self.ch = self.conn.channel().await?;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                let checked = self
+                    .ch
+                    .queue_declare(name.into(), passive, FieldTable::default())
+                    .await
+                    .map(|_| ());
+                checked_exists("queue", name, checked).map(|()| false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn tolerates(&self, e: &super::Error) -> bool {
+        self.mode == Mode::IfPermitted && e.is_access_refused()
+    }
+
+    /// An activity's dead-letter queue and task queue, each bound when this user
+    /// declared it (a queue it could only check was bound by whoever declared it).
+    async fn activity(&mut self, n: &Names, activity: &str, limits: QueueLimits) -> Result<()> {
+        let dlq = n.dlq(activity);
+        if self.queue(&dlq, dlq_args(limits)).await? {
+            bind(&self.ch, &dlq, &n.dlx(), &Names::dlx_key_task(activity)).await?;
+        }
+        let q = n.task_queue(activity);
+        let arguments = consuming_queue_args(limits, &n.dlx(), &Names::dlx_key_task(activity));
+        if self.queue(&q, arguments).await? {
+            bind(&self.ch, &q, &n.tasks(), activity).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The outcome of the passive check that replaces a refused declaration.
+fn checked_exists(what: &str, name: &str, outcome: lapin::Result<()>) -> Result<()> {
+    match outcome {
+        Ok(()) => {
+            tracing::debug!("{what} {name} exists (this user may not declare it)");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!("{what} {name} does not exist and this user may not declare it (no configure permission): start a coordinator first, it declares the topology");
+            Err(e.into())
+        }
+    }
 }
 
 fn dlq_args(limits: QueueLimits) -> FieldTable {
@@ -290,21 +429,6 @@ fn dlq_args(limits: QueueLimits) -> FieldTable {
         ),
         ("x-overflow", text("reject-publish")),
     ])
-}
-
-/// Declares an activity's task queue and its dead-letter queue.
-async fn activity(ch: &Channel, n: &Names, activity: &str, limits: QueueLimits) -> Result<()> {
-    let dlq = n.dlq(activity);
-    queue(ch, &dlq, dlq_args(limits)).await?;
-    bind(ch, &dlq, &n.dlx(), &Names::dlx_key_task(activity)).await?;
-    let q = n.task_queue(activity);
-    queue(
-        ch,
-        &q,
-        consuming_queue_args(limits, &n.dlx(), &Names::dlx_key_task(activity)),
-    )
-    .await?;
-    bind(ch, &q, &n.tasks(), activity).await
 }
 
 /// Declares one delay level: its fanout exchange and its TTL queue.

@@ -147,7 +147,14 @@ impl<'a> Work<'a> {
     }
 
     /// An operator action; one that does not apply (any more) is dead-lettered with why.
-    fn operate(&mut self, pos: usize, id: &str, action: &OperatorAction, issued: &IssuedFor) {
+    fn operate(
+        &mut self,
+        pos: usize,
+        id: &str,
+        action: &OperatorAction,
+        issued: &IssuedFor,
+        actor: Option<&str>,
+    ) {
         let Some(entry) = self.entries.get(id) else {
             self.rejected.push((
                 pos,
@@ -155,11 +162,19 @@ impl<'a> Work<'a> {
             ));
             return;
         };
-        match machine::operate(&entry.def, entry.state.clone(), action, issued, self.now) {
+        match machine::operate(
+            &entry.def,
+            entry.state.clone(),
+            action,
+            issued,
+            actor,
+            self.now,
+        ) {
             Ok(d) => {
                 tracing::info!(
                     saga_id = id,
                     action = action.name(),
+                    actor,
                     "operator action applied"
                 );
                 self.take(id, d);
@@ -272,7 +287,8 @@ pub async fn apply_inputs(
                 saga_id,
                 action,
                 issued_for,
-            } => work.operate(pos, &saga_id, &action, &issued_for),
+                actor,
+            } => work.operate(pos, &saga_id, &action, &issued_for, actor.as_deref()),
             other => {
                 let id = other.saga_id().to_string();
                 if let Some(e) = to_event(other) {

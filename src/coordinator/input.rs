@@ -35,11 +35,14 @@ pub enum Input {
         reason: String,
     },
     /// An operator action (retry, resume_at, skip, compensate), with where the saga
-    /// stood when it was decided.
+    /// stood when it was decided and who sent it.
     Operator {
         saga_id: String,
         action: OperatorAction,
         issued_for: IssuedFor,
+        /// Who issued it (an API token's name, `cli:<user>`), as the sender says; `None`
+        /// from senders older than the field.
+        actor: Option<String>,
     },
 }
 
@@ -76,7 +79,7 @@ struct SignalMessage {
 }
 
 /// A message on `<ns>.operator`: an operator action, with where the saga stood when
-/// it was decided.
+/// it was decided and who issued it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OperatorMessage {
@@ -84,6 +87,10 @@ struct OperatorMessage {
     operator: OperatorAction,
     #[serde(default)]
     issued_for: Option<IssuedFor>,
+    /// Recorded in the saga's history with the action. Optional, so an action sent by
+    /// an older client is still applied (its actor is recorded as `null`).
+    #[serde(default)]
+    actor: Option<String>,
 }
 
 /// Parses one delivery. `message_id` (an AMQP property) names the saga when a start
@@ -202,10 +209,14 @@ fn parse_operator(body: &[u8], limits: &Limits) -> Result<Input, String> {
     let Some(issued_for) = m.issued_for else {
         return Err("an operator message needs `issued_for` (the step, generation and task it was decided for), so a redelivered action cannot apply twice".into());
     };
+    if let Some(actor) = &m.actor {
+        check_id(limits, "actor", actor)?;
+    }
     Ok(Input::Operator {
         saga_id: m.saga_id,
         action: m.operator,
         issued_for,
+        actor: m.actor,
     })
 }
 
@@ -581,9 +592,22 @@ mod tests {
                     step: "ship".into(),
                     generation: 0,
                     task_id: None
-                }
+                },
+                actor: None,
             }
         );
+        let signed = json!({"saga_id": "s", "operator": {"action": "retry"},
+            "issued_for": {"step": "ship", "generation": 0}, "actor": "ops-ann"})
+        .to_string();
+        assert!(matches!(
+            parse(&n(), "ns.operator", "", signed.as_bytes(), None, now()).unwrap(),
+            Input::Operator { actor: Some(a), .. } if a == "ops-ann"
+        ));
+        let long = json!({"saga_id": "s", "operator": {"action": "retry"},
+            "issued_for": {"step": "ship", "generation": 0}, "actor": "x".repeat(201)})
+        .to_string();
+        let e = parse(&n(), "ns.operator", "", long.as_bytes(), None, now()).unwrap_err();
+        assert!(e.contains("actor") && e.contains("id_bytes"), "{e}");
         let unanchored = json!({"saga_id": "s", "operator": {"action": "retry"}}).to_string();
         assert!(
             parse(&n(), "ns.operator", "", unanchored.as_bytes(), None, now())

@@ -66,7 +66,9 @@ class ApiError extends Error {}
 
 async function api(path, opts) {
   for (let tries = 0; tries < 3; tries++) {
-    const headers = { Accept: "application/json" };
+    // X-Sagaflow-Request: an API without tokens refuses changes without it (a
+    // cross-site form cannot send it; see docs/security.md).
+    const headers = { Accept: "application/json", "X-Sagaflow-Request": "1" };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers["Authorization"] = "Bearer " + token;
     const init = { method: "GET", headers };

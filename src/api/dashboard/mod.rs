@@ -2,8 +2,16 @@
 //! embedded in the binary (no Node toolchain, no build step). The page calls the
 //! JSON API under `/api` with `fetch`; the static files need no token (the page
 //! asks for one when the API answers 401 and keeps it in `sessionStorage`).
+//!
+//! Every asset is sent with a Content-Security-Policy that allows only this origin's
+//! script, stylesheet and API (no inline script, no `eval`, no other origin) and
+//! forbids framing (`frame-ancestors 'none'`, and `X-Frame-Options: DENY` for older
+//! browsers), so the page's buttons cannot be clickjacked from another site.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -26,9 +34,21 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
+/// The dashboard's Content-Security-Policy.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; \
+    frame-ancestors 'none'";
+
 async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
-        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        [
+            (CONTENT_TYPE, content_type),
+            (CACHE_CONTROL, "no-cache"),
+            (CONTENT_SECURITY_POLICY, CSP),
+            (X_FRAME_OPTIONS, "DENY"),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (REFERRER_POLICY, "no-referrer"),
+        ],
         body,
     )
 }
@@ -41,5 +61,26 @@ mod tests {
     fn page_references_its_assets() {
         assert!(INDEX.contains("/app.js") && INDEX.contains("/style.css"));
         assert!(APP_JS.contains("Authorization"));
+        assert!(APP_JS.contains("\"X-Sagaflow-Request\": \"1\""));
+    }
+
+    /// The policy allows no inline script or style: the page has none.
+    #[test]
+    fn the_page_needs_nothing_the_policy_forbids() {
+        assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
+        assert_eq!(INDEX.matches("<script").count(), 1, "only /app.js");
+        assert!(!INDEX.contains("<style"));
+        for forbidden in [
+            "eval(",
+            "new Function",
+            ".innerHTML",
+            "style=",
+            "http://",
+            "https://",
+        ] {
+            assert!(!APP_JS.contains(forbidden), "app.js uses {forbidden}");
+        }
+        assert!(!STYLE.contains("url("), "style.css loads {STYLE}");
+        assert!(CSP.contains("frame-ancestors 'none'") && !CSP.contains("unsafe"));
     }
 }

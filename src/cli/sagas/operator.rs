@@ -88,7 +88,7 @@ pub async fn act(
         return Ok(());
     }
     let client = client(settings).await?;
-    operator::send(&client, &verdicts, &action).await?;
+    operator::send(&client, &verdicts, &action, &actor()).await?;
     client.close().await;
     match id {
         Some(id) => println!(
@@ -102,6 +102,17 @@ pub async fn act(
         ),
     }
     Ok(())
+}
+
+/// Who acts, as the saga's history records it: `cli:<the OS user>` (`$USER`, else
+/// `$LOGNAME`). Like any actor it is what the sender says: the broker credentials are
+/// what is checked.
+fn actor() -> String {
+    let user = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli:{user}")
 }
 
 /// One line per selected saga: what the action does (or would do) to it, or why not.

@@ -95,13 +95,16 @@ impl IssuedFor {
     }
 }
 
-/// Applies `action`, decided when the saga stood at `issued`, or says why it does not
-/// apply to this saga now.
+/// Applies `action`, decided when the saga stood at `issued` and sent by `actor` (as
+/// the sender names itself; `None` when it did not), or says why it does not apply to
+/// this saga now. The history's `operator_action` entry records the action and the
+/// actor.
 pub fn operate(
     def: &Definition,
     state: SagaState,
     action: &OperatorAction,
     issued: &IssuedFor,
+    actor: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Decision, String> {
     if let Some(why) = issued.moved_on(&IssuedFor::of(def, &state)) {
@@ -111,7 +114,12 @@ pub fn operate(
     }
     let mut run = Run::new(def, state, now);
     let status = run.state.status;
-    run.record("operator_action", None, None, json!({ "action": action }));
+    run.record(
+        "operator_action",
+        None,
+        None,
+        json!({ "action": action, "actor": actor }),
+    );
     match action {
         OperatorAction::Retry => retry(&mut run)?,
         OperatorAction::ResumeAt { step } => resume_at(&mut run, step)?,

@@ -65,7 +65,7 @@ fn fail(task: &str) -> Event {
 /// `operate`, issued for the saga as it stands.
 fn op(s: SagaState, action: &OperatorAction, now: DateTime<Utc>) -> Result<Decision, String> {
     let at = IssuedFor::of(&def(), &s);
-    operate(&def(), s, action, &at, now)
+    operate(&def(), s, action, &at, Some("ops-ann"), now)
 }
 
 fn drive(evs: Vec<Event>) -> SagaState {
@@ -102,6 +102,11 @@ fn retry_redispatches_a_stuck_task_as_a_new_chain() {
         )]
     );
     assert_eq!(d.history[0].event, "operator_action");
+    assert_eq!(
+        d.history[0].detail,
+        json!({"action": {"action": "retry"}, "actor": "ops-ann"}),
+        "the history names who acted"
+    );
     // The old chain's late answer is now stale.
     let late = apply(&def(), d.state.clone(), ok("o:charge:action#1"), t(10));
     assert!(late.is_noop());
@@ -270,18 +275,27 @@ fn a_redelivered_action_is_refused_once_the_saga_moved_on() {
     let skip = OperatorAction::Skip {
         output: json!(null),
     };
-    let d = operate(&def(), s, &skip, &issued, t(9)).unwrap();
+    let d = operate(&def(), s, &skip, &issued, None, t(9)).unwrap();
     // The same skip again (the broker redelivered it): charge is done, ship is current.
-    let again = operate(&def(), d.state.clone(), &skip, &issued, t(10)).unwrap_err();
+    let again = operate(&def(), d.state.clone(), &skip, &issued, None, t(10)).unwrap_err();
     assert!(again.contains("from step `charge` to `ship`"), "{again}");
     // A retry issued for ship's first chain, applied twice, opens one new chain.
     let issued = IssuedFor::of(&def(), &d.state);
-    let r = operate(&def(), d.state, &OperatorAction::Retry, &issued, t(11)).unwrap();
+    let r = operate(
+        &def(),
+        d.state,
+        &OperatorAction::Retry,
+        &issued,
+        None,
+        t(11),
+    )
+    .unwrap();
     let again = operate(
         &def(),
         r.state.clone(),
         &OperatorAction::Retry,
         &issued,
+        None,
         t(12),
     )
     .unwrap_err();
@@ -302,10 +316,10 @@ fn a_resume_applied_twice_reruns_once() {
         step: "reserve".into(),
     };
     let issued = IssuedFor::of(&def(), &s);
-    let d = operate(&def(), s, &resume, &issued, t(9)).unwrap();
+    let d = operate(&def(), s, &resume, &issued, None, t(9)).unwrap();
     assert_eq!(d.state.generation, 1);
     assert_eq!(dispatched(&d)[0].2, "o:reserve:action:g1#2");
-    let again = operate(&def(), d.state, &resume, &issued, t(10)).unwrap_err();
+    let again = operate(&def(), d.state, &resume, &issued, None, t(10)).unwrap_err();
     assert!(again.contains("generation 0 -> 1"), "{again}");
 }
 
