@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, TestEnv, ORDER};
+use common::{eventually, TestEnv, APPROVAL, ORDER};
 use reqwest::StatusCode;
 use sagaflow::api::{self, ApiState};
 use sagaflow::config::{ApiRole, ApiToken};
@@ -17,19 +17,6 @@ const T: Duration = Duration::from_secs(30);
 
 /// The demo switch that keeps `payments.refund` failing while it is on.
 const REFUND_DOWN: &str = "refund_down";
-
-/// Waits on a reserve, then a signal `approved`; cancelling while it waits undoes the reserve.
-const APPROVAL: &str = r#"
-name = "approval"
-version = 1
-[[steps]]
-name = "reserve"
-activity = "inventory.reserve"
-compensate = "inventory.release"
-[[steps]]
-name = "approve"
-wait = "approved"
-"#;
 
 /// An activity no worker hosts here: its task stays outstanding.
 const MANUAL: &str = r#"

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestEnv, ORDER};
+use common::{TestEnv, APPROVAL, ORDER};
 use reqwest::StatusCode;
 use sagaflow::api::{self, ApiState};
 use sagaflow::config::{ApiRole, ApiToken};
@@ -15,19 +15,6 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Waits on a reserve, then on a signal `approved`.
-const APPROVAL: &str = r#"
-name = "approval"
-version = 1
-[[steps]]
-name = "reserve"
-activity = "inventory.reserve"
-compensate = "inventory.release"
-[[steps]]
-name = "approve"
-wait = "approved"
-"#;
 
 const OPERATE: &str = "s-operate-0123456789";
 const READ: &str = "s-read-0123456789";

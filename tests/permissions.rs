@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{id, pg_base, TestEnv, ORDER};
+use common::{id, pg_base, TestEnv, APPROVAL, ORDER};
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use sagaflow::api::ApiState;
@@ -27,19 +27,6 @@ const T: Duration = Duration::from_secs(30);
 
 const DEFINITIONS: &str = include_str!("../deploy/rabbitmq/definitions.example.json");
 const ROLES: [&str; 4] = ["coordinator", "worker", "service", "operator"];
-
-/// Waits on a reserve, then on a signal `approved` (an operator skips it here).
-const APPROVAL: &str = r#"
-name = "approval"
-version = 1
-[[steps]]
-name = "reserve"
-activity = "inventory.reserve"
-compensate = "inventory.release"
-[[steps]]
-name = "approve"
-wait = "approved"
-"#;
 
 /// A vhost and users of this test's own on the machine's broker, deleted on drop.
 struct BrokerUsers {

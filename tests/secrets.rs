@@ -263,7 +263,16 @@ async fn no_password_shows_in_output_errors_or_api_bodies() {
     );
     let api_port = free_port();
     let base = format!("http://127.0.0.1:{api_port}");
-    let http = reqwest::Client::new();
+    // A tokenless API wants this header on every request that changes something.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-sagaflow-request",
+        reqwest::header::HeaderValue::from_static("1"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let ok = d.env(&amqp_ok, &db_ok, api_port);
     let mut shown: Vec<Shown> = vec![];
 

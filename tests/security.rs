@@ -5,23 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{id, TestEnv};
+use common::{id, TestEnv, APPROVAL};
 use sagaflow::saga::machine::{IssuedFor, OperatorAction};
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
-
-/// A saga that waits for a signal `approved` after one step.
-const APPROVAL: &str = r#"
-name = "approval"
-version = 1
-[[steps]]
-name = "reserve"
-activity = "inventory.reserve"
-[[steps]]
-name = "approve"
-wait = "approved"
-"#;
 
 /// The issue's forged skip: a plain message on `<ns>.signals` (the exchange every
 /// service may write) carrying an operator action. It must not move the saga; it is
@@ -109,5 +97,40 @@ async fn a_reused_id_is_absorbed_or_refused_and_run_ids_are_reserved() {
     assert!(reason.contains("only schedule runs may use"), "{reason}");
     assert_eq!(env.status("nightly@2030-01-01T00:00:00Z").await, None);
     client.close().await;
+    env.cleanup().await;
+}
+
+/// The same rules over HTTP: `POST /api/sagas` answers 200 (nothing started) for a
+/// repeated start, `409 id_conflict` for a different input, `400` for a run id.
+#[tokio::test]
+async fn http_starts_answer_a_reused_id_with_200_or_409() {
+    let env = TestEnv::running(&[("approval.toml", APPROVAL)]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let state = sagaflow::api::ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/sagas", listener.local_addr().unwrap());
+    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        http.post(&base)
+            .header("x-sagaflow-request", "1")
+            .json(&body)
+            .send()
+    };
+    let first = json!({"saga": "approval", "id": "h-1", "input": {"order": 1}});
+    assert_eq!(post(first.clone()).await.unwrap().status(), 202);
+    env.wait_history("h-1", "wait_started").await;
+    assert_eq!(post(first).await.unwrap().status(), 200);
+    let r = post(json!({"saga": "approval", "id": "h-1", "input": {"order": 2}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "id_conflict", "{body}");
+    let r = post(json!({"saga": "approval", "id": "nightly@2030-01-01T00:00:00Z"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    stop.cancel();
     env.cleanup().await;
 }

@@ -110,6 +110,19 @@ pub fn id(s: &str) -> sagaflow::client::StartOptions {
 
 pub const ORDER: &str = include_str!("../../sagas/order_fulfillment.toml");
 
+/// Waits on a reserve (undone by a release), then on a signal `approved`.
+pub const APPROVAL: &str = r#"
+name = "approval"
+version = 1
+[[steps]]
+name = "reserve"
+activity = "inventory.reserve"
+compensate = "inventory.release"
+[[steps]]
+name = "approve"
+wait = "approved"
+"#;
+
 pub fn amqp_url() -> String {
     std::env::var("SAGAFLOW_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
