@@ -137,3 +137,49 @@ async fn sagas_purge_erases_on_demand_and_refuses_running_sagas() {
     client.close().await;
     env.cleanup().await;
 }
+
+/// `POST /api/sagas/purge`: the same selection and refusals as the CLI.
+#[tokio::test]
+async fn the_api_purges_on_demand_with_the_same_refusals() {
+    let env = TestEnv::running(&[("kept.toml", KEPT)]).await;
+    let client = env.client().await;
+    client.start("kept", json!({}), id("a-1")).await.unwrap();
+    env.wait_status("a-1", "completed", T).await;
+    env.saga("a-running").definition("kept").insert().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let state = sagaflow::api::ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/api/sagas/purge", listener.local_addr().unwrap());
+    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        http.post(&url)
+            .header("x-sagaflow-request", "1")
+            .json(&body)
+            .send()
+    };
+    let r = post(json!({})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = post(json!({"ids": ["a-running"]})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let dry: serde_json::Value = post(json!({"saga": "kept", "dry_run": true}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dry["sagas"].as_array().map(Vec::len), Some(1), "{dry}");
+    assert_eq!(env.status("a-1").await.as_deref(), Some("completed"));
+    let done: serde_json::Value = post(json!({"ids": ["a-1"]}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["sagas"][0]["id"], "a-1", "{done}");
+    assert_eq!(env.status("a-1").await, None);
+    assert_eq!(env.status("a-running").await.as_deref(), Some("running"));
+    stop.cancel();
+    client.close().await;
+    env.cleanup().await;
+}

@@ -13,6 +13,7 @@ pub mod openapi;
 mod operator;
 mod probes;
 pub mod prom;
+mod purge;
 mod queues;
 mod routes;
 mod sagas;

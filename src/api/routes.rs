@@ -13,7 +13,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{auth, dashboard, dead_letters, metrics, openapi, operator, probes, queues};
+use super::{auth, dashboard, dead_letters, metrics, openapi, operator, probes, purge, queues};
 use super::{sagas, schedules, ApiState};
 use crate::config::ApiRole::{self, Operate, Read, Scaling};
 
@@ -31,6 +31,7 @@ const ROLES: &[(&str, ApiRole)] = &[
     ("POST /api/sagas/{id}/cancel", Operate),
     ("POST /api/sagas/{id}/actions", Operate),
     ("POST /api/sagas/actions", Operate),
+    ("POST /api/sagas/purge", Operate),
     ("GET /api/dead-letters", Read),
     ("POST /api/dead-letters/{queue}/replay", Operate),
     ("POST /api/dead-letters/{queue}/purge", Operate),
@@ -67,6 +68,7 @@ fn documented(
         .routes(routes!(sagas::cancel))
         .routes(routes!(operator::saga_action))
         .routes(routes!(operator::bulk_action))
+        .routes(routes!(purge::purge_sagas))
         .routes(routes!(dead_letters::dead_letters))
         .routes(routes!(dead_letters::replay))
         .routes(routes!(dead_letters::purge))

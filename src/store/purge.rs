@@ -97,6 +97,36 @@ pub struct Selection {
     pub before: Option<DateTime<Utc>>,
 }
 
+/// Why an on-demand purge of `sel` is refused, if it is: one that names no filter
+/// (a purge of every ended saga must say so with `before`), a status that has not
+/// ended, or an id that does not exist or has not ended. The CLI and the API ask the
+/// same question.
+pub async fn refusal(pool: &PgPool, sel: &Selection) -> Result<Option<String>, StoreError> {
+    let no_filter = sel.ids.as_ref().is_none_or(|i| i.is_empty())
+        && sel.saga.is_none()
+        && sel.status.is_none()
+        && sel.before.is_none();
+    if no_filter {
+        return Ok(Some("give at least one of id, saga, status, before (a purge of every ended saga must say so: before <now>)".into()));
+    }
+    if let Some(s) = sel.status.filter(|s| !s.is_terminal()) {
+        return Ok(Some(format!("status {s}: only ended sagas are purged (completed, compensated, failed, cancelled); cancel a running saga first")));
+    }
+    for id in sel.ids.iter().flatten() {
+        match super::sagas::get(pool, id).await? {
+            None => return Ok(Some(format!("no saga with id `{id}`"))),
+            Some(s) if !s.state.status.is_terminal() => {
+                return Ok(Some(format!(
+                    "saga `{id}` is {}: only ended sagas are purged; cancel it first",
+                    s.state.status
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
 /// The ended sagas `sel` selects, oldest first, at most `limit` (a dry run).
 pub async fn matching(pool: &PgPool, sel: &Selection, limit: i64) -> Result<Purged, StoreError> {
     let statuses = statuses(sel);

@@ -9,7 +9,6 @@ use super::parse_status;
 use crate::config::Settings;
 use crate::saga::state::SagaStatus;
 use crate::store::purge::{self, Selection};
-use crate::store::sagas;
 
 #[derive(Debug, clap::Args)]
 pub struct PurgeArgs {
@@ -32,32 +31,24 @@ pub struct PurgeArgs {
 
 const BATCH: i64 = 500;
 
-/// Refuses a purge that would select every ended saga by accident, or names a
-/// status or a saga that can never be deleted.
+/// The selection the arguments name, or why it is refused ([`purge::refusal`]).
 async fn selection(pool: &sqlx::PgPool, args: PurgeArgs) -> anyhow::Result<Selection> {
-    if args.ids.is_empty() && args.saga.is_none() && args.status.is_none() && args.before.is_none()
-    {
-        anyhow::bail!("give at least one of --id, --saga, --status, --before (a purge of every ended saga must say so: --before <now, RFC 3339>)");
-    }
-    if let Some(s) = args.status.filter(|s| !s.is_terminal()) {
-        anyhow::bail!("--status {s}: only ended sagas are purged (completed, compensated, failed, cancelled); cancel a running saga first");
-    }
-    for id in &args.ids {
-        match sagas::get(pool, id).await? {
-            None => anyhow::bail!("no saga with id `{id}`"),
-            Some(s) if !s.state.status.is_terminal() => anyhow::bail!(
-                "saga `{id}` is {}: only ended sagas are purged; cancel it first",
-                s.state.status
-            ),
-            Some(_) => {}
-        }
-    }
-    Ok(Selection {
+    let sel = Selection {
         ids: (!args.ids.is_empty()).then_some(args.ids),
         saga: args.saga,
         status: args.status,
         before: args.before,
-    })
+    };
+    if let Some(why) = purge::refusal(pool, &sel).await? {
+        anyhow::bail!(
+            "{}",
+            why.replace(
+                "id, saga, status, before",
+                "--id, --saga, --status, --before"
+            )
+        );
+    }
+    Ok(sel)
 }
 
 /// Runs `sagas purge`.
