@@ -4,6 +4,7 @@
 mod common;
 
 use common::{TestEnv, ORDER};
+use serde_json::json;
 use serde_json::Value;
 
 const APPROVAL: &str = r#"
@@ -83,5 +84,53 @@ async fn the_outcome_is_printed_with_an_exit_code_per_status() {
     )
     .await;
     assert_eq!((code, v["status"].as_str()), (0, Some("completed")), "{v}");
+    env.cleanup().await;
+}
+
+/// `POST /api/sagas?wait=…`: 200 with the outcome once the saga ended, 202 with the id
+/// when it had not within the wait.
+#[tokio::test]
+async fn the_api_answers_with_the_outcome_or_202() {
+    let env = TestEnv::running(&[
+        ("order_fulfillment.toml", ORDER),
+        ("approval.toml", APPROVAL),
+    ])
+    .await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let state = sagaflow::api::ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/api/sagas", listener.local_addr().unwrap());
+    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let http = reqwest::Client::new();
+    let post = |wait: &str, body: Value| {
+        http.post(format!("{base}?wait={wait}"))
+            .header("x-sagaflow-request", "1")
+            .json(&body)
+            .send()
+    };
+    let r = post("30s", json!({"saga": "order_fulfillment", "id": "h-ok"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "completed", "{v}");
+    assert!(!v["output"].is_null(), "{v}");
+    let declined = json!({"fail": {"payments.charge": {"code": "card_declined"}}});
+    let r = post(
+        "30s",
+        json!({"saga": "order_fulfillment", "id": "h-no", "input": declined}),
+    )
+    .await
+    .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "compensated", "{v}");
+    assert_eq!(v["error"]["code"], "card_declined", "{v}");
+    let r = post("300ms", json!({"saga": "approval", "id": "h-wait"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"id": "h-wait"}));
+    stop.cancel();
     env.cleanup().await;
 }

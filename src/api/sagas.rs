@@ -37,7 +37,40 @@ pub struct StartRequest {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     pub id: String,
+    /// With `wait`: how the saga ended (absent when it had not within the wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// With `wait`: the saga's output (its last completed step's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output: Option<Value>,
+    /// With `wait`: why it did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<crate::messages::ErrorInfo>,
 }
+
+impl Accepted {
+    fn id(id: String) -> Self {
+        Accepted {
+            id,
+            status: None,
+            output: None,
+            error: None,
+        }
+    }
+}
+
+/// `POST /api/sagas?wait=30s`: answer with the outcome once the saga ends, or `202`
+/// with its id when it has not within the wait (at most 5 minutes).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StartQuery {
+    pub wait: Option<String>,
+}
+
+/// The longest `wait` a request may ask for: a waiting request holds a connection.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SignalRequest {
@@ -139,15 +172,24 @@ pub struct HistoryItem {
     pub detail: Value,
 }
 
-#[utoipa::path(post, path = "/sagas", tag = "sagas", request_body = StartRequest,
-    responses((status = 202, description = "start published", body = Accepted),
-        (status = 200, description = "a saga with this id, saga name and input exists: nothing started", body = Accepted),
+#[utoipa::path(post, path = "/sagas", tag = "sagas", request_body = StartRequest, params(StartQuery),
+    responses((status = 202, description = "start published (with `wait`: not ended within it)", body = Accepted),
+        (status = 200, description = "with `wait`: the saga ended, with its status and output; without: a saga with this id, saga name and input exists, nothing started", body = Accepted),
         (status = 400, body = ErrorBody), (status = 409, description = "`id_conflict`: the id exists with a different saga name or input", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn start(
     State(st): State<ApiState>,
+    Params(q): Params<StartQuery>,
     Body(req): Body<StartRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let wait = match q.wait.as_deref() {
+        None => None,
+        Some(w) => Some(
+            crate::saga::definition::parse_duration(w)
+                .map_err(|e| ApiError::BadRequest(format!("wait: {e}")))?
+                .min(MAX_WAIT),
+        ),
+    };
     if st.catalog.latest(&req.saga).is_none() {
         return Err(ApiError::BadRequest(format!("unknown saga `{}`", req.saga)));
     }
@@ -173,12 +215,14 @@ pub async fn start(
     // answering here tells an HTTP caller at once.
     if let Some(stored) = crate::store::sagas::get(&st.pool, &id).await? {
         let s = &stored.state;
-        return match crate::coordinator::id_reuse::id_reuse(
-            &id, &s.saga, &s.input, &req.saga, &input,
-        ) {
-            None => Ok((StatusCode::OK, Json(Accepted { id }))),
-            Some(why) => Err(ApiError::IdConflict(why)),
-        };
+        if let Some(why) =
+            crate::coordinator::id_reuse::id_reuse(&id, &s.saga, &s.input, &req.saga, &input)
+        {
+            return Err(ApiError::IdConflict(why));
+        }
+        if wait.is_none() || s.status.is_terminal() {
+            return Ok((StatusCode::OK, Json(outcome(id, wait.map(|_| s)))));
+        }
     }
     let opts = StartOptions {
         id: Some(id.clone()),
@@ -186,12 +230,38 @@ pub async fn start(
         start_at: req.start_at,
         version: None,
     };
-    st.broker
-        .client()
+    let client = st.broker.client().await?;
+    let Some(wait) = wait else {
+        client.start(&req.saga, input, opts).await?;
+        return Ok((StatusCode::ACCEPTED, Json(Accepted::id(id))));
+    };
+    // Subscribed before the start is published, so the terminal event cannot be missed.
+    let mut watch = client.watch(&req.saga).await?;
+    client.start(&req.saga, input, opts).await?;
+    let ended_before = sagas::get(&st.pool, &id)
         .await?
-        .start(&req.saga, input, opts)
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+        .is_some_and(|s| s.state.status.is_terminal());
+    if !ended_before && watch.ended(&id, wait).await.is_none() {
+        return Ok((StatusCode::ACCEPTED, Json(Accepted::id(id))));
+    }
+    let stored = sagas::get(&st.pool, &id).await?;
+    Ok((
+        StatusCode::OK,
+        Json(outcome(id, stored.as_ref().map(|s| &s.state))),
+    ))
+}
+
+/// The answer for saga `id`, with its status, output and error when `state` is given.
+fn outcome(id: String, state: Option<&crate::saga::state::SagaState>) -> Accepted {
+    match state {
+        None => Accepted::id(id),
+        Some(s) => Accepted {
+            id,
+            status: Some(s.status.to_string()),
+            output: s.output().cloned(),
+            error: s.error.clone(),
+        },
+    }
 }
 
 #[utoipa::path(get, path = "/sagas", tag = "sagas", params(ListQuery),
@@ -305,7 +375,7 @@ pub async fn signal(
     exists(&st, &id).await?;
     let client = st.broker.client().await?;
     client.signal(&id, &req.name, req.payload).await?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+    Ok((StatusCode::ACCEPTED, Json(Accepted::id(id))))
 }
 
 #[utoipa::path(post, path = "/sagas/{id}/cancel", tag = "sagas", params(("id" = String, Path)), request_body = CancelRequest,
@@ -323,7 +393,7 @@ pub async fn cancel(
         .reason
         .unwrap_or_else(|| format!("cancelled by {actor} (API)"));
     st.broker.client().await?.cancel(&id, &reason).await?;
-    Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+    Ok((StatusCode::ACCEPTED, Json(Accepted::id(id))))
 }
 
 /// 404 before publishing: a signal to an unknown id would only be dead-lettered. A
