@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::broker::{self, topology, Names, Outgoing, Publisher};
 use crate::config::{LimitError, Limits};
-use crate::messages::{SagaEvent, StartEvent};
+use crate::messages::{SagaEvent, StartEvent, StartSignal};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +45,7 @@ fn start_body(
     saga: &str,
     input: &Value,
     o: &StartOptions,
+    signal: Option<&StartSignal>,
 ) -> Result<Vec<u8>, LimitError> {
     // An id chosen here, not by the coordinator, makes a redelivered start idempotent.
     let id =
@@ -57,11 +58,15 @@ fn start_body(
         delay: o.delay.clone(),
         start_at: o.start_at,
         version: o.version,
+        signal: signal.cloned(),
     };
     let body = serde_json::to_vec(&e).expect("start event serialises");
     limits.check_message("start body", &body)?;
     limits.check_id("id", e.id.as_deref().unwrap_or_default())?;
     limits.check_payload("start input", input)?;
+    if let Some(s) = signal {
+        limits.check_payload("signal payload", &s.payload)?;
+    }
     Ok(body)
 }
 
@@ -111,7 +116,7 @@ impl Client {
     ) -> Result<(), ClientError> {
         let bodies = starts
             .iter()
-            .map(|(saga, input, o)| start_body(&self.limits, saga, input, o))
+            .map(|(saga, input, o)| start_body(&self.limits, saga, input, o, None))
             .collect::<Result<Vec<_>, _>>()?;
         let exchange = self.names.start();
         let msgs: Vec<Outgoing> = starts
@@ -136,6 +141,34 @@ impl Client {
         options: StartOptions,
     ) -> Result<(), ClientError> {
         self.start_many(&[(saga.to_string(), input, options)]).await
+    }
+
+    /// Signal-with-start: starts `saga` with `input` unless a saga with `opts.id`
+    /// exists, then delivers the signal `name`, in one coordinator transaction (so the
+    /// signal can neither be lost before the start nor start a second saga).
+    pub async fn signal_with_start(
+        &self,
+        saga: &str,
+        input: Value,
+        opts: StartOptions,
+        name: &str,
+        payload: Value,
+    ) -> Result<(), ClientError> {
+        let signal = StartSignal {
+            name: name.to_string(),
+            payload,
+        };
+        let body = start_body(&self.limits, saga, &input, &opts, Some(&signal))?;
+        let exchange = self.names.start();
+        let msg = Outgoing {
+            exchange: &exchange,
+            routing_key: saga,
+            body: &body,
+            mandatory: true,
+            headers: None,
+        };
+        self.publisher.publish_all_or_fail(&[msg]).await?;
+        Ok(())
     }
 
     /// Sends a named signal to a saga.
@@ -283,23 +316,24 @@ mod tests {
     #[test]
     fn starts_over_a_limit_are_refused_with_the_coordinators_reason() {
         let l = small();
-        let body = start_body(&l, "order", &json!({"k": "01234567"}), &opts("o-1")).unwrap();
+        let body = start_body(&l, "order", &json!({"k": "01234567"}), &opts("o-1"), None).unwrap();
         let parsed: StartEvent = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.id.as_deref(), Some("o-1"));
-        let err = start_body(&l, "order", &json!({"k": "0123456789"}), &opts("o-1")).unwrap_err();
+        let err =
+            start_body(&l, "order", &json!({"k": "0123456789"}), &opts("o-1"), None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "start input is 18 bytes; limits.payload_bytes is 16"
         );
-        let err = start_body(&l, "order", &json!([[[[1]]]]), &opts("o-1")).unwrap_err();
+        let err = start_body(&l, "order", &json!([[[[1]]]]), &opts("o-1"), None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "start body is nested more than 4 levels deep; limits.json_depth is 4"
         );
-        let err = start_body(&l, "order", &json!({}), &opts("123456789")).unwrap_err();
+        let err = start_body(&l, "order", &json!({}), &opts("123456789"), None).unwrap_err();
         assert_eq!(err.to_string(), "`id` is 9 bytes; limits.id_bytes is 8");
         let long = "x".repeat(200);
-        let err = start_body(&l, "order", &json!(long), &opts("o-1")).unwrap_err();
+        let err = start_body(&l, "order", &json!(long), &opts("o-1"), None).unwrap_err();
         assert!(
             err.to_string().contains("limits.message_bytes is 120"),
             "{err}"

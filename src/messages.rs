@@ -36,6 +36,19 @@ pub struct StartEvent {
     /// Definition version to run; the newest loaded version when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
+    /// Signal-with-start: this signal is delivered in the transaction that starts the
+    /// saga, or to the saga with this id if it exists (its input is then ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<StartSignal>,
+}
+
+/// The signal of a signal-with-start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartSignal {
+    pub name: String,
+    #[serde(default)]
+    pub payload: Value,
 }
 
 fn empty_object() -> Value {

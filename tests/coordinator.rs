@@ -65,6 +65,7 @@ fn start(saga: &str, id: &str) -> Input {
         version: None,
         input: json!({"order_id": 7}),
         run_at: None,
+        signal: None,
     }
 }
 
@@ -286,4 +287,42 @@ async fn a_timeout_fires_at_the_injected_time() {
         outbox(&env).await
     );
     env.cleanup().await;
+}
+
+/// Signal-with-start: a new id is started and signalled in one batch; an existing id
+/// only gets the signal (its input is not compared: a signal-with-start may repeat).
+#[tokio::test]
+async fn a_signal_with_start_starts_unless_the_saga_exists_then_signals() {
+    let env = env().await;
+    let with_signal = |id: &str, n: i64| Input::Start {
+        saga: "order_fulfillment".into(),
+        id: id.into(),
+        version: None,
+        input: json!({"order_id": n}),
+        run_at: None,
+        signal: Some(sagaflow::messages::StartSignal {
+            name: "gift_wrap".into(),
+            payload: json!({"n": n}),
+        }),
+    };
+    let c = run(&env, vec![with_signal("s-1", 1)], at(0)).await;
+    assert!(c.rejected.is_empty() && c.unhandled.is_empty(), "{c:?}");
+    assert_eq!(tasks(&c).len(), 1, "started: its first task");
+    let events: Vec<String> = history(&env, "s-1")
+        .await
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(events.first().map(String::as_str), Some("saga_started"));
+    assert!(events.iter().any(|e| e == "signal_buffered"), "{events:?}");
+
+    let c = run(&env, vec![with_signal("s-1", 2)], at(1)).await;
+    assert!(c.rejected.is_empty() && tasks(&c).is_empty(), "{c:?}");
+    let s = state(&env, "s-1").await;
+    assert_eq!(
+        s.input,
+        json!({"order_id": 1}),
+        "the saga keeps its first input"
+    );
+    assert_eq!(s.signals["gift_wrap"], [json!({"n": 1}), json!({"n": 2})]);
 }

@@ -134,3 +134,38 @@ async fn the_api_answers_with_the_outcome_or_202() {
     stop.cancel();
     env.cleanup().await;
 }
+
+/// Signal-with-start on the broker: the first call starts the saga and delivers the
+/// signal its wait step needs, so it completes; a second call for the same id only
+/// signals (no second saga, no refusal for its other input).
+#[tokio::test]
+async fn a_signal_with_start_starts_and_signals_in_one_go() {
+    let env = TestEnv::running(&[("approval.toml", common::APPROVAL)]).await;
+    let client = env.client().await;
+    client
+        .signal_with_start(
+            "approval",
+            json!({"n": 1}),
+            common::id("sws-1"),
+            "approved",
+            json!({"by": "ann"}),
+        )
+        .await
+        .unwrap();
+    env.wait_status("sws-1", "completed", std::time::Duration::from_secs(30))
+        .await;
+    client
+        .signal_with_start(
+            "approval",
+            json!({"n": 2}),
+            common::id("sws-1"),
+            "approved",
+            json!({}),
+        )
+        .await
+        .unwrap();
+    env.wait_history("sws-1", "signal_buffered").await;
+    assert_eq!(env.depth(&env.names.dlq_coordinator()).await, 0);
+    client.close().await;
+    env.cleanup().await;
+}

@@ -27,6 +27,10 @@ pub struct StartRequest {
     pub id: Option<String>,
     #[schema(value_type = Object)]
     pub input: Option<Value>,
+    /// Signal-with-start: deliver this signal in the transaction that starts the saga,
+    /// or to the saga with this id if it exists (its input is then not compared).
+    #[schema(value_type = Option<Object>)]
+    pub signal: Option<crate::messages::StartSignal>,
     /// Run after this delay (`250ms`, `30s`, `36h`, `7d`).
     pub delay: Option<String>,
     /// Run at this instant (RFC 3339).
@@ -213,7 +217,12 @@ pub async fn start(
     st.limits.check_payload("start input", &input)?;
     // The coordinator is the authority (it refuses a conflicting start it receives);
     // answering here tells an HTTP caller at once.
-    if let Some(stored) = crate::store::sagas::get(&st.pool, &id).await? {
+    let existing = match &req.signal {
+        // A signal-with-start goes to the saga whatever input it was started with.
+        Some(_) => None,
+        None => crate::store::sagas::get(&st.pool, &id).await?,
+    };
+    if let Some(stored) = existing {
         let s = &stored.state;
         if let Some(why) =
             crate::coordinator::id_reuse::id_reuse(&id, &s.saga, &s.input, &req.saga, &input)
@@ -231,13 +240,23 @@ pub async fn start(
         version: None,
     };
     let client = st.broker.client().await?;
+    let publish = async {
+        match req.signal {
+            None => client.start(&req.saga, input, opts).await,
+            Some(s) => {
+                client
+                    .signal_with_start(&req.saga, input, opts, &s.name, s.payload)
+                    .await
+            }
+        }
+    };
     let Some(wait) = wait else {
-        client.start(&req.saga, input, opts).await?;
+        publish.await?;
         return Ok((StatusCode::ACCEPTED, Json(Accepted::id(id))));
     };
     // Subscribed before the start is published, so the terminal event cannot be missed.
     let mut watch = client.watch(&req.saga).await?;
-    client.start(&req.saga, input, opts).await?;
+    publish.await?;
     let ended_before = sagas::get(&st.pool, &id)
         .await?
         .is_some_and(|s| s.state.status.is_terminal());

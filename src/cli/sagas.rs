@@ -123,6 +123,13 @@ pub struct StartArgs {
     /// Run at this instant (RFC 3339).
     #[arg(long)]
     pub start_at: Option<DateTime<Utc>>,
+    /// Signal-with-start: deliver this signal in the transaction that starts the saga,
+    /// or to the saga with this id if it exists.
+    #[arg(long, conflicts_with = "wait")]
+    pub signal: Option<String>,
+    /// The signal's payload, as JSON.
+    #[arg(long, default_value = "null", value_parser = parse_json, requires = "signal")]
+    pub signal_payload: Value,
     /// Wait for the saga to end; print its status and output as JSON. Exit code: 0
     /// completed, 4 compensated, 5 failed, 6 cancelled, 7 still running after --timeout.
     #[arg(long)]
@@ -240,7 +247,14 @@ pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
         client.close().await;
         return outcome;
     }
-    client.start(&args.saga, args.input, opts).await?;
+    match &args.signal {
+        None => client.start(&args.saga, args.input, opts).await?,
+        Some(name) => {
+            client
+                .signal_with_start(&args.saga, args.input, opts, name, args.signal_payload)
+                .await?
+        }
+    }
     client.close().await;
     println!(
         "start event for {} published (id {id}); follow it with: sagaflow sagas show {id}",

@@ -282,7 +282,29 @@ pub async fn apply_inputs(
                 version,
                 input,
                 run_at,
+                signal: None,
             } => work.start(pos, &saga, &id, version, input, run_at),
+            Input::Start {
+                saga,
+                id,
+                version,
+                input,
+                run_at,
+                signal: Some(sig),
+            } => {
+                // Signal-with-start: start unless the saga exists, then deliver the
+                // signal, both in this transaction.
+                if !work.entries.contains_key(&id) && !work.no_definition.contains_key(&id) {
+                    work.start(pos, &saga, &id, version, input, run_at);
+                }
+                if work.entries.contains_key(&id) || work.no_definition.contains_key(&id) {
+                    let signal = Event::Signal {
+                        name: sig.name,
+                        payload: sig.payload,
+                    };
+                    work.event(pos, &id, signal);
+                }
+            }
             Input::Operator {
                 saga_id,
                 action,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::broker::Names;
 use crate::config::Limits;
-use crate::messages::{Outcome, ResultMessage, StartEvent};
+use crate::messages::{Outcome, ResultMessage, StartEvent, StartSignal};
 use crate::saga::definition::parse_duration;
 use crate::saga::machine::{IssuedFor, OperatorAction};
 
@@ -23,6 +23,9 @@ pub enum Input {
         version: Option<u32>,
         input: Value,
         run_at: Option<DateTime<Utc>>,
+        /// Signal-with-start: delivered in the same batch, to the saga this starts or
+        /// to the one that exists with this id.
+        signal: Option<StartSignal>,
     },
     Result(ResultMessage),
     Signal {
@@ -174,6 +177,12 @@ fn parse_start(
         return Err(reserved_id(&id));
     }
     check_payload(limits, "start input", &e.input)?;
+    if let Some(sig) = &e.signal {
+        if sig.name.is_empty() {
+            return Err("start event `signal` needs a `name`".into());
+        }
+        check_payload(limits, "signal payload", &sig.payload)?;
+    }
     let run_at = match (e.delay, e.start_at) {
         (Some(_), Some(_)) => {
             return Err("start event has both `delay` and `start_at`; give one".into())
@@ -193,6 +202,7 @@ fn parse_start(
         version: e.version,
         input: e.input,
         run_at,
+        signal: e.signal,
     })
 }
 
@@ -466,7 +476,8 @@ mod tests {
                 id: "o-1".into(),
                 version: None,
                 input: json!({"a": 1}),
-                run_at: Some(now() + chrono::Duration::hours(36))
+                run_at: Some(now() + chrono::Duration::hours(36)),
+                signal: None,
             }
         );
     }
@@ -488,6 +499,27 @@ mod tests {
         let b = start("order", json!({})).unwrap();
         assert_ne!(a.saga_id(), b.saga_id());
         assert!(uuid::Uuid::parse_str(a.saga_id()).is_ok());
+    }
+
+    #[test]
+    fn a_start_may_carry_a_signal() {
+        let i = start(
+            "order",
+            json!({"id": "o-1", "signal": {"name": "approve", "payload": {"by": "ann"}}}),
+        )
+        .unwrap();
+        let Input::Start { signal, .. } = i else {
+            panic!("{i:?}")
+        };
+        assert_eq!(
+            signal,
+            Some(StartSignal {
+                name: "approve".into(),
+                payload: json!({"by": "ann"})
+            })
+        );
+        assert!(start("order", json!({"signal": {"name": ""}})).is_err());
+        assert!(start("order", json!({"signal": {"name": "a", "extra": 1}})).is_err());
     }
 
     #[test]

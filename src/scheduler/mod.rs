@@ -196,6 +196,7 @@ impl Scheduler {
                     version: None,
                     input: s.input,
                     run_at: None,
+                    signal: None,
                 };
                 inputs.push((inputs.len(), input));
             }
