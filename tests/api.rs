@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use common::{eventually, TestEnv, APPROVAL, ORDER};
 use reqwest::StatusCode;
-use sagaflow::api::{self, ApiState};
 use sagaflow::config::{ApiRole, ApiToken};
 use sagaflow::tools::demo::activities::set_switch;
 use serde_json::{json, Value};
@@ -36,11 +35,7 @@ async fn serve(env: &TestEnv, tokens: &[&str], stop: &CancellationToken) -> Stri
         .enumerate()
         .map(|(i, t)| ApiToken::new(&format!("t{i}"), ApiRole::Operate, t))
         .collect();
-    let state = ApiState::new(&settings, env.catalog.clone(), env.pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(api::serve(listener, state, stop.clone()));
-    base
+    common::serve_api(env, &settings, stop).await
 }
 
 /// A client sending `X-Sagaflow-Request: 1`, which a tokenless API wants on every

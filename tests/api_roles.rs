@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{TestEnv, APPROVAL, ORDER};
 use reqwest::StatusCode;
-use sagaflow::api::{self, ApiState};
+use sagaflow::api;
 use sagaflow::config::{ApiRole, ApiToken};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -32,11 +32,13 @@ fn tokens() -> Vec<ApiToken> {
 async fn serve(env: &TestEnv, tokens: Vec<ApiToken>, stop: &CancellationToken) -> (String, u16) {
     let mut settings = env.settings.clone();
     settings.api.tokens = tokens;
-    let state = ApiState::new(&settings, env.catalog.clone(), env.pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(api::serve(listener, state, stop.clone()));
-    (format!("http://127.0.0.1:{port}"), port)
+    let base = common::serve_api(env, &settings, stop).await;
+    let port = base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    (base, port)
 }
 
 /// Every documented `/api` operation as (method, path template, concrete path).

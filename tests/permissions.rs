@@ -16,7 +16,6 @@ use std::time::Duration;
 use common::{id, pg_base, TestEnv, APPROVAL, ORDER};
 use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
-use sagaflow::api::ApiState;
 use sagaflow::broker::Subscription;
 use sagaflow::client::{Client, ClientError};
 use sagaflow::config::{ApiRole, ApiToken};
@@ -220,11 +219,11 @@ async fn each_role_runs_with_its_own_permissions_and_no_more() {
     let mut api_settings = env.settings.clone();
     api_settings.amqp.url = users.url("operator").to_string();
     api_settings.api.tokens = vec![ApiToken::new("ops-ann", ApiRole::Operate, "s-ann-01234")];
-    let state = ApiState::new(&api_settings, env.catalog.clone(), env.pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/api", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let base = format!(
+        "{}/api",
+        common::serve_api(&env, &api_settings, &stop).await
+    );
     let http = reqwest::Client::new();
     let call = |method: reqwest::Method, path: &str, body: Option<Value>| {
         let req = http

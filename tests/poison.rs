@@ -288,11 +288,8 @@ async fn the_api_answers_413_and_422_and_shows_unreadable_sagas() {
     let mut settings = env.settings.clone();
     settings.limits.payload_bytes = 1000;
     settings.limits.message_bytes = 4000;
-    let state = sagaflow::api::ApiState::new(&settings, env.catalog.clone(), env.pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let base = common::serve_api(&env, &settings, &stop).await;
     let http = reqwest::Client::new();
     let post = |path: &str, body: String| {
         http.post(format!("{base}{path}"))

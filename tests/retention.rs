@@ -147,10 +147,10 @@ async fn the_api_purges_on_demand_with_the_same_refusals() {
     env.wait_status("a-1", "completed", T).await;
     env.saga("a-running").definition("kept").insert().await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let state = sagaflow::api::ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/api/sagas/purge", listener.local_addr().unwrap());
-    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let url = format!(
+        "{}/api/sagas/purge",
+        common::serve_api(&env, &env.settings, &stop).await
+    );
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value| {
         http.post(&url)

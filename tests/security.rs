@@ -106,10 +106,10 @@ async fn a_reused_id_is_absorbed_or_refused_and_run_ids_are_reserved() {
 async fn http_starts_answer_a_reused_id_with_200_or_409() {
     let env = TestEnv::running(&[("approval.toml", APPROVAL)]).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let state = sagaflow::api::ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/api/sagas", listener.local_addr().unwrap());
-    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let base = format!(
+        "{}/api/sagas",
+        common::serve_api(&env, &env.settings, &stop).await
+    );
     let http = reqwest::Client::new();
     let post = |body: serde_json::Value| {
         http.post(&base)

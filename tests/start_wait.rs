@@ -97,10 +97,10 @@ async fn the_api_answers_with_the_outcome_or_202() {
     ])
     .await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let state = sagaflow::api::ApiState::new(&env.settings, env.catalog.clone(), env.pool.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/api/sagas", listener.local_addr().unwrap());
-    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    let base = format!(
+        "{}/api/sagas",
+        common::serve_api(&env, &env.settings, &stop).await
+    );
     let http = reqwest::Client::new();
     let post = |wait: &str, body: Value| {
         http.post(format!("{base}?wait={wait}"))

@@ -56,6 +56,17 @@ where
     }
 }
 
+/// Serves the HTTP API of `env` with `settings` (the deployment's, perhaps changed:
+/// tokens, limits, a broker user) on a free loopback port until `stop`; returns
+/// `http://127.0.0.1:<port>`.
+pub async fn serve_api(env: &TestEnv, settings: &Settings, stop: &CancellationToken) -> String {
+    let state = sagaflow::api::ApiState::new(settings, env.catalog.clone(), env.pool.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(sagaflow::api::serve(listener, state, stop.clone()));
+    format!("http://127.0.0.1:{port}")
+}
+
 /// [`eventually`] for a yes/no probe (nothing to report while it does not hold).
 pub async fn eventually_holds<F, Fut>(what: &str, within: Duration, mut probe: F)
 where
