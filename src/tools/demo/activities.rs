@@ -182,15 +182,30 @@ fn injected_delay(activity: &str, attempt: u32, saga_input: &Value) -> Option<(u
     ))
 }
 
-/// Records one effect under `key` (a downstream system's idempotent write).
+/// How long an effect write rides out an unreachable database before the attempt
+/// fails: a downstream system's client retries a short outage (a failover) itself,
+/// rather than spend one of the step's attempts on it.
+const EFFECT_OUTAGE_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Records one effect under `key` (a downstream system's idempotent write), retrying
+/// while the database is unreachable for up to [`EFFECT_OUTAGE_GRACE`].
 pub(super) async fn record_effect(
     pool: &PgPool,
     key: &str,
     ctx: &ActivityContext,
 ) -> Result<(), ActivityError> {
-    crate::store::demo::record_effect(pool, key, &ctx.saga_id, &ctx.activity)
-        .await
-        .map_err(|e| ActivityError::retryable("db_unavailable", e.to_string()))
+    let give_up = tokio::time::Instant::now() + EFFECT_OUTAGE_GRACE;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match crate::store::demo::record_effect(pool, key, &ctx.saga_id, &ctx.activity).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < give_up => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(ActivityError::retryable("db_unavailable", e.to_string())),
+        }
+    }
 }
 
 #[cfg(test)]
