@@ -68,6 +68,12 @@ struct Work<'a> {
 }
 
 impl<'a> Work<'a> {
+    /// Whether a saga with `id` is stored (loaded here, or of a definition not loaded
+    /// here) or created earlier in this batch.
+    fn exists(&self, id: &str) -> bool {
+        self.entries.contains_key(id) || self.no_definition.contains_key(id)
+    }
+
     fn take(&mut self, id: &str, d: Decision) {
         if d.is_noop() {
             tracing::debug!(saga_id = id, "duplicate or stale input ignored");
@@ -282,22 +288,14 @@ pub async fn apply_inputs(
                 version,
                 input,
                 run_at,
-                signal: None,
-            } => work.start(pos, &saga, &id, version, input, run_at),
-            Input::Start {
-                saga,
-                id,
-                version,
-                input,
-                run_at,
-                signal: Some(sig),
+                signal,
             } => {
                 // Signal-with-start: start unless the saga exists, then deliver the
                 // signal, both in this transaction.
-                if !work.entries.contains_key(&id) && !work.no_definition.contains_key(&id) {
+                if signal.is_none() || !work.exists(&id) {
                     work.start(pos, &saga, &id, version, input, run_at);
                 }
-                if work.entries.contains_key(&id) || work.no_definition.contains_key(&id) {
+                if let Some(sig) = signal.filter(|_| work.exists(&id)) {
                     let signal = Event::Signal {
                         name: sig.name,
                         payload: sig.payload,
