@@ -103,6 +103,11 @@ impl Coordinator {
         .await
     }
 
+    /// The broker delay levels the loaded definitions' retry policies use.
+    fn delay_levels(&self) -> std::collections::BTreeSet<u64> {
+        topology::delay_levels_for(self.catalog.retry_waits())
+    }
+
     /// Declares the topology this coordinator's definitions need.
     pub async fn declare(&self, conn: &broker::Connection) -> broker::Result<()> {
         topology::declare_coordinator(
@@ -110,6 +115,7 @@ impl Coordinator {
             &self.names,
             self.catalog.names().into_iter().collect(),
             self.catalog.activities().into_iter().collect(),
+            &self.delay_levels(),
             self.limits(),
         )
         .await
@@ -136,7 +142,7 @@ impl Coordinator {
         let background = shutdown.child_token();
         let _stop_background = background.clone().drop_guard();
         let c = &self.settings.coordinator;
-        let delays = relay::DelayLevels::new(self.names.clone());
+        let delays = relay::DelayLevels::new(self.names.clone(), self.delay_levels());
         let mut loops = Supervised::new(background.clone());
         loops.spawn(
             "outbox relay",

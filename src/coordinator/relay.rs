@@ -17,7 +17,8 @@ use crate::broker::{self, topology};
 use crate::broker::{Names, Outgoing, Publisher};
 use crate::store::outbox::{self, OutboxRow};
 
-/// The delay levels declared on this connection.
+/// The delay levels declared on this connection: those of the loaded retry policies
+/// at start (`topology::declare_coordinator`), any other on first use.
 #[derive(Clone)]
 pub struct DelayLevels {
     names: Names,
@@ -25,10 +26,10 @@ pub struct DelayLevels {
 }
 
 impl DelayLevels {
-    pub fn new(names: Names) -> Self {
+    pub fn new(names: Names, declared: impl IntoIterator<Item = u64>) -> Self {
         DelayLevels {
             names,
-            declared: Default::default(),
+            declared: Arc::new(Mutex::new(declared.into_iter().collect())),
         }
     }
 
