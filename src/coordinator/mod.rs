@@ -31,6 +31,7 @@ use crate::broker::topology::{self, QueueLimits};
 use crate::broker::{self, Names, Publisher};
 use crate::config::Settings;
 use crate::health::Health;
+use crate::hops::Hop;
 use crate::runtime::Supervised;
 use crate::saga::definition::Catalog;
 use crate::store::StoreError;
@@ -146,7 +147,13 @@ impl Coordinator {
         let mut loops = Supervised::new(background.clone());
         loops.spawn(
             "outbox relay",
-            relay::relay(self.pool.clone(), relay_pub, delays.clone(), rx),
+            relay::relay(
+                self.pool.clone(),
+                relay_pub,
+                delays.clone(),
+                rx,
+                self.health.clone(),
+            ),
         );
         loops.spawn(
             "outbox sweeper",
@@ -213,16 +220,19 @@ impl Coordinator {
             let Some(batch) = batch else {
                 return Err(CoordinatorError::ConsumerEnded);
             };
+            let taken = std::time::Instant::now();
             let Some((rows, verdicts)) = self.handle_batch(&batch, &shutdown).await else {
                 break; // shutdown while the database was away: the broker keeps the batch
             };
+            self.health.hop(Hop::CoordinatorCommit, taken.elapsed());
+            // Rows to the relay first: its publish need not wait for the acks.
+            if !rows.is_empty() && tx.send(rows).await.is_err() {
+                return Err(CoordinatorError::ConsumerEnded);
+            }
             intake
                 .settler()
                 .settle(&dead_pub, &batch, &verdicts)
                 .await?;
-            if !rows.is_empty() && tx.send(rows).await.is_err() {
-                return Err(CoordinatorError::ConsumerEnded);
-            }
         }
         conn.close("shutdown").await;
         Ok(())
