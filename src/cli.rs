@@ -48,7 +48,7 @@ pub enum Cmd {
     Coordinator,
     /// Run a worker hosting the demo activities (embed `sagaflow::worker::Worker` for your own).
     Worker {
-        /// Host the example activities (order saga, benchmark no-op).
+        /// Host the example activities (order saga, the benchmark's no-ops and failure).
         #[arg(long)]
         demo: bool,
     },
@@ -82,7 +82,8 @@ pub enum Cmd {
         #[arg(long, default_value_t = 20)]
         sagas: usize,
     },
-    /// Benchmark N sagas of K no-op steps through a coordinator and a worker process.
+    /// Benchmark N sagas through a coordinator and a worker process: in a burst, a closed
+    /// loop (--concurrency) or an open loop (--rate).
     Bench(bench::ThroughputArgs),
     /// Measure the broker's ceiling: N event-sized messages published with confirms.
     BenchBroker(bench::BrokerArgs),

@@ -5,13 +5,29 @@ use std::time::Duration;
 
 use super::database::pool;
 use crate::config::Settings;
+use crate::tools::bench::{Mode, Workload};
 
 #[derive(Debug, clap::Args)]
 pub struct ThroughputArgs {
+    /// Sagas in all (every mode runs until this many ended, or --timeout).
     #[arg(long, default_value_t = 5000)]
     pub sagas: usize,
+    /// Steps per saga (happy workload; compensate has 3).
     #[arg(long, default_value_t = 3)]
     pub steps: usize,
+    /// Closed loop: keep this many sagas in flight, starting one as each ends.
+    #[arg(long, conflicts_with = "rate")]
+    pub concurrency: Option<usize>,
+    /// Open loop: start this many sagas per second, on schedule.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// happy: no-op steps that complete; compensate: a last step that fails 3
+    /// attempts, then two compensations.
+    #[arg(long, value_enum, default_value_t = Workload::Happy)]
+    pub workload: Workload,
+    /// Store this many finished sagas (with history) before the timed run.
+    #[arg(long, default_value_t = 0)]
+    pub preload: usize,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -48,16 +64,23 @@ pub async fn demo(settings: &Settings, sagas: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `sagaflow bench`: N sagas of K no-op steps; prints one JSON line.
+/// `sagaflow bench`: N sagas of a workload, offered in one of three modes; prints
+/// one JSON line.
 pub async fn throughput(settings: &Settings, a: ThroughputArgs) -> anyhow::Result<()> {
-    if a.sagas == 0 || a.steps == 0 {
-        anyhow::bail!("--sagas and --steps must be at least 1");
-    }
+    let mode = match (a.concurrency, a.rate) {
+        (Some(concurrency), _) => Mode::Closed { concurrency },
+        (None, Some(rate)) => Mode::Open { rate },
+        (None, None) => Mode::Burst,
+    };
     let args = crate::tools::bench::BenchArgs {
         sagas: a.sagas,
         steps: a.steps,
         timeout: Duration::from_secs(a.timeout),
+        mode,
+        workload: a.workload,
+        preload: a.preload,
     };
+    args.check().map_err(anyhow::Error::msg)?;
     println!("{}", crate::tools::bench::run(settings, &args).await?);
     Ok(())
 }

@@ -1,11 +1,18 @@
-//! Benchmarks through the real stack: `throughput` (sagas of no-op steps),
-//! `timers` (many sleeping sagas waking in the same second) and `broker` (the
-//! broker's own ceiling for confirmed messages on this machine). The first two run a
-//! coordinator (and a worker) as child processes in a fresh namespace and database.
+//! Benchmarks through the real stack: `throughput` (`sagaflow bench`: sagas of a
+//! `workload`, offered as `drive` says, after an optional `preload`, with `cpu` time
+//! per process and `tally`'s figures), `timers` (many sleeping sagas waking in the
+//! same second) and `broker` (the broker's own ceiling for confirmed messages on this
+//! machine). The first two run a coordinator (and a worker) as child processes in a
+//! fresh namespace and database.
 
 pub mod broker;
+pub mod cpu;
+pub mod drive;
+pub mod preload;
+pub mod tally;
 pub mod throughput;
 pub mod timers;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,14 +22,17 @@ use crate::config::Settings;
 use crate::messages::SagaEvent;
 use crate::tools::launch;
 
+pub use drive::Mode;
 pub use throughput::{run, BenchArgs};
+pub use workload::Workload;
 
 /// A throwaway deployment: namespace, database, definitions directory, children.
 pub struct Sandbox {
     pub namespace: String,
     pub db_url: String,
     pub dir: PathBuf,
-    children: Vec<tokio::process::Child>,
+    /// Each child with what it runs (`coordinator`, `worker`).
+    children: Vec<(String, tokio::process::Child)>,
 }
 
 impl Sandbox {
@@ -64,8 +74,17 @@ impl Sandbox {
         let log = self
             .dir
             .join(format!("{}-{}.log", args[0], self.children.len()));
-        self.children.push(launch::spawn(args, &env, &log)?);
+        let child = launch::spawn(args, &env, &log)?;
+        self.children.push((args[0].to_string(), child));
         Ok(())
+    }
+
+    /// The pid of each running child, named by what it runs.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .filter_map(|(name, c)| Some((name.clone(), c.id()?)))
+            .collect()
     }
 
     /// Stops the children, drops the database, deletes the queues and the directory.
@@ -74,7 +93,7 @@ impl Sandbox {
         settings: &Settings,
         activities: &[String],
     ) -> anyhow::Result<()> {
-        for child in self.children.iter_mut() {
+        for (_, child) in self.children.iter_mut() {
             launch::stop(child, Duration::from_secs(10)).await;
         }
         let _ = crate::store::drop_database(&self.db_url).await;

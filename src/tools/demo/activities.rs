@@ -1,5 +1,6 @@
 //! The demo activities hosted by `sagaflow worker --demo`: an order saga's steps that
-//! record their effects in Postgres, and a no-op for the benchmark.
+//! record their effects in Postgres, and the benchmark's activities (a no-op, a no-op
+//! compensation and one that always fails).
 //!
 //! Failures are injected through the saga input, so every path can be shown by hand:
 //! `{"fail": {"payments.charge": {"code": "card_declined", "retryable": false}}}` fails
@@ -36,6 +37,26 @@ pub const ORDER_ACTIVITIES: &[&str] = &[
 /// The benchmark's activity: does nothing, touches no table.
 pub const NOOP_ACTIVITY: &str = "bench.noop";
 
+/// The benchmark's compensation (`--workload compensate`): does nothing either; a
+/// name of its own so its tasks are told from the actions' in queues and history.
+pub const UNDO_ACTIVITY: &str = "bench.undo";
+
+/// The benchmark's failing step (`--workload compensate`): fails every attempt with a
+/// retryable error, so the saga spends its retries and then compensates.
+pub const FAIL_ACTIVITY: &str = "bench.fail";
+
+/// The benchmark's activities, hosted by every demo worker.
+pub const BENCH_ACTIVITIES: &[&str] = &[NOOP_ACTIVITY, UNDO_ACTIVITY, FAIL_ACTIVITY];
+
+/// What [`FAIL_ACTIVITY`] answers to `attempt`; public so the benchmark's preload can
+/// write the history a real failure leaves.
+pub fn bench_failure(attempt: u32) -> ActivityError {
+    ActivityError::retryable(
+        "bench_failure",
+        format!("{FAIL_ACTIVITY} fails every attempt (attempt {attempt})"),
+    )
+}
+
 /// What every demo activity receives.
 #[derive(Debug, Deserialize)]
 struct DemoInput {
@@ -60,10 +81,17 @@ pub async fn set_switch(
 
 /// A worker hosting every demo activity.
 pub fn worker(pool: PgPool) -> Worker {
-    let mut w = Worker::new().activity(
-        NOOP_ACTIVITY,
-        |_ctx: ActivityContext, _input: Value| async move { Ok::<_, ActivityError>(Value::Null) },
-    );
+    let noop =
+        |_ctx: ActivityContext, _input: Value| async move { Ok::<_, ActivityError>(Value::Null) };
+    let mut w = Worker::new()
+        .activity(NOOP_ACTIVITY, noop)
+        .activity(UNDO_ACTIVITY, noop)
+        .activity(
+            FAIL_ACTIVITY,
+            |ctx: ActivityContext, _input: Value| async move {
+                Err::<Value, _>(bench_failure(ctx.attempt))
+            },
+        );
     w = super::newsletter::register(w, pool.clone());
     for activity in ORDER_ACTIVITIES {
         let pool = pool.clone();

@@ -5,12 +5,15 @@ pub mod activities;
 pub mod newsletter;
 pub mod run;
 
-pub use activities::{prepare, worker, NOOP_ACTIVITY, ORDER_ACTIVITIES};
+pub use activities::{
+    bench_failure, prepare, worker, BENCH_ACTIVITIES, FAIL_ACTIVITY, NOOP_ACTIVITY,
+    ORDER_ACTIVITIES, UNDO_ACTIVITY,
+};
 
 /// Every activity the demo worker hosts (and so declares a queue for): what a
 /// teardown of a namespace the demo worker ran in must delete.
 pub fn activity_names() -> Vec<String> {
-    let mut all = vec![NOOP_ACTIVITY.to_string()];
+    let mut all: Vec<String> = BENCH_ACTIVITIES.iter().map(|s| s.to_string()).collect();
     all.extend(ORDER_ACTIVITIES.iter().map(|s| s.to_string()));
     all.extend(
         newsletter::NEWSLETTER_ACTIVITIES
