@@ -258,6 +258,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreErr
 /// `sslrootcert=<file>` plus the Mozilla roots of webpki-roots, and for
 /// verify-full the host name), `sslcert=`/`sslkey=` for a client certificate
 /// (docs/security.md).
+///
+/// A pooled connection is not pinged before each use (sqlx's `test_before_acquire`,
+/// one extra round trip on every transaction of the hot path): a connection that
+/// died meanwhile fails its first statement with a connection error, which every
+/// caller already waits out and retries as an outage, and sqlx drops it.
 pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     let base = PgConnectOptions::from_str(&db.url).map_err(ctx("url"))?;
     check_tls_files(&db.url)?;
@@ -266,6 +271,7 @@ pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(db.max_connections)
         .acquire_timeout(timeout)
+        .test_before_acquire(false)
         .connect_with(
             session_options(base.clone(), db).log_statements(tracing::log::LevelFilter::Trace),
         )
