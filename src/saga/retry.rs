@@ -57,19 +57,26 @@ pub fn backoff(policy: &RetryPolicy, failed_attempt: u32) -> Duration {
     }
 }
 
+/// At most this many waits are listed per policy (a coefficient barely above 1 could
+/// otherwise give millions); a level past them is declared on first use.
+const MAX_LISTED_WAITS: u32 = 1_000;
+
 /// Every distinct wait `policy` can put between two attempts, shortest first. The
 /// coordinator declares the broker delay levels these need when it starts, so none
 /// is created under load (see `coordinator::relay::DelayLevels`).
 pub fn waits(policy: &RetryPolicy) -> Vec<Duration> {
     let mut out: Vec<Duration> = Vec::new();
-    for failed in 1..policy.max_attempts {
+    for failed in 1..policy.max_attempts.min(MAX_LISTED_WAITS + 1) {
         let wait = backoff(policy, failed);
-        if out.last() != Some(&wait) {
-            out.push(wait);
+        // Waits never shrink (coefficient >= 1): one that repeats the last (a
+        // coefficient of 1, or the cap reached) repeats for ever.
+        if out.last() == Some(&wait) || wait >= policy.max_interval {
+            if out.last() != Some(&wait) {
+                out.push(wait);
+            }
+            break;
         }
-        if wait >= policy.max_interval {
-            break; // capped: every later wait is the same
-        }
+        out.push(wait);
     }
     out
 }
@@ -180,6 +187,13 @@ mod tests {
             ..policy()
         };
         assert_eq!(waits(&constant), vec![Duration::from_secs(1)]);
+        let creeping = RetryPolicy {
+            backoff_coefficient: 1.000_001,
+            max_interval: Duration::from_secs(3600),
+            max_attempts: u32::MAX,
+            ..policy()
+        };
+        assert_eq!(waits(&creeping).len(), MAX_LISTED_WAITS as usize);
     }
 
     #[test]
