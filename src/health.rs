@@ -30,6 +30,7 @@ struct Inner {
     reconnects: AtomicU64,
     broker_error: Mutex<Option<String>>,
     database_error: Mutex<Option<String>>,
+    hops: crate::hops::Hops,
 }
 
 /// What `/readyz` answers.
@@ -59,6 +60,7 @@ impl Health {
                 reconnects: AtomicU64::new(0),
                 broker_error: Mutex::new(None),
                 database_error: Mutex::new(None),
+                hops: Default::default(),
             }),
         }
     }
@@ -87,6 +89,11 @@ impl Health {
         set(&self.inner.database_error, Some(why.to_string()));
     }
 
+    /// Records how long one hop of a step's round trip took (`/metrics`).
+    pub fn hop(&self, hop: crate::hops::Hop, took: std::time::Duration) {
+        self.inner.hops.record(hop, took);
+    }
+
     pub fn report(&self) -> HealthReport {
         let broker = self.inner.broker.load(Ordering::Relaxed);
         let database = self.inner.database.load(Ordering::Relaxed);
@@ -106,6 +113,7 @@ impl Health {
         let r = self.report();
         let role = &r.role;
         let flag = |b: bool| u8::from(b);
+        let hops = self.inner.hops.exposition(role);
         format!(
             "# HELP sagaflow_broker_connected 1 while the process is connected to RabbitMQ.\n\
              # TYPE sagaflow_broker_connected gauge\n\
@@ -115,7 +123,7 @@ impl Health {
              sagaflow_database_available{{role=\"{role}\"}} {}\n\
              # HELP sagaflow_reconnects_total Broker connections lost and rebuilt.\n\
              # TYPE sagaflow_reconnects_total counter\n\
-             sagaflow_reconnects_total{{role=\"{role}\"}} {}\n",
+             sagaflow_reconnects_total{{role=\"{role}\"}} {}\n{hops}",
             flag(r.broker_connected),
             flag(r.database_available),
             r.reconnects

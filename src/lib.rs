@@ -26,6 +26,7 @@ pub mod config;
 pub mod coordinator;
 pub mod dead_letters;
 pub mod health;
+pub mod hops;
 pub mod messages;
 pub mod operator;
 pub mod redact;

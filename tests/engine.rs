@@ -70,6 +70,27 @@ async fn retries_then_completes_with_each_attempt_in_history() {
     env.cleanup().await;
 }
 
+/// The delay levels of the definitions' retry policies exist once the coordinator is
+/// up, before any retry: a queue created under load could be caught by a broker
+/// crash before its first Raft entry (docs/faults.md, `rabbitmq_kill9`).
+#[tokio::test]
+async fn coordinator_declares_its_retry_delay_levels_at_start() {
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
+    let names = sagaflow::broker::Names::new(&env.settings.namespace);
+    let conn = env.connect().await;
+    // ORDER retries after 200, 400, 800 and 1600 ms (compensations longer): levels
+    // 200, 450, 700 and 1500 among others; no wait of its rounds to 100 ms.
+    for ms in [200, 450, 700, 1500] {
+        assert_eq!(
+            common::queue_depth(&conn, &names.delay(ms)).await,
+            Some(0),
+            "delay level {ms} declared at start"
+        );
+    }
+    assert_eq!(common::queue_depth(&conn, &names.delay(100)).await, None);
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn permanent_failure_compensates_in_reverse() {
     let env = TestEnv::running(&[("order.toml", ORDER)]).await;

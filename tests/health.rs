@@ -101,6 +101,43 @@ async fn the_coordinator_serves_its_own_probes() {
     env.cleanup().await;
 }
 
+/// Every hop of a step's round trip inside the two processes is measured once per
+/// batch or task: a 3-step saga leaves counts in each histogram.
+#[tokio::test]
+async fn coordinator_and_worker_measure_each_hop() {
+    let mut env = TestEnv::new(&[("order.toml", common::ORDER)]).await;
+    let coordinator = env.start_coordinator().await;
+    let worker = env.start_worker().await;
+    env.client()
+        .await
+        .start(
+            "order_fulfillment",
+            serde_json::json!({}),
+            common::id("hops-1"),
+        )
+        .await
+        .unwrap();
+    env.wait_status("hops-1", "completed", Duration::from_secs(30))
+        .await;
+    let count = |text: &str, role: &str, hop: &str| -> u64 {
+        let key = format!("sagaflow_hop_seconds_count{{role=\"{role}\",hop=\"{hop}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let c = coordinator.metrics();
+    // The start and three results: at least four batches, each with outbox rows.
+    assert!(count(&c, "coordinator", "coordinator_commit") >= 4, "{c}");
+    assert!(count(&c, "coordinator", "outbox_publish") >= 4, "{c}");
+    let w = worker.metrics();
+    assert_eq!(count(&w, "worker", "handler"), 3, "{w}");
+    for hop in ["ledger_lookup", "ledger_write", "result_publish"] {
+        assert!(count(&w, "worker", hop) >= 1, "{hop}: {w}");
+    }
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_broker_that_never_finishes_the_handshake_is_named_and_sigterm_still_stops() {
     let env = TestEnv::new(&[("order.toml", common::ORDER)]).await;

@@ -214,9 +214,12 @@ impl Intake {
         &self.settler
     }
 
-    /// The next batch: at least one delivery, at most `max`, taking what else arrives
-    /// within `linger` (zero: only what is already there). `Ok(None)` when every
-    /// consumer ended (cancelled or the connection closed).
+    /// The next batch, batched naturally: at least one delivery, at most `max`. It
+    /// takes what has already arrived without waiting; only when more than one was
+    /// already waiting (the queue is busy, so more are on the way) does it wait up to
+    /// `linger` for more. A lone input at low load goes at once: a hop that waits for
+    /// a batch that is not coming adds its linger to every step of every saga.
+    /// `Ok(None)` when every consumer ended (cancelled or the connection closed).
     pub async fn next_batch(
         &mut self,
         max: usize,
@@ -227,17 +230,19 @@ impl Intake {
             Some(d) => d?,
         };
         let mut batch = vec![Inbound::from_delivery(first)];
+        while batch.len() < max {
+            match futures_util::FutureExt::now_or_never(self.consumers.next()) {
+                Some(Some(d)) => batch.push(Inbound::from_delivery(d?)),
+                _ => break,
+            }
+        }
+        if !should_linger(batch.len(), max, linger) {
+            return Ok(Some(batch));
+        }
         let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < max {
-            let next = if linger.is_zero() {
-                futures_util::FutureExt::now_or_never(self.consumers.next())
-            } else {
-                tokio::time::timeout_at(deadline, self.consumers.next())
-                    .await
-                    .ok()
-            };
-            match next {
-                Some(Some(d)) => batch.push(Inbound::from_delivery(d?)),
+            match tokio::time::timeout_at(deadline, self.consumers.next()).await {
+                Ok(Some(d)) => batch.push(Inbound::from_delivery(d?)),
                 _ => break,
             }
         }
@@ -254,6 +259,12 @@ impl Intake {
                 .await;
         }
     }
+}
+
+/// Whether a batch of `ready` deliveries (what had arrived when it was taken) waits
+/// for more: only when the queue is busy (more than one was waiting) and not full.
+fn should_linger(ready: usize, max: usize, linger: Duration) -> bool {
+    ready > 1 && ready < max && !linger.is_zero()
 }
 
 impl Settler {
@@ -387,6 +398,18 @@ pub(crate) async fn requeue_through(ch: &Channel, tag: u64) -> lapin::Result<()>
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_lone_delivery_never_lingers() {
+        let linger = Duration::from_millis(2);
+        assert!(!should_linger(1, 256, linger));
+        assert!(should_linger(2, 256, linger));
+        assert!(!should_linger(256, 256, linger), "a full batch goes");
+        assert!(
+            !should_linger(5, 256, Duration::ZERO),
+            "linger 0: never waits"
+        );
+    }
 
     /// Replays frames against the set of outstanding tags, as the broker does, and
     /// fails on any frame naming a tag that is not outstanding.

@@ -12,6 +12,7 @@
 //! otherwise checks that it exists: a least-privilege worker, service or operator
 //! user declares nothing (see `docs/security.md`, "Broker permissions per role").
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
@@ -42,6 +43,16 @@ pub fn delay_level(delay: Duration) -> Option<u64> {
         let db = (ms / *b as f64).ln().abs();
         da.total_cmp(&db)
     })
+}
+
+/// The delay levels `waits` go through: retry waits the broker holds (up to
+/// `saga::machine::BROKER_DELAY_MAX`; longer ones are parked in Postgres).
+pub fn delay_levels_for(waits: impl IntoIterator<Item = Duration>) -> BTreeSet<u64> {
+    waits
+        .into_iter()
+        .filter(|w| *w <= crate::saga::machine::BROKER_DELAY_MAX)
+        .filter_map(delay_level)
+        .collect()
 }
 
 /// The names of one deployment's exchanges and queues.
@@ -222,20 +233,30 @@ pub async fn declare_worker(
 }
 
 /// Declares what a coordinator of `sagas` needs (idempotent): every exchange, the task
-/// and dead-letter queues of `activities`, the coordinator's input queue and its
-/// dead-letter queue, and their bindings. The coordinator owns the topology: a
-/// declaration its user may not make is an error here, never skipped.
+/// and dead-letter queues of `activities`, the `delay_levels` its retry policies use,
+/// the coordinator's input queue and its dead-letter queue, and their bindings. The
+/// coordinator owns the topology: a declaration its user may not make is an error
+/// here, never skipped.
+///
+/// Declaring the delay levels here rather than on first use keeps queue creation out
+/// of the load: RabbitMQ 3.10 (ra 2.2) can bring a quorum queue created moments
+/// before the node is SIGKILLed back as a follower that never elects itself, and
+/// every publish to it then waits for ever (docs/faults.md).
 pub async fn declare_coordinator(
     conn: &Connection,
     n: &Names,
     sagas: Vec<String>,
     activities: Vec<String>,
+    delay_levels: &BTreeSet<u64>,
     limits: QueueLimits,
 ) -> Result<()> {
     let mut d = Declarer::open(conn, Mode::Strict).await?;
     d.exchanges(n, ALL_EXCHANGES).await?;
     for a in &activities {
         d.activity(n, a, limits).await?;
+    }
+    for ms in delay_levels {
+        delay_level_on(&d.ch, n, *ms).await?;
     }
     coordinator(&d.ch, n, sagas, activities, limits).await?;
     d.finish().await;
@@ -546,6 +567,21 @@ mod tests {
             let err = (level - ms as f64).abs() / ms as f64;
             assert!(err <= 0.26, "{ms}ms -> {level}ms ({err:.2})");
         }
+    }
+
+    #[test]
+    fn delay_levels_for_retry_waits_skip_short_and_parked_ones() {
+        let waits = [
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+            Duration::from_millis(210),
+            Duration::from_millis(400),
+            Duration::from_secs(7200),
+        ];
+        assert_eq!(
+            delay_levels_for(waits).into_iter().collect::<Vec<_>>(),
+            vec![100, 200, 450]
+        );
     }
 
     #[test]

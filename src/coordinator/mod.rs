@@ -31,6 +31,7 @@ use crate::broker::topology::{self, QueueLimits};
 use crate::broker::{self, Names, Publisher};
 use crate::config::Settings;
 use crate::health::Health;
+use crate::hops::Hop;
 use crate::runtime::Supervised;
 use crate::saga::definition::Catalog;
 use crate::store::StoreError;
@@ -103,6 +104,11 @@ impl Coordinator {
         .await
     }
 
+    /// The broker delay levels the loaded definitions' retry policies use.
+    fn delay_levels(&self) -> std::collections::BTreeSet<u64> {
+        topology::delay_levels_for(self.catalog.retry_waits())
+    }
+
     /// Declares the topology this coordinator's definitions need.
     pub async fn declare(&self, conn: &broker::Connection) -> broker::Result<()> {
         topology::declare_coordinator(
@@ -110,6 +116,7 @@ impl Coordinator {
             &self.names,
             self.catalog.names().into_iter().collect(),
             self.catalog.activities().into_iter().collect(),
+            &self.delay_levels(),
             self.limits(),
         )
         .await
@@ -136,11 +143,17 @@ impl Coordinator {
         let background = shutdown.child_token();
         let _stop_background = background.clone().drop_guard();
         let c = &self.settings.coordinator;
-        let delays = relay::DelayLevels::new(self.names.clone());
+        let delays = relay::DelayLevels::new(self.names.clone(), self.delay_levels());
         let mut loops = Supervised::new(background.clone());
         loops.spawn(
             "outbox relay",
-            relay::relay(self.pool.clone(), relay_pub, delays.clone(), rx),
+            relay::relay(
+                self.pool.clone(),
+                relay_pub,
+                delays.clone(),
+                rx,
+                self.health.clone(),
+            ),
         );
         loops.spawn(
             "outbox sweeper",
@@ -207,16 +220,19 @@ impl Coordinator {
             let Some(batch) = batch else {
                 return Err(CoordinatorError::ConsumerEnded);
             };
+            let taken = std::time::Instant::now();
             let Some((rows, verdicts)) = self.handle_batch(&batch, &shutdown).await else {
                 break; // shutdown while the database was away: the broker keeps the batch
             };
+            self.health.hop(Hop::CoordinatorCommit, taken.elapsed());
+            // Rows to the relay first: its publish need not wait for the acks.
+            if !rows.is_empty() && tx.send(rows).await.is_err() {
+                return Err(CoordinatorError::ConsumerEnded);
+            }
             intake
                 .settler()
                 .settle(&dead_pub, &batch, &verdicts)
                 .await?;
-            if !rows.is_empty() && tx.send(rows).await.is_err() {
-                return Err(CoordinatorError::ConsumerEnded);
-            }
         }
         conn.close("shutdown").await;
         Ok(())

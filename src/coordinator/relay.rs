@@ -3,7 +3,7 @@
 //! A row is deleted only after the broker confirmed it, so a crash anywhere here
 //! leads to a second publish, never to a lost message; consumers drop the duplicate.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -15,9 +15,12 @@ use std::sync::{Arc, Mutex};
 use crate::broker::publisher::CONFIRM_TIMEOUT;
 use crate::broker::{self, topology};
 use crate::broker::{Names, Outgoing, Publisher};
+use crate::health::Health;
+use crate::hops::Hop;
 use crate::store::outbox::{self, OutboxRow};
 
-/// The delay levels declared on this connection.
+/// The delay levels declared on this connection: those of the loaded retry policies
+/// at start (`topology::declare_coordinator`), any other on first use.
 #[derive(Clone)]
 pub struct DelayLevels {
     names: Names,
@@ -25,10 +28,10 @@ pub struct DelayLevels {
 }
 
 impl DelayLevels {
-    pub fn new(names: Names) -> Self {
+    pub fn new(names: Names, declared: impl IntoIterator<Item = u64>) -> Self {
         DelayLevels {
             names,
-            declared: Default::default(),
+            declared: Arc::new(Mutex::new(declared.into_iter().collect())),
         }
     }
 
@@ -61,17 +64,24 @@ impl DelayLevels {
 #[derive(Debug)]
 pub struct Wedged;
 
+/// What one publish of outbox rows achieved.
+#[derive(Debug, Default)]
+struct Published {
+    /// Rows the broker confirmed: to delete.
+    confirmed: Vec<i64>,
+    /// Rows it did not: left for the sweeper after their lease.
+    failed: usize,
+}
+
 /// [`publish_rows`], bounded by [`CONFIRM_TIMEOUT`] (declarations included).
 async fn publish_bounded(
-    pool: &PgPool,
     publisher: &Publisher,
     delays: &DelayLevels,
     rows: &[OutboxRow],
-) -> Result<usize, Wedged> {
-    let bounded =
-        tokio::time::timeout(CONFIRM_TIMEOUT, publish_rows(pool, publisher, delays, rows));
+) -> Result<Published, Wedged> {
+    let bounded = tokio::time::timeout(CONFIRM_TIMEOUT, publish_rows(publisher, delays, rows));
     match bounded.await {
-        Ok(failed) => Ok(failed),
+        Ok(published) => Ok(published),
         Err(_) => {
             tracing::warn!(rows = rows.len(), "outbox publish did not finish within {CONFIRM_TIMEOUT:?}; reconnecting (the sweeper publishes the rows after their lease)");
             Err(Wedged)
@@ -79,19 +89,21 @@ async fn publish_bounded(
     }
 }
 
-/// Publishes `rows`; deletes those confirmed. Returns how many failed.
-pub async fn publish_rows(
-    pool: &PgPool,
+/// Publishes `rows` with confirms.
+async fn publish_rows(
     publisher: &Publisher,
     delays: &DelayLevels,
     rows: &[OutboxRow],
-) -> usize {
+) -> Published {
     if rows.is_empty() {
-        return 0;
+        return Published::default();
     }
     if let Err(e) = delays.ensure(publisher, rows).await {
         tracing::warn!(error = %e, "declaring a delay level failed; the sweeper retries after the lease");
-        return rows.len();
+        return Published {
+            confirmed: vec![],
+            failed: rows.len(),
+        };
     }
     let batch: Vec<Outgoing> = rows
         .iter()
@@ -104,31 +116,42 @@ pub async fn publish_rows(
         })
         .collect();
     let results = publisher.publish_all(&batch).await;
-    let mut done = Vec::with_capacity(rows.len());
-    let mut failed = 0;
+    let mut published = Published {
+        confirmed: Vec::with_capacity(rows.len()),
+        failed: 0,
+    };
     for (row, res) in rows.iter().zip(results) {
         match res {
-            Ok(()) => done.push(row.id),
+            Ok(()) => published.confirmed.push(row.id),
             Err(e) => {
-                failed += 1;
+                published.failed += 1;
                 tracing::warn!(outbox_id = row.id, exchange = %row.message.exchange, key = %row.message.routing_key, error = %e, "outbox publish failed; the sweeper retries after the lease");
             }
         }
     }
-    if let Err(e) = outbox::delete(pool, &done).await {
-        tracing::warn!(error = %e, "outbox delete failed; rows will be published again (duplicates are ignored downstream)");
-    }
-    failed
+    published
 }
 
-/// Publishes what committed batches hand over, in order.
+/// Deletes confirmed rows. A failure only means they are published again.
+async fn delete_confirmed(pool: &PgPool, ids: &[i64]) {
+    if let Err(e) = outbox::delete(pool, ids).await {
+        tracing::warn!(error = %e, "outbox delete failed; rows will be published again (duplicates are ignored downstream)");
+    }
+}
+
+/// Publishes what committed batches hand over, in order. The delete of a batch's
+/// confirmed rows runs while the next batch is published (at most one delete in
+/// flight), so no saga's next message waits for the previous one's bookkeeping.
 pub async fn relay(
     pool: PgPool,
     publisher: Publisher,
     delays: DelayLevels,
     mut rx: mpsc::Receiver<Vec<OutboxRow>>,
+    health: Health,
 ) {
+    let mut deleting: Option<tokio::task::JoinHandle<()>> = None;
     while let Some(mut rows) = rx.recv().await {
+        let since = Instant::now();
         // Coalesce what queued up meanwhile: one confirm round trip for all of it.
         while rows.len() < 4096 {
             match rx.try_recv() {
@@ -136,12 +159,20 @@ pub async fn relay(
                 Err(_) => break,
             }
         }
-        if publish_bounded(&pool, &publisher, &delays, &rows)
-            .await
-            .is_err()
-        {
-            return;
+        let Ok(published) = publish_bounded(&publisher, &delays, &rows).await else {
+            break;
+        };
+        health.hop(Hop::OutboxPublish, since.elapsed());
+        if let Some(previous) = deleting.take() {
+            let _ = previous.await;
         }
+        let pool = pool.clone();
+        deleting = Some(tokio::spawn(async move {
+            delete_confirmed(&pool, &published.confirmed).await;
+        }));
+    }
+    if let Some(last) = deleting {
+        let _ = last.await;
     }
 }
 
@@ -174,10 +205,12 @@ pub async fn sweep(
             }
             tracing::info!(rows = rows.len(), "republishing outbox rows left behind");
             let n = rows.len();
-            match publish_bounded(&pool, &publisher, &delays, &rows).await {
-                Err(Wedged) => return,
-                Ok(failed) if failed > 0 || n < 1000 => break,
-                Ok(_) => {}
+            let Ok(published) = publish_bounded(&publisher, &delays, &rows).await else {
+                return;
+            };
+            delete_confirmed(&pool, &published.confirmed).await;
+            if published.failed > 0 || n < 1000 {
+                break;
             }
         }
     }

@@ -57,6 +57,23 @@ pub fn backoff(policy: &RetryPolicy, failed_attempt: u32) -> Duration {
     }
 }
 
+/// Every distinct wait `policy` can put between two attempts, shortest first. The
+/// coordinator declares the broker delay levels these need when it starts, so none
+/// is created under load (see `coordinator::relay::DelayLevels`).
+pub fn waits(policy: &RetryPolicy) -> Vec<Duration> {
+    let mut out: Vec<Duration> = Vec::new();
+    for failed in 1..policy.max_attempts {
+        let wait = backoff(policy, failed);
+        if out.last() != Some(&wait) {
+            out.push(wait);
+        }
+        if wait >= policy.max_interval {
+            break; // capped: every later wait is the same
+        }
+    }
+    out
+}
+
 /// Decides whether `failed_attempt` is followed by another attempt.
 /// `deadline` is the step's schedule-to-close instant, if it has one.
 pub fn decide(
@@ -130,6 +147,39 @@ mod tests {
             ..policy()
         };
         assert_eq!(backoff(&p, 1), backoff(&p, 30));
+    }
+
+    #[test]
+    fn waits_list_each_distinct_backoff_until_the_cap() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            ..policy()
+        };
+        let secs: Vec<u64> = waits(&p).iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 10]);
+    }
+
+    #[test]
+    fn waits_follow_max_attempts() {
+        let one = RetryPolicy {
+            max_attempts: 1,
+            ..policy()
+        };
+        assert!(waits(&one).is_empty());
+        let three = RetryPolicy {
+            max_attempts: 3,
+            ..policy()
+        };
+        assert_eq!(
+            waits(&three),
+            vec![Duration::from_secs(1), Duration::from_secs(2)]
+        );
+        let constant = RetryPolicy {
+            backoff_coefficient: 1.0,
+            max_attempts: u32::MAX,
+            ..policy()
+        };
+        assert_eq!(waits(&constant), vec![Duration::from_secs(1)]);
     }
 
     #[test]

@@ -196,6 +196,22 @@ pub async fn begin(pool: &PgPool) -> Result<Tx, StoreError> {
     pool.begin().await.map(Tx).map_err(ctx("begin"))
 }
 
+/// Opens a transaction whose commit does not wait for its WAL to reach the disk
+/// (`SET LOCAL synchronous_commit = off`), for writes whose loss in a Postgres
+/// crash costs a repeat and never a saga's progress: an outbox delete (the row is
+/// published again and the duplicate absorbed) or a ledger row (the activity may run
+/// again, which at-least-once allows). A crash loses at most the last few hundred
+/// milliseconds of them (three `wal_writer_delay`s); a later synchronous commit
+/// flushes them with its own. Runtime query: `SET` takes no parameters to check.
+pub(crate) async fn begin_relaxed(pool: &PgPool) -> Result<Tx, StoreError> {
+    let mut tx = begin(pool).await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(tx.conn())
+        .await
+        .map_err(ctx("relax commit"))?;
+    Ok(tx)
+}
+
 impl Tx {
     /// Commits everything written through this transaction.
     pub async fn commit(self) -> Result<(), StoreError> {
@@ -242,6 +258,11 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreErr
 /// `sslrootcert=<file>` plus the Mozilla roots of webpki-roots, and for
 /// verify-full the host name), `sslcert=`/`sslkey=` for a client certificate
 /// (docs/security.md).
+///
+/// A pooled connection is not pinged before each use (sqlx's `test_before_acquire`,
+/// one extra round trip on every transaction of the hot path): a connection that
+/// died meanwhile fails its first statement with a connection error, which every
+/// caller already waits out and retries as an outage, and sqlx drops it.
 pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     let base = PgConnectOptions::from_str(&db.url).map_err(ctx("url"))?;
     check_tls_files(&db.url)?;
@@ -250,6 +271,7 @@ pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(db.max_connections)
         .acquire_timeout(timeout)
+        .test_before_acquire(false)
         .connect_with(
             session_options(base.clone(), db).log_statements(tracing::log::LevelFilter::Trace),
         )

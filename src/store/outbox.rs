@@ -71,11 +71,13 @@ pub async fn delete(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
+    // Relaxed: a lost delete only means the sweeper publishes the row again.
+    let mut tx = super::begin_relaxed(pool).await?;
     sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", ids)
-        .execute(pool)
+        .execute(tx.conn())
         .await
         .map_err(ctx("delete outbox"))?;
-    Ok(())
+    tx.commit().await
 }
 
 /// Claims up to `limit` rows whose lease ran out (their publisher died or failed),

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::runtime::{Done, WorkerError};
 use crate::broker::consumer::{Inbound, Settler, Verdict};
 use crate::broker::{Outgoing, Publisher};
+use crate::hops::Hop;
 use crate::messages::{Outcome, ResultMessage};
 use crate::store::ledger::{self, Completion as LedgerEntry};
 use crate::store::StoreError;
@@ -63,9 +64,12 @@ async fn complete(
     shutdown: &CancellationToken,
 ) -> Result<u64, WorkerError> {
     refuse_over_limit(&c.limits, &mut batch);
+    let began = std::time::Instant::now();
     let Some(()) = record(c, &mut batch, shutdown).await else {
         return Ok(0); // shutdown while the database was away: redelivered, run again
     };
+    c.health.hop(Hop::LedgerWrite, began.elapsed());
+    let began = std::time::Instant::now();
     let bodies: Vec<Vec<u8>> = batch
         .iter()
         .map(|d| result_body(&result_message(d)))
@@ -82,6 +86,7 @@ async fn complete(
         })
         .collect();
     let confirmed = c.publisher.publish_all(&msgs).await;
+    c.health.hop(Hop::ResultPublish, began.elapsed());
     let verdicts: Vec<Verdict> = batch
         .iter()
         .zip(confirmed)

@@ -18,6 +18,7 @@ use crate::broker::consumer::{DeadLetterRoute, Inbound, Intake, Settler, Verdict
 use crate::broker::topology::{self, QueueLimits};
 use crate::broker::{self, Names, Outgoing, Publisher};
 use crate::config::Settings;
+use crate::hops::Hop;
 use crate::messages::{ErrorInfo, Outcome, ResultMessage, TaskMessage};
 use crate::store::ledger;
 use crate::store::StoreError;
@@ -231,6 +232,7 @@ async fn intake_batch(
         .iter()
         .map(|(_, t)| t.idempotency_key.clone())
         .collect();
+    let lookup_began = std::time::Instant::now();
     let looked_up = crate::runtime::outlast(
         "worker ledger lookup",
         &s.worker.health,
@@ -244,6 +246,9 @@ async fn intake_batch(
         return Ok(());
     };
     let recorded = recorded?;
+    s.worker
+        .health
+        .hop(Hop::LedgerLookup, lookup_began.elapsed());
     for (msg, task) in tasks {
         if let Some(output) = recorded.get(&task.idempotency_key) {
             tracing::debug!(key = %task.idempotency_key, "task already completed: answering from the ledger");
@@ -270,9 +275,12 @@ async fn intake_batch(
             let _ = s.reports_tx.send((task.reply_to.clone(), started));
         }
         let span = tracing::info_span!("task", saga_id = %task.saga_id, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = task.attempt);
+        let health = s.worker.health.clone();
         in_flight.spawn(
             async move {
+                let began = std::time::Instant::now();
                 let outcome = execute(handler, &task, reporter).await;
+                health.hop(Hop::Handler, began.elapsed());
                 if let Err(e) = &outcome {
                     tracing::info!(code = %e.code, retryable = e.retryable, "attempt failed");
                 }

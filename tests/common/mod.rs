@@ -255,10 +255,11 @@ impl TestEnv {
         health
     }
 
-    /// Runs the demo worker inside the test process.
-    pub async fn start_worker(&mut self) {
+    /// Runs the demo worker inside the test process; returns what its probes report.
+    pub async fn start_worker(&mut self) -> sagaflow::health::Health {
         self.needs_broker();
         let w = sagaflow::tools::demo::worker(self.pool.clone());
+        let health = w.health();
         let token = CancellationToken::new();
         let mut settings = self.settings.clone();
         // Only the activities this test's sagas use: every task queue is a quorum queue,
@@ -277,6 +278,7 @@ impl TestEnv {
             tokio::spawn(async move { w.run(settings, p, t).await }),
         ));
         self.wait_consumer(&self.names.task_queue(&first)).await;
+        health
     }
 
     /// Stops every in-process service of `kind` ("coordinator" or "worker") and waits

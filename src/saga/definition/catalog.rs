@@ -93,6 +93,21 @@ impl Catalog {
         errors
     }
 
+    /// Every wait a retry policy of a loaded definition (actions and compensations)
+    /// can put between two attempts.
+    pub fn retry_waits(&self) -> BTreeSet<Duration> {
+        self.entries
+            .values()
+            .flat_map(|e| e.def.steps.iter())
+            .filter_map(|step| match &step.kind {
+                StepKind::Activity(a) => Some([&a.retry, &a.compensate_retry]),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(crate::saga::retry::waits)
+            .collect()
+    }
+
     /// All definitions, ordered by name, then version.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Definition>> {
         self.entries.values().map(|e| &e.def)

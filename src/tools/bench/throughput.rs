@@ -85,9 +85,17 @@ async fn run_in(
         0 => None,
         n => Some(super::preload::preload(&pool, def, super::preload::PREFIX, n).await?),
     };
-    sandbox.spawn(&["coordinator"], &[])?;
-    sandbox.spawn(&["worker", "--demo"], &[])?;
-    let result = measure(settings, sandbox, &pool, def, args).await;
+    // Each child serves its own /metrics, for the per-hop breakdown.
+    let listens = [super::hops::free_listen()?, super::hops::free_listen()?];
+    sandbox.spawn(
+        &["coordinator"],
+        &[("SAGAFLOW__COORDINATOR__HEALTH_LISTEN", &listens[0])],
+    )?;
+    sandbox.spawn(
+        &["worker", "--demo"],
+        &[("SAGAFLOW__WORKER__HEALTH_LISTEN", &listens[1])],
+    )?;
+    let result = measure(settings, sandbox, &pool, def, args, &listens).await;
     pool.close().await;
     let mut out = result?;
     out["preloaded"] = json!(args.preload);
@@ -104,6 +112,7 @@ async fn measure(
     pool: &PgPool,
     def: &Definition,
     args: &BenchArgs,
+    listens: &[String],
 ) -> anyhow::Result<serde_json::Value> {
     let names = Names::new(&sandbox.namespace);
     let conn = crate::broker::connect(&settings.amqp.url, "sagaflow-bench").await?;
@@ -126,16 +135,16 @@ async fn measure(
         total: args.sagas,
         timeout: args.timeout,
     };
+    let hops_before = super::hops::read(listens).await;
     let before = cpu::sample(&cpu::processes(), &targets);
     let driven = drive(args.mode, &load, &mut events).await;
     let after = cpu::sample(&cpu::processes(), &targets);
+    let hops = super::hops::breakdown(&hops_before, &super::hops::read(listens).await);
     client.close().await;
     conn.close("done").await;
-    Ok(report(
-        args,
-        &driven?,
-        &cpu::seconds_between(&before, &after),
-    ))
+    let mut out = report(args, &driven?, &cpu::seconds_between(&before, &after));
+    out["hops"] = hops;
+    Ok(out)
 }
 
 /// The postmaster of the database server, when this machine can see its processes.
