@@ -230,7 +230,10 @@ fn open_report(
     let mut out = tally::quantiles("publish_lag", sorted_lags_ms);
     out.insert("late_starts".into(), json!(late));
     out.insert("late_after_ms".into(), json!(late_ms));
-    out.insert("publisher_fell_behind".into(), json!(late > 0));
+    out.insert(
+        "publisher_fell_behind".into(),
+        json!(tally::fell_behind(late, total)),
+    );
     // The last start is due at (total - 1) / rate; over that span the rate offered.
     let span = publishing.as_secs_f64();
     let offered = if total > 1 && span > 0.0 {
@@ -240,4 +243,43 @@ fn open_report(
     };
     out.insert("starts_per_s".into(), json!(offered));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_loop_reports_lags_late_starts_and_the_rate_held() {
+        // 100 starts at 50/s: due over 1.98 s; three of them more than 10 ms late.
+        let mut lags: Vec<f64> = vec![1.0; 97];
+        lags.extend([12.0, 30.0, 45.0]);
+        let r = open_report(50.0, &lags, Duration::from_millis(1980), 100);
+        assert_eq!(r["publish_lag_p50_ms"], 1.0);
+        assert_eq!(r["publish_lag_max_ms"], 45.0);
+        assert_eq!(r["late_starts"], 3);
+        assert_eq!(r["late_after_ms"], 10.0);
+        assert_eq!(r["publisher_fell_behind"], true);
+        assert_eq!(r["starts_per_s"], 50.0);
+    }
+
+    #[test]
+    fn one_start_reports_the_rate_asked_for() {
+        let r = open_report(5.0, &[0.4], Duration::ZERO, 1);
+        assert_eq!(r["starts_per_s"], 5.0);
+        assert_eq!(r["publisher_fell_behind"], false);
+    }
+
+    #[test]
+    fn each_mode_names_itself_in_the_output() {
+        assert_eq!(Mode::Burst.describe(), json!({ "mode": "burst" }));
+        assert_eq!(
+            Mode::Closed { concurrency: 8 }.describe(),
+            json!({ "mode": "closed", "concurrency": 8 })
+        );
+        assert_eq!(
+            Mode::Open { rate: 2.5 }.describe(),
+            json!({ "mode": "open", "rate": 2.5 })
+        );
+    }
 }

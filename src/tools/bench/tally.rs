@@ -123,9 +123,17 @@ pub fn tick(rate: f64) -> Duration {
     Duration::from_secs_f64(1.0 / rate).max(Duration::from_millis(1))
 }
 
-/// A start published more than this after its due instant is late: the publisher
-/// fell behind its schedule (a slow confirm, a busy core).
+/// A start published more than this after its due instant is late (a slow confirm,
+/// a busy core held the publisher up).
 pub const LATE_AFTER: Duration = Duration::from_millis(10);
+
+/// Open loop: whether the publisher fell behind its schedule — more than 1 % of the
+/// starts late. A few late starts are a stall it caught up from (the next tick
+/// publishes everything due); more mean the offered rate was not the rate intended,
+/// and the run measured less load than it says.
+pub fn fell_behind(late: usize, total: usize) -> bool {
+    late * 100 > total
+}
 
 #[cfg(test)]
 mod tests {
@@ -194,6 +202,14 @@ mod tests {
                 assert_eq!(n, i + 1, "rate {rate}, start {i}");
             }
         }
+    }
+
+    #[test]
+    fn more_than_one_percent_late_is_behind() {
+        assert!(!fell_behind(0, 2000));
+        assert!(!fell_behind(20, 2000));
+        assert!(fell_behind(21, 2000));
+        assert!(fell_behind(1, 50));
     }
 
     #[test]

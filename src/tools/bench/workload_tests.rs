@@ -67,6 +67,7 @@ fn a_simulated_happy_saga_completes_after_k_tasks() {
     assert_eq!(s.tasks.len(), Workload::Happy.tasks_per_saga(3));
     assert!(s.tasks.iter().all(|(_, r)| r.is_ok()));
     let events: Vec<_> = s.history.iter().map(|h| h.event).collect();
+    assert_eq!(s.history.len(), 8, "{events:?}");
     assert_eq!(events.first(), Some(&"saga_started"));
     assert_eq!(events.last(), Some(&"saga_completed"));
     assert_eq!(events.iter().filter(|e| **e == "step_completed").count(), 3);
