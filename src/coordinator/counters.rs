@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::saga::machine::HistoryEntry;
+use crate::saga::history::{HistoryEntry, HistoryEvent as E};
 use crate::store::counters::{labels, Delta};
 
 /// Upper bounds (seconds) of the step duration histogram.
@@ -25,30 +25,30 @@ pub fn tally<'a>(entries: impl IntoIterator<Item = (&'a str, &'a HistoryEntry)>)
             .and_then(|a| a.as_str())
             .unwrap_or("");
         match h.event {
-            "saga_started" => add(
+            E::SagaStarted => add(
                 "sagaflow_sagas_started_total",
                 labels(&[("saga", saga)]),
                 1.0,
             ),
-            "saga_completed" | "saga_compensated" | "saga_failed" | "saga_cancelled" => {
-                let status = h.event.trim_start_matches("saga_");
+            E::SagaCompleted | E::SagaCompensated | E::SagaFailed | E::SagaCancelled => {
+                let status = h.event.terminal_status().unwrap_or_default();
                 add(
                     "sagaflow_sagas_finished_total",
                     labels(&[("saga", saga), ("status", status)]),
                     1.0,
                 )
             }
-            "retry_scheduled" => add(
+            E::RetryScheduled => add(
                 "sagaflow_retries_total",
                 labels(&[("activity", activity)]),
                 1.0,
             ),
-            "attempt_failed" | "compensation_attempt_failed" | "attempt_timed_out" => add(
+            E::AttemptFailed | E::CompensationAttemptFailed | E::AttemptTimedOut => add(
                 "sagaflow_attempts_failed_total",
                 labels(&[("activity", activity)]),
                 1.0,
             ),
-            "step_completed" | "compensation_completed" => {
+            E::StepCompleted | E::CompensationCompleted => {
                 let Some(ms) = h.detail.get("duration_ms").and_then(|d| d.as_f64()) else {
                     continue;
                 };
@@ -94,10 +94,10 @@ mod tests {
     use chrono::Utc;
     use serde_json::{json, Value};
 
-    fn h(event: &'static str, detail: Value) -> HistoryEntry {
+    fn h(event: &str, detail: Value) -> HistoryEntry {
         HistoryEntry {
             at: Utc::now(),
-            event,
+            event: event.parse().unwrap(),
             step: None,
             attempt: None,
             detail,

@@ -16,6 +16,7 @@ use crate::messages::{
     Deadlines, ErrorInfo, SagaEvent, TaskKind, TaskMessage, COORDINATOR_REPLY_TO,
 };
 use crate::saga::definition::{ActivityStep, Definition, RetryPolicy, StepKind};
+pub use crate::saga::history::{HistoryEntry, HistoryEvent};
 use crate::saga::retry::{self, RetryDecision};
 use crate::saga::state::{ActiveTask, SagaState, SagaStatus, StepState, StepStatus};
 
@@ -59,16 +60,6 @@ pub enum Command {
     Dispatch { task: TaskMessage, delay: Duration },
     /// Announce a terminal status on the events exchange.
     Publish(SagaEvent),
-}
-
-/// One line of the saga's audit trail.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistoryEntry {
-    pub at: DateTime<Utc>,
-    pub event: &'static str,
-    pub step: Option<String>,
-    pub attempt: Option<u32>,
-    pub detail: Value,
 }
 
 /// The machine's answer to one event.
@@ -116,11 +107,16 @@ pub fn start(
         Some(at) => {
             run.state.status = SagaStatus::Scheduled;
             run.state.run_at = Some(at);
-            run.record("saga_scheduled", None, None, json!({ "run_at": at }));
+            run.record(
+                HistoryEvent::SagaScheduled,
+                None,
+                None,
+                json!({ "run_at": at }),
+            );
         }
         None => {
             run.record(
-                "saga_started",
+                HistoryEvent::SagaStarted,
                 None,
                 None,
                 json!({ "version": def.version }),
@@ -188,7 +184,7 @@ impl<'a> Run<'a> {
 
     fn record(
         &mut self,
-        event: &'static str,
+        event: HistoryEvent,
         step: Option<usize>,
         attempt: Option<u32>,
         detail: Value,
@@ -223,7 +219,7 @@ impl<'a> Run<'a> {
                 self.state.steps[i].status = StepStatus::Running;
                 self.state.steps[i].attempts = 1;
                 self.record(
-                    "step_started",
+                    HistoryEvent::StepStarted,
                     Some(i),
                     Some(1),
                     json!({ "activity": a.activity }),
@@ -245,7 +241,12 @@ impl<'a> Run<'a> {
             StepKind::Wait(w) => {
                 self.state.steps[i].status = StepStatus::Waiting;
                 self.state.steps[i].until = w.timeout.map(|t| self.now + to_chrono(t));
-                self.record("wait_started", Some(i), None, json!({ "signal": w.signal }));
+                self.record(
+                    HistoryEvent::WaitStarted,
+                    Some(i),
+                    None,
+                    json!({ "signal": w.signal }),
+                );
                 if let Some(payload) = self.take_buffered_signal(&w.signal) {
                     self.complete_wait(i, payload);
                 }
@@ -258,7 +259,12 @@ impl<'a> Run<'a> {
     fn sleep(&mut self, i: usize, until: DateTime<Utc>) {
         self.state.steps[i].status = StepStatus::Sleeping;
         self.state.steps[i].until = Some(until);
-        self.record("sleep_started", Some(i), None, json!({ "until": until }));
+        self.record(
+            HistoryEvent::SleepStarted,
+            Some(i),
+            None,
+            json!({ "until": until }),
+        );
     }
 
     /// The RFC 3339 instant at a `sleep_until` path (`input.…` or `steps.<step>.…`).
@@ -292,12 +298,12 @@ impl<'a> Run<'a> {
             .map_err(|e| format!("`{path}` = `{text}` is not an RFC 3339 instant: {e}"))
     }
 
-    fn complete_step(&mut self, i: usize, output: Value, event: &'static str) {
+    fn complete_step(&mut self, i: usize, output: Value, event: HistoryEvent) {
         self.complete_step_with(i, output, event, json!({}));
     }
 
     /// Completes step `i`, recording `detail` (activity steps: activity and duration).
-    fn complete_step_with(&mut self, i: usize, output: Value, event: &'static str, detail: Value) {
+    fn complete_step_with(&mut self, i: usize, output: Value, event: HistoryEvent, detail: Value) {
         let st = &mut self.state.steps[i];
         st.status = StepStatus::Completed;
         st.until = None;
@@ -329,7 +335,7 @@ impl<'a> Run<'a> {
         st.error = Some(error.clone());
         self.state.active = None;
         self.record(
-            "step_failed",
+            HistoryEvent::StepFailed,
             Some(i),
             None,
             json!({ "reason": reason, "error": error }),
@@ -498,7 +504,7 @@ impl<'a> Run<'a> {
         match active.kind {
             TaskKind::Action => {
                 let detail = self.finished_detail(active);
-                self.complete_step_with(active.step, output, "step_completed", detail)
+                self.complete_step_with(active.step, output, HistoryEvent::StepCompleted, detail)
             }
             TaskKind::Compensation => {
                 let i = active.step;
@@ -507,7 +513,12 @@ impl<'a> Run<'a> {
                 let attempt = self.state.steps[i].comp_attempts;
                 let mut detail = self.finished_detail(active);
                 detail["output"] = output;
-                self.record("compensation_completed", Some(i), Some(attempt), detail);
+                self.record(
+                    HistoryEvent::CompensationCompleted,
+                    Some(i),
+                    Some(attempt),
+                    detail,
+                );
                 self.continue_compensation(i.checked_sub(1));
             }
         }
@@ -515,8 +526,8 @@ impl<'a> Run<'a> {
 
     fn on_task_error(&mut self, active: &ActiveTask, error: ErrorInfo) {
         let event = match active.kind {
-            TaskKind::Action => "attempt_failed",
-            TaskKind::Compensation => "compensation_attempt_failed",
+            TaskKind::Action => HistoryEvent::AttemptFailed,
+            TaskKind::Compensation => HistoryEvent::CompensationAttemptFailed,
         };
         self.record(
             event,
@@ -568,7 +579,7 @@ impl<'a> Run<'a> {
             a.attempt = attempt;
         }
         self.record(
-            "retry_scheduled",
+            HistoryEvent::RetryScheduled,
             Some(i),
             Some(attempt),
             json!({ "delay_ms": delay.as_millis() as u64, "kind": active.kind, "activity": active.activity }),

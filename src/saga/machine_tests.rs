@@ -104,7 +104,7 @@ fn published(d: &Decision) -> Vec<String> {
 }
 
 fn events(d: &Decision) -> Vec<&'static str> {
-    d.history.iter().map(|h| h.event).collect()
+    d.history.iter().map(|h| h.event.as_str()).collect()
 }
 
 /// Drives `state` with events, returning the last decision.

@@ -2,6 +2,7 @@
 //! Nothing here does I/O; time and ids come in as arguments.
 
 pub mod definition;
+pub mod history;
 pub mod machine;
 pub mod retry;
 pub mod state;

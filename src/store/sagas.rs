@@ -300,7 +300,7 @@ pub async fn append_history(
     }
     let ids: Vec<&str> = entries.iter().map(|(id, _)| *id).collect();
     let ats: Vec<DateTime<Utc>> = entries.iter().map(|(_, h)| h.at).collect();
-    let events: Vec<&str> = entries.iter().map(|(_, h)| h.event).collect();
+    let events: Vec<&str> = entries.iter().map(|(_, h)| h.event.as_str()).collect();
     let steps: Vec<Option<&str>> = entries.iter().map(|(_, h)| h.step.as_deref()).collect();
     let attempts: Vec<Option<i32>> = entries
         .iter()

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Command, Run};
+use super::{Command, HistoryEvent, Run};
 use crate::messages::{ErrorInfo, SagaEvent, TaskKind};
 use crate::saga::state::{SagaStatus, StepStatus};
 
@@ -27,7 +27,12 @@ impl Run<'_> {
 
     pub(super) fn begin_compensation(&mut self, from: Option<usize>, why: &str) {
         self.state.status = SagaStatus::Compensating;
-        self.record("saga_compensating", None, None, json!({ "reason": why }));
+        self.record(
+            HistoryEvent::SagaCompensating,
+            None,
+            None,
+            json!({ "reason": why }),
+        );
         self.continue_compensation(from);
     }
 
@@ -42,7 +47,7 @@ impl Run<'_> {
                         self.state.steps[k].status = StepStatus::Compensating;
                         self.state.steps[k].comp_attempts = 1;
                         self.record(
-                            "compensation_started",
+                            HistoryEvent::CompensationStarted,
                             Some(k),
                             Some(1),
                             json!({ "activity": a.compensate }),
@@ -50,7 +55,7 @@ impl Run<'_> {
                         return self.begin_task(k, TaskKind::Compensation);
                     }
                     self.state.steps[k].status = StepStatus::NotCompensable;
-                    self.record("step_not_compensable", Some(k), None, json!({}));
+                    self.record(HistoryEvent::StepNotCompensable, Some(k), None, json!({}));
                 }
             }
             next = k.checked_sub(1);
@@ -78,7 +83,7 @@ impl Run<'_> {
         self.state.steps[i].status = StepStatus::CompensationFailed;
         self.state.active = None;
         self.record(
-            "compensation_failed",
+            HistoryEvent::CompensationFailed,
             Some(i),
             None,
             json!({ "reason": reason, "error": error }),
@@ -107,12 +112,15 @@ impl Run<'_> {
     }
 }
 
-fn terminal_event(status: SagaStatus) -> &'static str {
+fn terminal_event(status: SagaStatus) -> HistoryEvent {
     match status {
-        SagaStatus::Completed => "saga_completed",
-        SagaStatus::Compensated => "saga_compensated",
-        SagaStatus::Failed => "saga_failed",
-        SagaStatus::Cancelled => "saga_cancelled",
-        _ => "saga_status",
+        SagaStatus::Completed => HistoryEvent::SagaCompleted,
+        SagaStatus::Compensated => HistoryEvent::SagaCompensated,
+        SagaStatus::Failed => HistoryEvent::SagaFailed,
+        SagaStatus::Cancelled => HistoryEvent::SagaCancelled,
+        // finish_saga is only called with a terminal status.
+        SagaStatus::Scheduled | SagaStatus::Running | SagaStatus::Compensating => {
+            HistoryEvent::SagaFailed
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::Run;
+use super::{HistoryEvent, Run};
 use crate::messages::ErrorInfo;
 use crate::saga::definition::{OnTimeout, StepKind};
 use crate::saga::state::{SagaStatus, StepStatus};
@@ -17,7 +17,7 @@ impl Run<'_> {
                 self.state.status = SagaStatus::Running;
                 self.state.run_at = None;
                 self.record(
-                    "saga_started",
+                    HistoryEvent::SagaStarted,
                     None,
                     None,
                     json!({ "version": self.def.version }),
@@ -53,7 +53,9 @@ impl Run<'_> {
             return;
         }
         match st.status {
-            StepStatus::Sleeping => self.complete_step(i, Value::Null, "sleep_completed"),
+            StepStatus::Sleeping => {
+                self.complete_step(i, Value::Null, HistoryEvent::SleepCompleted)
+            }
             StepStatus::Waiting => self.wait_timed_out(i),
             _ => {}
         }
@@ -64,7 +66,7 @@ impl Run<'_> {
             return;
         };
         match w.on_timeout {
-            OnTimeout::Continue => self.complete_step(i, Value::Null, "wait_timed_out"),
+            OnTimeout::Continue => self.complete_step(i, Value::Null, HistoryEvent::WaitTimedOut),
             OnTimeout::Fail => {
                 let error = ErrorInfo {
                     code: "wait_timeout".into(),
@@ -86,10 +88,20 @@ impl Run<'_> {
                 .is_some_and(|s| s.status == StepStatus::Waiting)
             && matches!(&self.def.steps[i].kind, StepKind::Wait(w) if w.signal == name);
         if waiting_for_it {
-            self.record("signal_received", Some(i), None, json!({ "signal": name }));
+            self.record(
+                HistoryEvent::SignalReceived,
+                Some(i),
+                None,
+                json!({ "signal": name }),
+            );
             return self.complete_wait(i, payload);
         }
-        self.record("signal_buffered", None, None, json!({ "signal": name }));
+        self.record(
+            HistoryEvent::SignalBuffered,
+            None,
+            None,
+            json!({ "signal": name }),
+        );
         self.state.signals.entry(name).or_default().push(payload);
     }
 
@@ -103,7 +115,7 @@ impl Run<'_> {
     }
 
     pub(super) fn complete_wait(&mut self, i: usize, payload: Value) {
-        self.complete_step(i, payload, "wait_completed");
+        self.complete_step(i, payload, HistoryEvent::WaitCompleted);
     }
 
     pub(super) fn on_cancel(&mut self, reason: String) {
@@ -112,7 +124,12 @@ impl Run<'_> {
             return;
         }
         self.state.cancel_requested = true;
-        self.record("cancel_requested", None, None, json!({ "reason": reason }));
+        self.record(
+            HistoryEvent::CancelRequested,
+            None,
+            None,
+            json!({ "reason": reason }),
+        );
         match self.state.status {
             SagaStatus::Scheduled => {
                 self.state.run_at = None;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::{Decision, Run};
+use super::{Decision, HistoryEvent, Run};
 use crate::messages::TaskKind;
 use crate::saga::definition::{Definition, StepKind};
 use crate::saga::state::{SagaState, SagaStatus, StepState, StepStatus};
@@ -115,7 +115,7 @@ pub fn operate(
     let mut run = Run::new(def, state, now);
     let status = run.state.status;
     run.record(
-        "operator_action",
+        HistoryEvent::OperatorAction,
         None,
         None,
         json!({ "action": action, "actor": actor }),
@@ -205,7 +205,7 @@ fn resume_at(run: &mut Run<'_>, step: &str) -> Result<(), String> {
     // a step that was undone with the output of its first run.
     run.state.generation += 1;
     run.record(
-        "saga_resumed",
+        HistoryEvent::SagaResumed,
         Some(i),
         None,
         json!({ "generation": run.state.generation }),
@@ -231,7 +231,7 @@ fn skip(run: &mut Run<'_>, output: Value) -> Result<(), String> {
     if matches!(run.def.steps[i].kind, StepKind::Activity(_)) {
         run.state.steps[i].attempts = run.state.steps[i].attempts.max(1);
     }
-    run.complete_step(i, output, "step_skipped");
+    run.complete_step(i, output, HistoryEvent::StepSkipped);
     Ok(())
 }
 

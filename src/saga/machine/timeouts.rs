@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use super::{to_chrono, Run};
+use super::{to_chrono, HistoryEvent, Run};
 use crate::messages::{ErrorInfo, TaskKind};
 use crate::saga::state::ActiveTask;
 
@@ -106,7 +106,7 @@ impl Run<'_> {
             retryable: kind != Timeout::ScheduleToClose,
         };
         self.record(
-            "attempt_timed_out",
+            HistoryEvent::AttemptTimedOut,
             Some(active.step),
             Some(active.attempt),
             json!({ "timeout": kind.as_str(), "kind": active.kind, "activity": active.activity }),
@@ -148,7 +148,7 @@ impl Run<'_> {
         }
         if started {
             self.record(
-                "attempt_started",
+                HistoryEvent::AttemptStarted,
                 Some(active.step),
                 Some(active.attempt),
                 json!({}),

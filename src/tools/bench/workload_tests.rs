@@ -66,7 +66,7 @@ fn a_simulated_happy_saga_completes_after_k_tasks() {
     assert_eq!(s.state.status, Workload::Happy.expected_status());
     assert_eq!(s.tasks.len(), Workload::Happy.tasks_per_saga(3));
     assert!(s.tasks.iter().all(|(_, r)| r.is_ok()));
-    let events: Vec<_> = s.history.iter().map(|h| h.event).collect();
+    let events: Vec<_> = s.history.iter().map(|h| h.event.as_str()).collect();
     assert_eq!(s.history.len(), 8, "{events:?}");
     assert_eq!(events.first(), Some(&"saga_started"));
     assert_eq!(events.last(), Some(&"saga_completed"));
@@ -101,7 +101,10 @@ fn a_simulated_compensate_saga_retries_twice_and_undoes_both_steps() {
     let at = |i: usize| s.tasks[i].0.scheduled_at;
     assert_eq!((at(3) - at(2)).num_milliseconds(), 100 + 2);
     assert_eq!((at(4) - at(3)).num_milliseconds(), 200 + 2);
-    assert_eq!(s.history.last().map(|h| h.event), Some("saga_compensated"));
+    assert_eq!(
+        s.history.last().map(|h| h.event.as_str()),
+        Some("saga_compensated")
+    );
 }
 
 #[test]
