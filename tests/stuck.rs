@@ -74,7 +74,7 @@ async fn the_reconciler_flags_sagas_nothing_will_move_and_repairs_what_it_can() 
         .definition("order_fulfillment")
         .at(an_hour_ago)
         .edit(|s| {
-            if let Some(a) = s.active.as_mut() {
+            if let Some(a) = s.tasks.first_mut() {
                 a.timeout_at = None;
             }
         })
@@ -85,7 +85,7 @@ async fn the_reconciler_flags_sagas_nothing_will_move_and_repairs_what_it_can() 
         .definition("order_fulfillment")
         .at(an_hour_ago)
         .edit(|s| {
-            s.active = None;
+            s.tasks.clear();
             s.steps[0].status = StepStatus::Pending;
         })
         .insert()

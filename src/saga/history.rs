@@ -57,10 +57,13 @@ pub enum HistoryEvent {
     SagaResumed,
     /// A parallel step began: every branch was entered.
     ParallelStarted,
+    /// The stuck-saga reconciler found the saga with no timer, nothing in flight and
+    /// no wait, and woke it once (written by the store, not the machine).
+    StuckDetected,
 }
 
 impl HistoryEvent {
-    pub const ALL: [HistoryEvent; 31] = [
+    pub const ALL: [HistoryEvent; 32] = [
         HistoryEvent::SagaScheduled,
         HistoryEvent::SagaStarted,
         HistoryEvent::StepStarted,
@@ -92,6 +95,7 @@ impl HistoryEvent {
         HistoryEvent::OperatorAction,
         HistoryEvent::SagaResumed,
         HistoryEvent::ParallelStarted,
+        HistoryEvent::StuckDetected,
     ];
 
     /// The stored spelling.
@@ -129,6 +133,7 @@ impl HistoryEvent {
             OperatorAction => "operator_action",
             SagaResumed => "saga_resumed",
             ParallelStarted => "parallel_started",
+            StuckDetected => "stuck_detected",
         }
     }
 

@@ -1,20 +1,23 @@
 //! Unit tests of the saga machine: every transition, duplicates and stale events.
 
 use super::*;
+use crate::messages::{TaskKind, COORDINATOR_REPLY_TO};
+use crate::saga::definition::{ActivityStep, RetryPolicy};
 use crate::saga::definition::{OnTimeout, Step, Timeouts, WaitStep};
+use crate::saga::state::StepStatus;
 use serde_json::json;
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
         .unwrap()
         .with_timezone(&Utc)
 }
 
-fn secs(n: i64) -> DateTime<Utc> {
+pub(super) fn secs(n: i64) -> DateTime<Utc> {
     t0() + chrono::Duration::seconds(n)
 }
 
-fn policy(max_attempts: u32) -> RetryPolicy {
+pub(super) fn policy(max_attempts: u32) -> RetryPolicy {
     RetryPolicy {
         initial_interval: Duration::from_secs(1),
         backoff_coefficient: 2.0,
@@ -24,9 +27,11 @@ fn policy(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-fn activity(name: &str, act: &str, comp: Option<&str>) -> Step {
+pub(super) fn activity(name: &str, act: &str, comp: Option<&str>) -> Step {
     Step {
         name: name.into(),
+        when: None,
+        input: None,
         kind: StepKind::Activity(ActivityStep {
             activity: act.into(),
             compensate: comp.map(Into::into),
@@ -37,7 +42,7 @@ fn activity(name: &str, act: &str, comp: Option<&str>) -> Step {
     }
 }
 
-fn def_with(steps: Vec<Step>) -> Definition {
+pub(super) fn def_with(steps: Vec<Step>) -> Definition {
     Definition {
         name: "order".into(),
         version: 1,
@@ -49,7 +54,7 @@ fn def_with(steps: Vec<Step>) -> Definition {
 }
 
 /// reserve (compensable) -> charge (compensable) -> ship (not compensable)
-fn order() -> Definition {
+pub(super) fn order() -> Definition {
     def_with(vec![
         activity("reserve", "inventory.reserve", Some("inventory.release")),
         activity("charge", "payments.charge", Some("payments.refund")),
@@ -61,7 +66,7 @@ fn started(def: &Definition) -> SagaState {
     start(def, "o-1", json!({"order": 1}), None, t0()).state
 }
 
-fn ok(task_id: &str, attempt: u32) -> Event {
+pub(super) fn ok(task_id: &str, attempt: u32) -> Event {
     Event::Result {
         task_id: task_id.into(),
         attempt: Some(attempt),
@@ -69,7 +74,7 @@ fn ok(task_id: &str, attempt: u32) -> Event {
     }
 }
 
-fn fail(task_id: &str, attempt: u32, code: &str, retryable: bool) -> Event {
+pub(super) fn fail(task_id: &str, attempt: u32, code: &str, retryable: bool) -> Event {
     Event::Result {
         task_id: task_id.into(),
         attempt: Some(attempt),
@@ -81,7 +86,7 @@ fn fail(task_id: &str, attempt: u32, code: &str, retryable: bool) -> Event {
     }
 }
 
-fn tasks(d: &Decision) -> Vec<(String, TaskKind, u32, Duration)> {
+pub(super) fn tasks(d: &Decision) -> Vec<(String, TaskKind, u32, Duration)> {
     d.commands
         .iter()
         .filter_map(|c| match c {
@@ -93,7 +98,7 @@ fn tasks(d: &Decision) -> Vec<(String, TaskKind, u32, Duration)> {
         .collect()
 }
 
-fn published(d: &Decision) -> Vec<String> {
+pub(super) fn published(d: &Decision) -> Vec<String> {
     d.commands
         .iter()
         .filter_map(|c| match c {
@@ -103,12 +108,12 @@ fn published(d: &Decision) -> Vec<String> {
         .collect()
 }
 
-fn events(d: &Decision) -> Vec<&'static str> {
+pub(super) fn events(d: &Decision) -> Vec<&'static str> {
     d.history.iter().map(|h| h.event.as_str()).collect()
 }
 
 /// Drives `state` with events, returning the last decision.
-fn drive(def: &Definition, mut state: SagaState, evs: Vec<Event>) -> Decision {
+pub(super) fn drive(def: &Definition, mut state: SagaState, evs: Vec<Event>) -> Decision {
     let mut last = None;
     for (n, e) in evs.into_iter().enumerate() {
         let d = apply(def, state, e, secs(n as i64 + 1));
@@ -404,6 +409,8 @@ fn sleepy() -> Definition {
         activity("reserve", "inventory.reserve", Some("inventory.release")),
         Step {
             name: "cool_off".into(),
+            when: None,
+            input: None,
             kind: StepKind::Sleep(Duration::from_secs(36 * 3600)),
         },
         activity("ship", "shipping.ship", None),
@@ -429,6 +436,8 @@ fn waiting(on_timeout: OnTimeout) -> Definition {
         activity("reserve", "inventory.reserve", Some("inventory.release")),
         Step {
             name: "approval".into(),
+            when: None,
+            input: None,
             kind: StepKind::Wait(WaitStep {
                 signal: "approve".into(),
                 timeout: Some(Duration::from_secs(60)),
@@ -795,6 +804,8 @@ fn deferred() -> Definition {
         activity("render", "newsletter.render", None),
         Step {
             name: "deferred".into(),
+            when: None,
+            input: None,
             kind: StepKind::SleepUntil("steps.render.send_at".into()),
         },
         activity("send", "newsletter.send", None),
@@ -860,7 +871,7 @@ fn sleep_until_without_an_instant_fails_the_step() {
 fn active_task_names_its_activity_for_actions_and_compensations() {
     let def = order();
     let s = started(&def);
-    let activity = |s: &SagaState| s.active.as_ref().and_then(|a| a.activity.clone());
+    let activity = |s: &SagaState| s.tasks.first().and_then(|a| a.activity.clone());
     assert_eq!(activity(&s).as_deref(), Some("inventory.reserve"));
     let d = drive(&def, s, vec![ok(R, 1), fail(C, 1, "card_declined", false)]);
     assert_eq!(activity(&d.state).as_deref(), Some("inventory.release"));
@@ -919,7 +930,7 @@ fn a_dead_lettered_attempt_is_a_retryable_failure() {
     let def = order();
     let s = started(&def);
     let dead = Event::Result {
-        task_id: s.active.as_ref().unwrap().task_id.clone(),
+        task_id: s.tasks.first().unwrap().task_id.clone(),
         attempt: Some(1),
         result: Err(crate::messages::ErrorInfo {
             code: "dead_lettered".into(),
@@ -935,7 +946,7 @@ fn a_dead_lettered_attempt_is_a_retryable_failure() {
 fn a_wake_up_arms_the_deadline_of_an_attempt_stored_without_one() {
     let def = order();
     let mut s = started(&def);
-    if let Some(a) = s.active.as_mut() {
+    if let Some(a) = s.tasks.first_mut() {
         a.timeout_at = None; // as an older version stored it
     }
     assert_eq!(s.next_wake(), None);

@@ -4,5 +4,6 @@
 pub mod definition;
 pub mod history;
 pub mod machine;
+pub mod path;
 pub mod retry;
 pub mod state;

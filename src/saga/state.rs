@@ -104,6 +104,9 @@ pub enum StepStatus {
     CompensationFailed,
     /// Completed, but it names no compensation, so it could not be undone.
     NotCompensable,
+    /// Its `when` did not hold when it was reached: it did not run (output `null`)
+    /// and is never compensated.
+    Skipped,
 }
 
 /// One step's record inside the saga state.
@@ -129,6 +132,15 @@ pub struct StepState {
     /// When a sleep ends or a wait times out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<DateTime<Utc>>,
+    /// Position in the saga's completion order ([`SagaState::completions`]):
+    /// compensation undoes the latest-completed first, across steps and branches.
+    /// Absent in states written before parallel steps existed; they compensate in
+    /// reverse step order, which was their completion order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_seq: Option<u32>,
+    /// A parallel step's branches, in definition order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<StepState>,
 }
 
 impl StepState {
@@ -142,15 +154,20 @@ impl StepState {
             output: None,
             error: None,
             until: None,
+            completed_seq: None,
+            branches: Vec::new(),
         }
     }
 }
 
-/// The one task chain a saga waits on (steps run one at a time).
+/// One task chain the saga waits on: a step's (or branch's) action or compensation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActiveTask {
     pub task_id: String,
     pub step: usize,
+    /// The branch of a parallel step this chain runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<usize>,
     pub kind: TaskKind,
     /// The activity this chain runs (the step's action or its compensation), so
     /// operator queries can group outstanding work by activity in SQL.
@@ -191,8 +208,19 @@ pub struct SagaState {
     pub steps: Vec<StepState>,
     /// The step being run (running) or undone (compensating).
     pub cursor: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub active: Option<ActiveTask>,
+    /// The task chains in flight: at most one outside parallel steps, one per
+    /// running branch inside one. States written before parallel steps held a
+    /// single `active` chain; it reads as a list of one.
+    #[serde(
+        default,
+        alias = "active",
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub tasks: Vec<ActiveTask>,
+    /// Steps and branches completed so far: numbers [`StepState::completed_seq`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub completions: u32,
     /// When a scheduled saga starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_at: Option<DateTime<Utc>>,
@@ -216,29 +244,44 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// `null`, one task object (the pre-parallel `active` field) or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ActiveTask>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<ActiveTask>),
+        One(Box<ActiveTask>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::Many(v)) => v,
+        Some(OneOrMany::One(a)) => vec![*a],
+    })
+}
+
 impl SagaState {
-    /// The earliest instant at which a wake-up could change this saga, if any.
-    /// The coordinator stores it in the indexed `wake_at` column.
+    /// The earliest instant at which a wake-up could change this saga, if any: the
+    /// earliest of a delayed start, every sleep or wait of the current step and its
+    /// branches, and every task chain's parked retry or timeout. The coordinator
+    /// stores it in the indexed `wake_at` column.
     pub fn next_wake(&self) -> Option<DateTime<Utc>> {
         if self.status.is_terminal() {
             return None;
         }
-        let step_until = self.steps.get(self.cursor).and_then(|s| match s.status {
+        let current = self.steps.get(self.cursor);
+        let units = current
+            .into_iter()
+            .chain(current.into_iter().flat_map(|s| s.branches.iter()));
+        let untils = units.filter_map(|s| match s.status {
             StepStatus::Sleeping | StepStatus::Waiting => s.until,
             _ => None,
         });
-        let dispatch = self
-            .active
-            .as_ref()
-            .and_then(|a| a.dispatch_at.or(a.timeout_at));
-        [
-            self.run_at.filter(|_| self.status == SagaStatus::Scheduled),
-            step_until,
-            dispatch,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let tasks = self
+            .tasks
+            .iter()
+            .filter_map(|a| a.dispatch_at.or(a.timeout_at));
+        let start = self.run_at.filter(|_| self.status == SagaStatus::Scheduled);
+        start.into_iter().chain(untils).chain(tasks).min()
     }
 
     /// What the saga produced: the output of its last step that completed with one

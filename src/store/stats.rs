@@ -59,13 +59,17 @@ pub async fn activity_load(
 ) -> Result<Vec<ActivityLoad>, StoreError> {
     let rows = sqlx::query!(
         r#"WITH t AS (
-            SELECT state->'active'->>'activity' AS activity,
-                   (state->'active'->>'dispatch_at')::timestamptz AS dispatch_at,
-                   COALESCE((state->'active'->>'scheduled_at')::timestamptz,
-                            (state->'active'->>'first_scheduled_at')::timestamptz) AS scheduled_at
+            SELECT task->>'activity' AS activity,
+                   (task->>'dispatch_at')::timestamptz AS dispatch_at,
+                   COALESCE((task->>'scheduled_at')::timestamptz,
+                            (task->>'first_scheduled_at')::timestamptz) AS scheduled_at
             FROM sagas
+            CROSS JOIN LATERAL jsonb_array_elements(CASE
+                WHEN jsonb_typeof(state->'tasks') = 'array' THEN state->'tasks'
+                WHEN jsonb_typeof(state->'active') = 'object' THEN jsonb_build_array(state->'active')
+                ELSE '[]'::jsonb END) AS task
             WHERE status IN ('running', 'compensating')
-              AND state->'active'->>'activity' IS NOT NULL)
+              AND task->>'activity' IS NOT NULL)
          SELECT activity AS "activity!",
                 count(*) FILTER (WHERE dispatch_at IS NULL) AS "outstanding!",
                 count(*) FILTER (WHERE dispatch_at <= now() + make_interval(secs => $1)) AS "due_soon!",

@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::{ctx, StoreError};
-
-/// The history event a flagged saga gets.
-pub const STUCK_DETECTED: &str = "stuck_detected";
+use crate::saga::history::HistoryEvent;
 
 /// Flags up to `limit` stuck sagas last written before `now - grace`: sets
 /// `stuck_since`, appends a `stuck_detected` history line and sets `wake_at = now`
@@ -29,8 +27,10 @@ pub async fn flag(
                AND status IN ('scheduled', 'running', 'compensating')
                AND stuck_since IS NULL
                AND updated_at < $2
-               AND COALESCE(CASE WHEN state->>'cursor' ~ '^[0-9]{1,9}$'
-                   THEN state->'steps'->((state->>'cursor')::int)->>'status' END, '') <> 'waiting'
+               AND NOT COALESCE(CASE WHEN state->>'cursor' ~ '^[0-9]{1,9}$'
+                   THEN state->'steps'->((state->>'cursor')::int) END, '{}')
+                   @> ANY (ARRAY['{"status": "waiting"}'::jsonb,
+                                 '{"branches": [{"status": "waiting"}]}'::jsonb])
              ORDER BY updated_at
              LIMIT $3
              FOR UPDATE SKIP LOCKED
@@ -49,7 +49,7 @@ pub async fn flag(
         now,
         now - grace,
         limit,
-        STUCK_DETECTED
+        HistoryEvent::StuckDetected.as_str()
     )
     .fetch_all(pool)
     .await

@@ -217,7 +217,7 @@ impl<'e> SagaBuilder<'e> {
 /// The event that completes the current step, and when it arrives.
 fn finishing(kind: &StepKind, state: &SagaState, at: DateTime<Utc>) -> (Event, DateTime<Utc>) {
     let step = &state.steps[state.cursor];
-    match (kind, &state.active) {
+    match (kind, state.tasks.first()) {
         (StepKind::Activity(_), Some(active)) => (
             Event::Result {
                 task_id: active.task_id.clone(),

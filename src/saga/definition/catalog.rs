@@ -73,14 +73,14 @@ impl Catalog {
     pub fn check_consumer_timeout(&self, consumer_timeout: Duration) -> Vec<DefinitionError> {
         let mut errors = Vec::new();
         for e in self.entries.values() {
-            for (i, step) in e.def.steps.iter().enumerate() {
+            for (at, step) in e.def.units() {
                 let StepKind::Activity(a) = &step.kind else {
                     continue;
                 };
                 if a.timeouts.start_to_close >= consumer_timeout {
                     errors.push(DefinitionError {
                         file: e.origin.clone(),
-                        field: format!("steps[{i}].start_to_close"),
+                        field: format!("{at}.start_to_close"),
                         reason: format!(
                             "{} is not below the broker's consumer_timeout ({}, queues.consumer_timeout_ms): RabbitMQ would close the worker's channel mid-run and redeliver the task; raise consumer_timeout on the broker and in queues.consumer_timeout_ms together, or split the activity",
                             humantime::format_duration(a.timeouts.start_to_close),
@@ -98,8 +98,8 @@ impl Catalog {
     pub fn retry_waits(&self) -> BTreeSet<Duration> {
         self.entries
             .values()
-            .flat_map(|e| e.def.steps.iter())
-            .filter_map(|step| match &step.kind {
+            .flat_map(|e| e.def.units())
+            .filter_map(|(_, step)| match &step.kind {
                 StepKind::Activity(a) => Some([&a.retry, &a.compensate_retry]),
                 _ => None,
             })

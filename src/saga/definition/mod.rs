@@ -20,12 +20,14 @@ mod raw;
 mod resolve;
 mod validate;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use catalog::Catalog;
 pub use cron_expr::normalize_cron;
 pub use durations::parse_duration;
+
+pub use crate::saga::path::{Condition, ValuePath};
 
 use raw::deserialize_raw;
 use resolve::resolve;
@@ -56,11 +58,31 @@ pub struct Definition {
     pub schedules: Vec<ScheduleSpec>,
 }
 
-/// One step of a saga, in execution order.
+/// One step of a saga, in execution order, or one branch of a parallel step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
+    /// Unique within the definition, across steps and branches: task ids and
+    /// idempotency keys are built from it.
     pub name: String,
     pub kind: StepKind,
+    /// Runs only when this holds at the moment the step is reached; otherwise the
+    /// step is skipped (output `null`, never compensated).
+    pub when: Option<Condition>,
+    /// The values an activity's task carries instead of the saga input and every
+    /// earlier output (`input = { order = "input.order_id" }`).
+    pub input: Option<BTreeMap<String, ValuePath>>,
+}
+
+impl Step {
+    /// A step that always runs and gets the default task input.
+    pub fn new(name: impl Into<String>, kind: StepKind) -> Step {
+        Step {
+            name: name.into(),
+            kind,
+            when: None,
+            input: None,
+        }
+    }
 }
 
 /// What a step does.
@@ -79,6 +101,18 @@ pub enum StepKind {
     SleepUntil(String),
     /// Wait for a named signal.
     Wait(WaitStep),
+    /// Branches that run at the same time; the step completes when every branch has
+    /// completed, with an object of their outputs keyed by branch name. A branch is
+    /// one step of any kind but `Parallel`.
+    Parallel(Vec<Step>),
+}
+
+impl StepKind {
+    /// Whether this kind runs by itself (everything but a parallel group, whose
+    /// branches are what runs and what is compensated).
+    pub fn is_leaf(&self) -> bool {
+        !matches!(self, StepKind::Parallel(_))
+    }
 }
 
 /// An activity step with its policies already resolved (step over defaults over built-in).
@@ -222,13 +256,29 @@ impl Definition {
     /// deduplicated. Workers and the coordinator declare one task queue per entry.
     pub fn activities(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for step in &self.steps {
+        for (_, step) in self.units() {
             if let StepKind::Activity(a) = &step.kind {
                 out.insert(a.activity.clone());
                 if let Some(c) = &a.compensate {
                     out.insert(c.clone());
                 }
             }
+        }
+        out
+    }
+
+    /// Every step and every branch of a parallel step, in definition order, each with
+    /// the field path errors name it by (`steps[1]`, `steps[1].parallel[0]`).
+    pub fn units(&self) -> Vec<(String, &Step)> {
+        let mut out = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            let at = format!("steps[{i}]");
+            if let StepKind::Parallel(branches) = &step.kind {
+                for (b, branch) in branches.iter().enumerate() {
+                    out.push((format!("{at}.parallel[{b}]"), branch));
+                }
+            }
+            out.push((at, step));
         }
         out
     }

@@ -78,7 +78,7 @@ pub(super) struct RawDefaults {
     pub(super) compensate_retry: Option<RawRetry>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRetry {
     pub(super) initial_interval: Option<RawDuration>,
@@ -88,7 +88,7 @@ pub(super) struct RawRetry {
     pub(super) non_retryable: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStep {
     pub(super) name: Option<String>,
@@ -105,6 +105,9 @@ pub(super) struct RawStep {
     pub(super) heartbeat: Option<RawDuration>,
     pub(super) timeout: Option<RawDuration>,
     pub(super) on_timeout: Option<RawOnTimeout>,
+    pub(super) parallel: Option<Vec<RawStep>>,
+    pub(super) when: Option<String>,
+    pub(super) input: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

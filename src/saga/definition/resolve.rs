@@ -202,7 +202,7 @@ pub(super) fn resolve(raw: RawDefinition, out: &mut Problems) -> (Definition, Pr
     let mut steps = Vec::new();
     let mut sources = Vec::new();
     for (i, raw_step) in raw.steps.unwrap_or_default().into_iter().enumerate() {
-        let (step, src) = resolve_step(i, raw_step, &defaults, out);
+        let (step, src) = resolve_step(&format!("steps[{i}]"), raw_step, &defaults, out);
         steps.push(step);
         sources.push(src);
     }
@@ -259,6 +259,7 @@ fn kind_keys(s: &RawStep) -> Vec<&'static str> {
         ("sleep", s.sleep.is_some()),
         ("sleep_until", s.sleep_until.is_some()),
         ("wait", s.wait.is_some()),
+        ("parallel", s.parallel.is_some()),
     ];
     keys.iter()
         .filter(|(_, set)| *set)
@@ -266,87 +267,149 @@ fn kind_keys(s: &RawStep) -> Vec<&'static str> {
         .collect()
 }
 
-fn refuse_keys(out: &mut Problems, i: usize, keys: &[&str], valid_on: &str, kind: &str) {
+fn refuse_keys(out: &mut Problems, at: &str, keys: &[&str], valid_on: &str, kind: &str) {
     for key in keys {
         out.push(
-            format!("steps[{i}].{key}"),
+            format!("{at}.{key}"),
             format!("only valid on {valid_on} steps (this is a {kind} step)"),
         );
     }
 }
 
 fn resolve_step(
-    i: usize,
+    at: &str,
     raw: RawStep,
     defaults: &RawDefaults,
     out: &mut Problems,
 ) -> (Step, StepSources) {
     if raw.name.is_none() {
-        out.push(format!("steps[{i}].name"), "is required");
+        out.push(format!("{at}.name"), "is required");
     }
     let kinds = kind_keys(&raw);
     let placeholder = StepKind::Sleep(Duration::from_secs(1));
     let (kind, sources) = match kinds.as_slice() {
-        ["activity"] => resolve_activity(i, &raw, defaults, out),
+        ["activity"] => resolve_activity(at, &raw, defaults, out),
         ["sleep"] => {
-            refuse_keys(out, i, &activity_only_keys(&raw), "activity", "sleep");
-            refuse_keys(out, i, &wait_only_keys(&raw), "wait", "sleep");
+            refuse_keys(out, at, &activity_only_keys(&raw), "activity", "sleep");
+            refuse_keys(out, at, &wait_only_keys(&raw), "wait", "sleep");
             let d = raw.sleep.map_or(Duration::ZERO, |d| d.0);
-            (StepKind::Sleep(d), StepSources::code(i))
+            (StepKind::Sleep(d), StepSources::code(at))
         }
         ["sleep_until"] => {
-            refuse_keys(out, i, &activity_only_keys(&raw), "activity", "sleep_until");
-            refuse_keys(out, i, &wait_only_keys(&raw), "wait", "sleep_until");
+            refuse_keys(
+                out,
+                at,
+                &activity_only_keys(&raw),
+                "activity",
+                "sleep_until",
+            );
+            refuse_keys(out, at, &wait_only_keys(&raw), "wait", "sleep_until");
             let path = raw.sleep_until.clone().unwrap_or_default();
-            (StepKind::SleepUntil(path), StepSources::code(i))
+            (StepKind::SleepUntil(path), StepSources::code(at))
         }
         ["wait"] => {
-            refuse_keys(out, i, &activity_only_keys(&raw), "activity", "wait");
+            refuse_keys(out, at, &activity_only_keys(&raw), "activity", "wait");
             (
-                StepKind::Wait(resolve_wait(i, &raw, out)),
-                StepSources::code(i),
+                StepKind::Wait(resolve_wait(at, &raw, out)),
+                StepSources::code(at),
             )
         }
+        ["parallel"] => resolve_parallel(at, &raw, defaults, out),
         [] => {
             out.push(
-                format!("steps[{i}]"),
-                "a step needs exactly one of `activity`, `sleep`, `sleep_until` or `wait`; it has none",
+                at.to_string(),
+                "a step needs exactly one of `activity`, `sleep`, `sleep_until`, `wait` or `parallel`; it has none",
             );
-            (placeholder, StepSources::code(i))
+            (placeholder, StepSources::code(at))
         }
         many => {
             let list: Vec<String> = many.iter().map(|k| format!("`{k}`")).collect();
             out.push(
-                format!("steps[{i}]"),
+                at.to_string(),
                 format!(
-                    "a step needs exactly one of `activity`, `sleep`, `sleep_until` or `wait`; it has {}",
+                    "a step needs exactly one of `activity`, `sleep`, `sleep_until`, `wait` or `parallel`; it has {}",
                     list.join(" and ")
                 ),
             );
-            (placeholder, StepSources::code(i))
+            (placeholder, StepSources::code(at))
         }
     };
     let step = Step {
-        name: raw.name.unwrap_or_default(),
+        name: raw.name.clone().unwrap_or_default(),
         kind,
+        when: resolve_when(at, &raw, out),
+        input: resolve_input(at, &raw, out),
     };
     (step, sources)
 }
 
-fn resolve_activity(
-    i: usize,
+/// A parallel step: only `name`, `when` and its branches; each branch resolves like a
+/// step (its policies fall back to `[defaults]` too).
+fn resolve_parallel(
+    at: &str,
     raw: &RawStep,
     defaults: &RawDefaults,
     out: &mut Problems,
 ) -> (StepKind, StepSources) {
-    refuse_keys(out, i, &wait_only_keys(raw), "wait", "activity");
+    refuse_keys(out, at, &activity_only_keys(raw), "activity", "parallel");
+    refuse_keys(out, at, &wait_only_keys(raw), "wait", "parallel");
+    let mut sources = StepSources::code(at);
+    let mut branches = Vec::new();
+    for (b, raw_branch) in raw.parallel.iter().flatten().enumerate() {
+        let branch_at = format!("{at}.parallel[{b}]");
+        if raw_branch.parallel.is_some() {
+            out.push(
+                format!("{branch_at}.parallel"),
+                "a branch cannot itself be parallel: put the inner group in a child saga",
+            );
+            continue;
+        }
+        let (branch, src) = resolve_step(&branch_at, raw_branch.clone(), defaults, out);
+        branches.push(branch);
+        sources.branches.push(src);
+    }
+    (StepKind::Parallel(branches), sources)
+}
+
+fn resolve_when(at: &str, raw: &RawStep, out: &mut Problems) -> Option<Condition> {
+    let text = raw.when.as_deref()?;
+    Condition::parse(text)
+        .map_err(|reason| out.push(format!("{at}.when"), reason))
+        .ok()
+}
+
+fn resolve_input(
+    at: &str,
+    raw: &RawStep,
+    out: &mut Problems,
+) -> Option<BTreeMap<String, ValuePath>> {
+    let map = raw.input.as_ref()?;
+    let mut paths = BTreeMap::new();
+    for (key, text) in map {
+        match ValuePath::parse(text) {
+            Ok(path) => {
+                paths.insert(key.clone(), path);
+            }
+            Err(reason) => out.push(format!("{at}.input.{key}"), reason),
+        }
+    }
+    Some(paths)
+}
+
+fn resolve_activity(
+    at: &str,
+    raw: &RawStep,
+    defaults: &RawDefaults,
+    out: &mut Problems,
+) -> (StepKind, StepSources) {
+    refuse_keys(out, at, &wait_only_keys(raw), "wait", "activity");
     if raw.compensate_retry.is_some() && raw.compensate.is_none() {
         out.push(
-            format!("steps[{i}].compensate_retry"),
+            format!("{at}.compensate_retry"),
             "needs `compensate`: this step has no compensation to retry",
         );
     }
-    let retry_prefix = format!("steps[{i}].retry");
+    let retry_prefix = format!("{at}.retry");
     let (retry, retry_sources) = resolve_retry(&[
         RetryLayer {
             raw: raw.retry.as_ref(),
@@ -359,13 +422,13 @@ fn resolve_activity(
             rank: RANK_DEFAULTS,
         },
     ]);
-    let comp_prefix = format!("steps[{i}].compensate_retry");
+    let comp_prefix = format!("{at}.compensate_retry");
     let (compensate_retry, comp_sources) = resolve_retry(&compensate_layers(
         raw.compensate_retry.as_ref(),
         &comp_prefix,
         defaults,
     ));
-    let step_prefix = format!("steps[{i}]");
+    let step_prefix = at.to_string();
     let (timeouts, timeout_sources) = resolve_timeouts(&[
         (RawTimeouts::of_step(raw), &step_prefix, RANK_STEP),
         (
@@ -385,14 +448,15 @@ fn resolve_activity(
         retry: retry_sources,
         compensate_retry: comp_sources,
         timeouts: timeout_sources,
+        branches: Vec::new(),
     };
     (kind, sources)
 }
 
-fn resolve_wait(i: usize, raw: &RawStep, out: &mut Problems) -> WaitStep {
+fn resolve_wait(at: &str, raw: &RawStep, out: &mut Problems) -> WaitStep {
     if raw.on_timeout.is_some() && raw.timeout.is_none() {
         out.push(
-            format!("steps[{i}].on_timeout"),
+            format!("{at}.on_timeout"),
             "needs `timeout`: without a timeout the wait never times out",
         );
     }

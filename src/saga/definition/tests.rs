@@ -949,6 +949,8 @@ fn sample() -> Definition {
         steps: vec![
             Step {
                 name: "reserve".to_string(),
+                when: None,
+                input: None,
                 kind: StepKind::Activity(ActivityStep {
                     activity: "inventory.reserve".to_string(),
                     compensate: Some("inventory.release".to_string()),
@@ -959,10 +961,14 @@ fn sample() -> Definition {
             },
             Step {
                 name: "cool_off".to_string(),
+                when: None,
+                input: None,
                 kind: StepKind::Sleep(secs(3600)),
             },
             Step {
                 name: "approval".to_string(),
+                when: None,
+                input: None,
                 kind: StepKind::Wait(WaitStep {
                     signal: "approval".to_string(),
                     timeout: Some(secs(86400)),
@@ -1476,3 +1482,6 @@ fn retention_is_a_duration_and_zero_keeps_for_ever() {
         "duration",
     );
 }
+
+#[path = "flow_tests.rs"]
+mod flow;

@@ -125,16 +125,41 @@ pub(super) struct StepSources {
     pub(super) retry: RetrySources,
     pub(super) compensate_retry: RetrySources,
     pub(super) timeouts: TimeoutSources,
+    /// A parallel step's branches, indexed like its `StepKind::Parallel` list.
+    pub(super) branches: Vec<StepSources>,
 }
 
 impl StepSources {
-    /// Step `i` with every value written on the step itself.
-    pub(super) fn code(i: usize) -> Self {
+    /// The step at `at` (`steps[2]`, `steps[0].parallel[1]`) with every value written
+    /// on the step itself.
+    pub(super) fn code(at: &str) -> Self {
         StepSources {
-            retry: RetrySources::at(&format!("steps[{i}].retry"), RANK_STEP),
-            compensate_retry: RetrySources::at(&format!("steps[{i}].compensate_retry"), RANK_STEP),
-            timeouts: TimeoutSources::at(&format!("steps[{i}]"), RANK_STEP),
+            retry: RetrySources::at(&format!("{at}.retry"), RANK_STEP),
+            compensate_retry: RetrySources::at(&format!("{at}.compensate_retry"), RANK_STEP),
+            timeouts: TimeoutSources::at(at, RANK_STEP),
+            branches: Vec::new(),
         }
+    }
+
+    /// The sources of a code-built step and of its branches.
+    fn for_code(at: &str, step: &Step) -> Self {
+        let mut sources = StepSources::code(at);
+        if let StepKind::Parallel(branches) = &step.kind {
+            sources.branches = branches
+                .iter()
+                .enumerate()
+                .map(|(b, s)| StepSources::for_code(&format!("{at}.parallel[{b}]"), s))
+                .collect();
+        }
+        sources
+    }
+
+    /// The sources of branch `b` of a parallel step.
+    pub(super) fn branch(&self, at: &str, b: usize) -> StepSources {
+        self.branches
+            .get(b)
+            .cloned()
+            .unwrap_or_else(|| StepSources::code(&format!("{at}.parallel[{b}]")))
     }
 }
 
@@ -146,7 +171,12 @@ pub(super) struct Provenance {
 impl Provenance {
     pub(super) fn for_code(def: &Definition) -> Self {
         Provenance {
-            steps: (0..def.steps.len()).map(StepSources::code).collect(),
+            steps: def
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| StepSources::for_code(&format!("steps[{i}]"), s))
+                .collect(),
         }
     }
 
@@ -154,7 +184,7 @@ impl Provenance {
         self.steps
             .get(i)
             .cloned()
-            .unwrap_or_else(|| StepSources::code(i))
+            .unwrap_or_else(|| StepSources::code(&format!("steps[{i}]")))
     }
 }
 
@@ -315,15 +345,21 @@ pub(super) fn check_definition(def: &Definition, prov: &Provenance, out: &mut Pr
     check_step_names(def, out);
     let names: Vec<&str> = def.steps.iter().map(|s| s.name.as_str()).collect();
     for (i, step) in def.steps.iter().enumerate() {
-        check_step(out, i, step, &prov.step(i), &names[..i]);
+        let at = format!("steps[{i}]");
+        check_step(out, &at, step, &prov.step(i), &names[..i]);
+        if let StepKind::Parallel(branches) = &step.kind {
+            check_parallel(out, &at, branches, &prov.step(i), &names[..i]);
+        }
     }
     check_schedules(def, out);
 }
 
+/// Step and branch names are unique across the definition: both name task ids and
+/// idempotency keys.
 fn check_step_names(def: &Definition, out: &mut Problems) {
-    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, step) in def.steps.iter().enumerate() {
-        let field = format!("steps[{i}].name");
+    let mut seen: BTreeMap<&str, String> = BTreeMap::new();
+    for (at, step) in def.units() {
+        let field = format!("{at}.name");
         check_name(out, &field, &step.name, Charset::Word);
         if step.name.is_empty() {
             continue;
@@ -332,68 +368,104 @@ fn check_step_names(def: &Definition, out: &mut Problems) {
             out.push(
                 field,
                 format!(
-                    "duplicate step name `{}` (first used by steps[{first}])",
+                    "duplicate step name `{}` (first used by {first})",
                     step.name
                 ),
             );
         } else {
-            seen.insert(&step.name, i);
+            seen.insert(&step.name, at);
         }
     }
 }
 
-/// A `sleep_until` path: `input.<field>…` or `steps.<earlier step>.<field>…`.
-fn check_value_path(path: &str, earlier: &[&str]) -> Result<(), String> {
-    let parts: Vec<&str> = path.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(format!(
-            "expected a dotted path like `input.send_at` or `steps.render.send_at`, got `{path}`"
-        ));
+/// A parallel step's branches: at least one, none parallel itself, each checked like
+/// a step that sees the same earlier steps as the group (not its sibling branches).
+fn check_parallel(
+    out: &mut Problems,
+    at: &str,
+    branches: &[Step],
+    sources: &StepSources,
+    earlier: &[&str],
+) {
+    if branches.is_empty() {
+        out.push(format!("{at}.parallel"), "needs at least one branch");
     }
-    match parts.as_slice() {
-        ["input", _, ..] => Ok(()),
-        ["steps", step, _, ..] if earlier.contains(step) => Ok(()),
-        ["steps", step, _, ..] => Err(format!(
-            "unknown step reference `{step}`: it must name an earlier step"
-        )),
-        _ => Err(format!(
-            "expected a path starting with `input.` or `steps.<step>.`, got `{path}`"
-        )),
+    for (b, branch) in branches.iter().enumerate() {
+        let branch_at = format!("{at}.parallel[{b}]");
+        if matches!(branch.kind, StepKind::Parallel(_)) {
+            out.push(
+                format!("{branch_at}.parallel"),
+                "a branch cannot itself be parallel: put the inner group in a child saga",
+            );
+            continue;
+        }
+        check_step(out, &branch_at, branch, &sources.branch(at, b), earlier);
     }
 }
 
-fn check_step(out: &mut Problems, i: usize, step: &Step, sources: &StepSources, earlier: &[&str]) {
+fn check_step(out: &mut Problems, at: &str, step: &Step, sources: &StepSources, earlier: &[&str]) {
     match &step.kind {
         StepKind::Activity(a) => {
-            check_name(
-                out,
-                &format!("steps[{i}].activity"),
-                &a.activity,
-                Charset::Dotted,
-            );
+            check_name(out, &format!("{at}.activity"), &a.activity, Charset::Dotted);
             check_retry(out, &a.retry, &sources.retry);
             if let Some(c) = &a.compensate {
-                check_name(out, &format!("steps[{i}].compensate"), c, Charset::Dotted);
+                check_name(out, &format!("{at}.compensate"), c, Charset::Dotted);
                 check_retry(out, &a.compensate_retry, &sources.compensate_retry);
             }
             check_timeouts(out, &a.timeouts, &sources.timeouts);
         }
-        StepKind::Sleep(d) => check_positive(out, &format!("steps[{i}].sleep"), *d),
+        StepKind::Sleep(d) => check_positive(out, &format!("{at}.sleep"), *d),
         StepKind::SleepUntil(path) => {
-            if let Err(reason) = check_value_path(path, earlier) {
-                out.push(format!("steps[{i}].sleep_until"), reason);
+            let checked = ValuePath::parse(path).and_then(|p| p.check(earlier));
+            if let Err(reason) = checked {
+                out.push(format!("{at}.sleep_until"), reason);
             }
         }
         StepKind::Wait(w) => {
-            check_name(out, &format!("steps[{i}].wait"), &w.signal, Charset::Dotted);
+            check_name(out, &format!("{at}.wait"), &w.signal, Charset::Dotted);
             match w.timeout {
-                Some(d) => check_positive(out, &format!("steps[{i}].timeout"), d),
+                Some(d) => check_positive(out, &format!("{at}.timeout"), d),
                 None if w.on_timeout != OnTimeout::Fail => out.push(
-                    format!("steps[{i}].on_timeout"),
+                    format!("{at}.on_timeout"),
                     "needs `timeout`: without a timeout the wait never times out",
                 ),
                 None => {}
             }
+        }
+        StepKind::Parallel(_) => {}
+    }
+    if let Some(when) = &step.when {
+        if let Err(reason) = when.path.check(earlier) {
+            out.push(format!("{at}.when"), reason);
+        }
+    }
+    check_input(out, at, step, earlier);
+}
+
+/// A step's `input` map: activity steps only, keys usable as JSON field names that
+/// leave `output` free (a compensation's input adds the action's output under it),
+/// every path to an earlier step.
+fn check_input(out: &mut Problems, at: &str, step: &Step, earlier: &[&str]) {
+    let Some(map) = &step.input else {
+        return;
+    };
+    if !matches!(step.kind, StepKind::Activity(_)) {
+        out.push(
+            format!("{at}.input"),
+            "only valid on activity steps: it is what the activity's task carries",
+        );
+    }
+    for (key, path) in map {
+        let field = format!("{at}.input.{key}");
+        check_name(out, &field, key, Charset::Word);
+        if key == "output" {
+            out.push(
+                &field,
+                "`output` is reserved: the compensation's input adds the action's output under it",
+            );
+        }
+        if let Err(reason) = path.check(earlier) {
+            out.push(field, reason);
         }
     }
 }

@@ -1,18 +1,21 @@
-//! Compensation: undoing completed steps in reverse, one at a time, and ending the
-//! saga with the status that says what happened.
+//! Compensation: undoing completed units latest-completed first, one at a time, once
+//! no action is in flight any more, and ending the saga with the status that says
+//! what happened.
 
 use serde_json::json;
 
+use super::units::Unit;
 use super::{Command, HistoryEvent, Run};
 use crate::messages::{ErrorInfo, SagaEvent, TaskKind};
 use crate::saga::state::{SagaStatus, StepStatus};
 
 impl Run<'_> {
-    /// Leaves step `i` if it is in flight (running, sleeping or waiting) as `left_as`:
-    /// an action that may still land is abandoned, not undone. Then undoes the steps
-    /// before it. Cancel and the operator's compensate differ only in `left_as` and `why`.
-    pub(super) fn abandon_and_compensate(&mut self, i: usize, left_as: StepStatus, why: &str) {
-        if let Some(st) = self.state.steps.get_mut(i) {
+    /// Leaves everything in flight as `left_as` without waiting for it (an operator's
+    /// compensate: an action that may still land is abandoned, not undone), then
+    /// compensates.
+    pub(super) fn abandon_and_compensate(&mut self, left_as: StepStatus, why: &str) {
+        for u in self.units_of(self.state.cursor) {
+            let st = self.unit_state_mut(u);
             if matches!(
                 st.status,
                 StepStatus::Running | StepStatus::Sleeping | StepStatus::Waiting
@@ -21,11 +24,14 @@ impl Run<'_> {
                 st.until = None;
             }
         }
-        self.state.active = None;
-        self.begin_compensation(i.checked_sub(1), why);
+        self.state.tasks.clear();
+        self.begin_compensation(why);
     }
 
-    pub(super) fn begin_compensation(&mut self, from: Option<usize>, why: &str) {
+    /// Stops going forward: sleeps, waits and parked retries of the current step are
+    /// left (as `pending`), actions in flight are awaited, then completed units are
+    /// undone.
+    pub(super) fn begin_compensation(&mut self, why: &str) {
         self.state.status = SagaStatus::Compensating;
         self.record(
             HistoryEvent::SagaCompensating,
@@ -33,42 +39,76 @@ impl Run<'_> {
             None,
             json!({ "reason": why }),
         );
-        self.continue_compensation(from);
+        let parked: Vec<Unit> = self
+            .state
+            .tasks
+            .iter()
+            .filter(|t| t.dispatch_at.is_some())
+            .map(Unit::of)
+            .collect();
+        for u in parked {
+            self.drop_tasks_of(u);
+            self.unit_state_mut(u).status = StepStatus::Pending;
+        }
+        for u in self.units_of(self.state.cursor) {
+            let st = self.unit_state_mut(u);
+            if matches!(st.status, StepStatus::Sleeping | StepStatus::Waiting) {
+                st.status = StepStatus::Pending;
+                st.until = None;
+            }
+        }
+        if let Some(st) = self.state.steps.get_mut(self.state.cursor) {
+            if !st.branches.is_empty() && st.status == StepStatus::Running {
+                st.status = StepStatus::Failed;
+            }
+        }
+        self.continue_compensation();
     }
 
-    /// Undoes completed steps from `from` down to the first, one at a time.
-    pub(super) fn continue_compensation(&mut self, from: Option<usize>) {
-        let mut next = from;
-        while let Some(k) = next {
-            if self.state.steps[k].status == StepStatus::Completed {
-                if let Some(a) = self.activity(k) {
-                    if a.compensate.is_some() {
-                        self.state.cursor = k;
-                        self.state.steps[k].status = StepStatus::Compensating;
-                        self.state.steps[k].comp_attempts = 1;
-                        self.record(
-                            HistoryEvent::CompensationStarted,
-                            Some(k),
-                            Some(1),
-                            json!({ "activity": a.compensate }),
-                        );
-                        return self.begin_task(k, TaskKind::Compensation);
-                    }
-                    self.state.steps[k].status = StepStatus::NotCompensable;
-                    self.record(HistoryEvent::StepNotCompensable, Some(k), None, json!({}));
-                }
+    /// Starts the next compensation, latest-completed unit first, or ends the saga
+    /// when nothing is left to undo. Waits while any action is in flight (its effect
+    /// may still land and must then be undone too) or a compensation runs.
+    pub(super) fn continue_compensation(&mut self) {
+        if !self.state.tasks.is_empty() {
+            return;
+        }
+        let mut done: Vec<Unit> = self
+            .all_units()
+            .into_iter()
+            .filter(|u| self.unit_state(*u).status == StepStatus::Completed)
+            .filter(|u| self.unit_def(*u).kind.is_leaf())
+            .collect();
+        // Latest-completed first; states from before completion numbers compensate
+        // in reverse definition order, which was their completion order.
+        done.sort_by_key(|u| std::cmp::Reverse((self.unit_state(*u).completed_seq, *u)));
+        for u in done {
+            let Some(a) = self.activity_of(u) else {
+                continue; // a sleep or a wait has nothing to undo
+            };
+            if a.compensate.is_some() {
+                self.state.cursor = u.step;
+                let st = self.unit_state_mut(u);
+                st.status = StepStatus::Compensating;
+                st.comp_attempts = 1;
+                self.record(
+                    HistoryEvent::CompensationStarted,
+                    Some(u),
+                    Some(1),
+                    json!({ "activity": a.compensate }),
+                );
+                return self.begin_task(u, TaskKind::Compensation);
             }
-            next = k.checked_sub(1);
+            self.unit_state_mut(u).status = StepStatus::NotCompensable;
+            self.record(HistoryEvent::StepNotCompensable, Some(u), None, json!({}));
         }
         self.end_compensation();
     }
 
     pub(super) fn end_compensation(&mut self) {
         let stuck = self
-            .state
-            .steps
-            .iter()
-            .any(|s| s.status == StepStatus::NotCompensable);
+            .all_units()
+            .into_iter()
+            .any(|u| self.unit_state(u).status == StepStatus::NotCompensable);
         let status = if stuck {
             SagaStatus::Failed
         } else if self.state.cancel_requested {
@@ -79,12 +119,12 @@ impl Run<'_> {
         self.finish_saga(status);
     }
 
-    pub(super) fn fail_compensation(&mut self, i: usize, error: ErrorInfo, reason: &str) {
-        self.state.steps[i].status = StepStatus::CompensationFailed;
-        self.state.active = None;
+    pub(super) fn fail_compensation(&mut self, u: Unit, error: ErrorInfo, reason: &str) {
+        self.unit_state_mut(u).status = StepStatus::CompensationFailed;
+        self.drop_tasks_of(u);
         self.record(
             HistoryEvent::CompensationFailed,
-            Some(i),
+            Some(u),
             None,
             json!({ "reason": reason, "error": error }),
         );
@@ -94,7 +134,7 @@ impl Run<'_> {
 
     pub(super) fn finish_saga(&mut self, status: SagaStatus) {
         self.state.status = status;
-        self.state.active = None;
+        self.state.tasks.clear();
         self.record(
             terminal_event(status),
             None,
@@ -116,11 +156,11 @@ fn terminal_event(status: SagaStatus) -> HistoryEvent {
     match status {
         SagaStatus::Completed => HistoryEvent::SagaCompleted,
         SagaStatus::Compensated => HistoryEvent::SagaCompensated,
-        SagaStatus::Failed => HistoryEvent::SagaFailed,
         SagaStatus::Cancelled => HistoryEvent::SagaCancelled,
         // finish_saga is only called with a terminal status.
-        SagaStatus::Scheduled | SagaStatus::Running | SagaStatus::Compensating => {
-            HistoryEvent::SagaFailed
-        }
+        SagaStatus::Failed
+        | SagaStatus::Scheduled
+        | SagaStatus::Running
+        | SagaStatus::Compensating => HistoryEvent::SagaFailed,
     }
 }

@@ -4,10 +4,26 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::units::Unit;
 use super::{HistoryEvent, Run};
 use crate::messages::ErrorInfo;
 use crate::saga::definition::{OnTimeout, StepKind};
 use crate::saga::state::{SagaStatus, StepStatus};
+
+/// Bound on the due items one wake-up handles: each handled item moves its deadline
+/// or ends its unit, so this only guards against a bug looping for ever.
+const MAX_DUE_PER_WAKE: usize = 10_000;
+
+/// Something whose time has come.
+enum Due {
+    Dispatch(String),
+    Timeout(String, super::timeouts::Timeout),
+    /// A chain stored without a deadline (an older version wrote it; the stuck-saga
+    /// reconciler woke it): arm one now.
+    Unarmed(String),
+    SleepOver(Unit),
+    WaitOver(Unit),
+}
 
 impl Run<'_> {
     pub(super) fn on_wake(&mut self) {
@@ -26,75 +42,104 @@ impl Run<'_> {
             }
             return;
         }
-        if let Some(a) = self.state.active.clone() {
-            if a.dispatch_at.is_some_and(|at| at <= now) {
-                return self.dispatch(Duration::ZERO);
-            }
-            if let Some(kind) = self.due_timeout(&a) {
-                return self.on_timeout(&a, kind);
-            }
-            // An attempt stored without a deadline (an older version wrote it; the
-            // stuck-saga reconciler woke it): arm one now.
-            if a.timeout_at.is_none() && a.dispatch_at.is_none() {
-                self.arm_timeouts();
-                self.touched = self
-                    .state
-                    .active
-                    .as_ref()
-                    .is_some_and(|a| a.timeout_at.is_some());
+        for _ in 0..MAX_DUE_PER_WAKE {
+            let Some(due) = self.next_due() else {
                 return;
+            };
+            match due {
+                Due::Dispatch(id) => self.dispatch(&id, Duration::ZERO),
+                Due::Timeout(id, kind) => {
+                    if let Some(a) = self.task_index(&id).map(|i| self.state.tasks[i].clone()) {
+                        self.on_timeout(&a, kind);
+                    }
+                }
+                Due::Unarmed(id) => {
+                    self.arm_timeouts(&id);
+                    let armed = self
+                        .task_index(&id)
+                        .is_some_and(|i| self.state.tasks[i].timeout_at.is_some());
+                    self.touched |= armed;
+                    if !armed {
+                        return;
+                    }
+                }
+                Due::SleepOver(u) => {
+                    self.complete_unit(u, Value::Null, HistoryEvent::SleepCompleted, json!({}))
+                }
+                Due::WaitOver(u) => self.wait_timed_out(u),
             }
-        }
-        let i = self.state.cursor;
-        let Some(st) = self.state.steps.get(i) else {
-            return;
-        };
-        if st.until.is_none_or(|u| u > now) {
-            return;
-        }
-        match st.status {
-            StepStatus::Sleeping => {
-                self.complete_step(i, Value::Null, HistoryEvent::SleepCompleted)
-            }
-            StepStatus::Waiting => self.wait_timed_out(i),
-            _ => {}
         }
     }
 
-    pub(super) fn wait_timed_out(&mut self, i: usize) {
-        let StepKind::Wait(w) = &self.def.steps[i].kind else {
+    /// The first thing due now: parked retries, then activity timeouts, then sleeps
+    /// and waits of the current step, each in definition order.
+    fn next_due(&self) -> Option<Due> {
+        let now = self.now;
+        for a in &self.state.tasks {
+            if a.dispatch_at.is_some_and(|at| at <= now) {
+                return Some(Due::Dispatch(a.task_id.clone()));
+            }
+            if let Some(kind) = self.due_timeout(a) {
+                return Some(Due::Timeout(a.task_id.clone(), kind));
+            }
+            if a.timeout_at.is_none() && a.dispatch_at.is_none() && !self.deadlines(a).is_empty() {
+                return Some(Due::Unarmed(a.task_id.clone()));
+            }
+        }
+        if self.state.status != SagaStatus::Running {
+            return None;
+        }
+        for u in self.units_of(self.state.cursor) {
+            let st = self.unit_state(u);
+            if st.until.is_none_or(|until| until > now) {
+                continue;
+            }
+            match st.status {
+                StepStatus::Sleeping => return Some(Due::SleepOver(u)),
+                StepStatus::Waiting => return Some(Due::WaitOver(u)),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    pub(super) fn wait_timed_out(&mut self, u: Unit) {
+        let StepKind::Wait(w) = &self.unit_def(u).kind else {
             return;
         };
         match w.on_timeout {
-            OnTimeout::Continue => self.complete_step(i, Value::Null, HistoryEvent::WaitTimedOut),
+            OnTimeout::Continue => {
+                self.complete_unit(u, Value::Null, HistoryEvent::WaitTimedOut, json!({}))
+            }
             OnTimeout::Fail => {
                 let error = ErrorInfo {
                     code: "wait_timeout".into(),
                     message: format!("no signal `{}` before the timeout", w.signal),
                     retryable: false,
                 };
-                self.fail_step(i, error, "wait_timeout");
+                self.fail_unit(u, error, "wait_timeout");
             }
         }
     }
 
+    /// Delivers a signal to the first unit of the current step waiting for it, or
+    /// buffers it for a wait still to come.
     pub(super) fn on_signal(&mut self, name: String, payload: Value) {
-        let i = self.state.cursor;
-        let waiting_for_it = self.state.status == SagaStatus::Running
-            && self
-                .state
-                .steps
-                .get(i)
-                .is_some_and(|s| s.status == StepStatus::Waiting)
-            && matches!(&self.def.steps[i].kind, StepKind::Wait(w) if w.signal == name);
-        if waiting_for_it {
+        let waiting = if self.state.status == SagaStatus::Running {
+            self.current_units_in(StepStatus::Waiting)
+                .into_iter()
+                .find(|u| matches!(&self.unit_def(*u).kind, StepKind::Wait(w) if w.signal == name))
+        } else {
+            None
+        };
+        if let Some(u) = waiting {
             self.record(
                 HistoryEvent::SignalReceived,
-                Some(i),
+                Some(u),
                 None,
                 json!({ "signal": name }),
             );
-            return self.complete_wait(i, payload);
+            return self.complete_unit(u, payload, HistoryEvent::WaitCompleted, json!({}));
         }
         self.record(
             HistoryEvent::SignalBuffered,
@@ -114,10 +159,8 @@ impl Run<'_> {
         payload
     }
 
-    pub(super) fn complete_wait(&mut self, i: usize, payload: Value) {
-        self.complete_step(i, payload, HistoryEvent::WaitCompleted);
-    }
-
+    /// Stops the saga: a scheduled one ends at once; a running one compensates,
+    /// waiting first for the answers of actions in flight (their effects may land).
     pub(super) fn on_cancel(&mut self, reason: String) {
         // A saga already undoing a failure ends `compensated`, not `cancelled`.
         if self.state.cancel_requested || self.state.status == SagaStatus::Compensating {
@@ -135,21 +178,7 @@ impl Run<'_> {
                 self.state.run_at = None;
                 self.finish_saga(SagaStatus::Cancelled)
             }
-            _ => self.cancel_running(),
-        }
-    }
-
-    pub(super) fn cancel_running(&mut self) {
-        let i = self.state.cursor;
-        match self.state.steps.get(i).map(|s| s.status) {
-            // An action is in flight: its effect may land, so wait for its answer.
-            Some(StepStatus::Running)
-                if self
-                    .state
-                    .active
-                    .as_ref()
-                    .is_some_and(|a| a.dispatch_at.is_none()) => {}
-            _ => self.abandon_and_compensate(i, StepStatus::Pending, "cancelled"),
+            _ => self.begin_compensation("cancelled"),
         }
     }
 }

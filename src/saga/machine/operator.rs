@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::units::Unit;
 use super::{Decision, HistoryEvent, Run};
 use crate::messages::TaskKind;
 use crate::saga::definition::{Definition, StepKind};
@@ -51,7 +52,7 @@ pub struct IssuedFor {
     pub step: String,
     /// The saga's resume generation ([`SagaState::generation`]).
     pub generation: u32,
-    /// The task chain in flight, if any.
+    /// The task chains in flight, if any (their ids, comma-separated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
 }
@@ -66,7 +67,10 @@ impl IssuedFor {
                 .map(|s| s.name.clone())
                 .unwrap_or_default(),
             generation: state.generation,
-            task_id: state.active.as_ref().map(|a| a.task_id.clone()),
+            task_id: (!state.tasks.is_empty()).then(|| {
+                let ids: Vec<&str> = state.tasks.iter().map(|a| a.task_id.as_str()).collect();
+                ids.join(",")
+            }),
         }
     }
 
@@ -129,37 +133,47 @@ pub fn operate(
     Ok(run.finish())
 }
 
+/// Reopens every chain in flight with a fresh attempt 1 (old chains' answers become
+/// stale), or, for a `failed` saga, its failed compensation and then the rest.
 fn retry(run: &mut Run<'_>) -> Result<(), String> {
     match run.state.status {
         SagaStatus::Running | SagaStatus::Compensating => {
-            let Some(active) = run.state.active.clone() else {
+            let chains: Vec<_> = run
+                .state
+                .tasks
+                .iter()
+                .map(|a| (Unit::of(a), a.kind))
+                .collect();
+            if chains.is_empty() {
                 return Err(
                     "nothing in flight to retry (the saga sleeps, waits or is between steps)"
                         .into(),
                 );
-            };
-            let st = &mut run.state.steps[active.step];
-            match active.kind {
-                TaskKind::Action => st.attempts = 1,
-                TaskKind::Compensation => st.comp_attempts = 1,
             }
-            run.begin_task(active.step, active.kind);
+            for (u, kind) in chains {
+                let st = run.unit_state_mut(u);
+                match kind {
+                    TaskKind::Action => st.attempts = 1,
+                    TaskKind::Compensation => st.comp_attempts = 1,
+                }
+                run.begin_task(u, kind);
+            }
             Ok(())
         }
         SagaStatus::Failed => {
-            let Some(j) = run
-                .state
-                .steps
-                .iter()
-                .position(|s| s.status == StepStatus::CompensationFailed)
+            let Some(u) = run
+                .all_units()
+                .into_iter()
+                .find(|u| run.unit_state(*u).status == StepStatus::CompensationFailed)
             else {
                 return Err("the saga failed because a completed step has no compensation: nothing to retry (use compensate or resume_at)".into());
             };
             run.state.status = SagaStatus::Compensating;
-            run.state.cursor = j;
-            run.state.steps[j].status = StepStatus::Compensating;
-            run.state.steps[j].comp_attempts = 1;
-            run.begin_task(j, TaskKind::Compensation);
+            run.state.cursor = u.step;
+            let st = run.unit_state_mut(u);
+            st.status = StepStatus::Compensating;
+            st.comp_attempts = 1;
+            run.begin_task(u, TaskKind::Compensation);
             Ok(())
         }
         other => Err(format!("a {other} saga has nothing to retry")),
@@ -181,7 +195,7 @@ fn resume_at(run: &mut Run<'_>, step: &str) -> Result<(), String> {
     }
     if let Some(k) = run.state.steps[..i]
         .iter()
-        .position(|s| s.status != StepStatus::Completed)
+        .position(|s| !matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
     {
         return Err(format!(
             "step `{}` before `{step}` is {:?}, not completed: resuming would skip undone work",
@@ -189,24 +203,18 @@ fn resume_at(run: &mut Run<'_>, step: &str) -> Result<(), String> {
         ));
     }
     for st in &mut run.state.steps[i..] {
-        // Keep the chain counters: new task ids must differ from the old chains', so a
-        // late answer of an old chain stays stale.
-        let (action_chains, comp_chains) = (st.action_chains, st.comp_chains);
-        *st = StepState {
-            action_chains,
-            comp_chains,
-            ..StepState::pending()
-        };
+        reset(st);
+        st.branches.iter_mut().for_each(reset);
     }
     run.state.status = SagaStatus::Running;
-    run.state.active = None;
+    run.state.tasks.clear();
     run.state.error = None;
     // The re-run steps must really run: with the old keys a worker's ledger would answer
     // a step that was undone with the output of its first run.
     run.state.generation += 1;
     run.record(
         HistoryEvent::SagaResumed,
-        Some(i),
+        Some(Unit::step(i)),
         None,
         json!({ "generation": run.state.generation }),
     );
@@ -214,6 +222,22 @@ fn resume_at(run: &mut Run<'_>, step: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Back to pending, keeping the chain counters: new task ids must differ from the
+/// old chains', so a late answer of an old chain stays stale.
+fn reset(st: &mut StepState) {
+    let (action_chains, comp_chains) = (st.action_chains, st.comp_chains);
+    let branches = std::mem::take(&mut st.branches);
+    *st = StepState {
+        action_chains,
+        comp_chains,
+        branches,
+        ..StepState::pending()
+    };
+}
+
+/// Completes the current step with the operator's `output`. For a parallel step the
+/// branches in flight are dropped (left `pending`); branches that completed stay
+/// completed and are compensated if the saga later compensates.
 fn skip(run: &mut Run<'_>, output: Value) -> Result<(), String> {
     let i = run.state.cursor;
     let current = run.state.steps.get(i).map(|s| s.status);
@@ -228,18 +252,29 @@ fn skip(run: &mut Run<'_>, output: Value) -> Result<(), String> {
             run.state.status
         ));
     }
+    for u in run.units_of(i).into_iter().filter(|u| u.branch.is_some()) {
+        run.drop_tasks_of(u);
+        let st = run.unit_state_mut(u);
+        if matches!(
+            st.status,
+            StepStatus::Running | StepStatus::Sleeping | StepStatus::Waiting
+        ) {
+            st.status = StepStatus::Pending;
+            st.until = None;
+        }
+    }
     if matches!(run.def.steps[i].kind, StepKind::Activity(_)) {
         run.state.steps[i].attempts = run.state.steps[i].attempts.max(1);
     }
-    run.complete_step(i, output, HistoryEvent::StepSkipped);
+    let detail = json!({ "reason": "operator" });
+    run.complete_unit(Unit::step(i), output, HistoryEvent::StepSkipped, detail);
     Ok(())
 }
 
 fn compensate(run: &mut Run<'_>, status: SagaStatus) -> Result<(), String> {
     match status {
         SagaStatus::Running => {
-            let i = run.state.cursor;
-            run.abandon_and_compensate(i, StepStatus::Failed, "operator");
+            run.abandon_and_compensate(StepStatus::Failed, "operator");
             Ok(())
         }
         other => Err(format!(

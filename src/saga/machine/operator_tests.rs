@@ -17,6 +17,8 @@ fn step(name: &str, act: &str, comp: Option<&str>) -> Step {
     };
     Step {
         name: name.into(),
+        when: None,
+        input: None,
         kind: StepKind::Activity(ActivityStep {
             activity: act.into(),
             compensate: comp.map(Into::into),

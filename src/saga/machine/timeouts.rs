@@ -5,13 +5,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::units::Unit;
 use super::{to_chrono, HistoryEvent, Run};
 use crate::messages::{ErrorInfo, TaskKind};
 use crate::saga::state::ActiveTask;
 
 /// The four activity timeouts, in the order they are checked when several are due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Timeout {
+pub(crate) enum Timeout {
     ScheduleToClose,
     ScheduleToStart,
     StartToClose,
@@ -50,7 +51,7 @@ impl Run<'_> {
         if let Some(d) = self.schedule_to_close(a) {
             out.push((d, Timeout::ScheduleToClose));
         }
-        let Some(t) = self.activity(a.step).map(|s| &s.timeouts) else {
+        let Some(t) = self.activity_of(Unit::of(a)).map(|s| &s.timeouts) else {
             return out;
         };
         if a.dispatch_at.is_some() {
@@ -76,15 +77,17 @@ impl Run<'_> {
         out
     }
 
-    /// Records the earliest deadline of the active attempt, so `wake_at` covers it.
-    pub(super) fn arm_timeouts(&mut self) {
-        let Some(a) = self.state.active.clone() else {
+    /// Records the earliest deadline of chain `task_id`, so `wake_at` covers it.
+    pub(super) fn arm_timeouts(&mut self, task_id: &str) {
+        let Some(i) = self.task_index(task_id) else {
             return;
         };
-        let at = self.deadlines(&a).into_iter().map(|(d, _)| d).min();
-        if let Some(active) = self.state.active.as_mut() {
-            active.timeout_at = at;
-        }
+        let at = self
+            .deadlines(&self.state.tasks[i])
+            .into_iter()
+            .map(|(d, _)| d)
+            .min();
+        self.state.tasks[i].timeout_at = at;
     }
 
     /// The first timeout of the active attempt that has passed, if any.
@@ -107,15 +110,15 @@ impl Run<'_> {
         };
         self.record(
             HistoryEvent::AttemptTimedOut,
-            Some(active.step),
+            Some(Unit::of(active)),
             Some(active.attempt),
             json!({ "timeout": kind.as_str(), "kind": active.kind, "activity": active.activity }),
         );
         if kind == Timeout::ScheduleToClose {
             return match active.kind {
-                TaskKind::Action => self.fail_step(active.step, error, "schedule_to_close"),
+                TaskKind::Action => self.fail_unit(Unit::of(active), error, "schedule_to_close"),
                 TaskKind::Compensation => {
-                    self.fail_compensation(active.step, error, "schedule_to_close")
+                    self.fail_compensation(Unit::of(active), error, "schedule_to_close")
                 }
             };
         }
@@ -134,27 +137,29 @@ impl Run<'_> {
             return;
         };
         let now = self.now;
-        if let Some(a) = self.state.active.as_mut() {
-            if started && a.started_at.is_some() {
-                return; // a redelivered report
-            }
-            a.started_at.get_or_insert(now);
-            if !started {
-                a.heartbeat_at = Some(now);
-                if details.is_some() {
-                    a.heartbeat_details = details;
-                }
+        let Some(i) = self.task_index(task_id) else {
+            return;
+        };
+        let a = &mut self.state.tasks[i];
+        if started && a.started_at.is_some() {
+            return; // a redelivered report
+        }
+        a.started_at.get_or_insert(now);
+        if !started {
+            a.heartbeat_at = Some(now);
+            if details.is_some() {
+                a.heartbeat_details = details;
             }
         }
         if started {
             self.record(
                 HistoryEvent::AttemptStarted,
-                Some(active.step),
+                Some(Unit::of(&active)),
                 Some(active.attempt),
                 json!({}),
             );
         }
         self.touched = true;
-        self.arm_timeouts();
+        self.arm_timeouts(task_id);
     }
 }

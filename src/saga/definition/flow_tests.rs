@@ -1,0 +1,113 @@
+//! Parsing and validation of the flow constructs: `parallel`, `when`, `input`.
+use super::*;
+
+const PARALLEL: &str = concat!(
+    head!(),
+    "[defaults]\nretry = { max_attempts = 7 }\n",
+    step!(),
+    r#"
+[[steps]]
+name = "prepare"
+when = "!input.digital"
+parallel = [
+  { name = "reserve", activity = "inventory.reserve", compensate = "inventory.release" },
+  { name = "authorize", activity = "payments.authorize", compensate = "payments.void", retry = { max_attempts = 2 } },
+  { name = "approval", wait = "approved", timeout = "1h" },
+]
+
+[[steps]]
+name = "charge"
+activity = "payments.capture"
+input = { token = "steps.prepare.authorize.token", order = "input.order_id" }
+"#
+);
+
+#[test]
+fn a_parallel_step_with_when_and_an_input_map_parses() {
+    let def = ok(PARALLEL);
+    let prepare = &def.steps[1];
+    assert_eq!(prepare.when.as_ref().unwrap().to_string(), "!input.digital");
+    let StepKind::Parallel(branches) = &prepare.kind else {
+        panic!("{prepare:?}")
+    };
+    let names: Vec<&str> = branches.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, vec!["reserve", "authorize", "approval"]);
+    // Branch policies resolve like steps: own value, else [defaults].
+    let StepKind::Activity(reserve) = &branches[0].kind else {
+        panic!()
+    };
+    assert_eq!(reserve.retry.max_attempts, 7);
+    let StepKind::Activity(authorize) = &branches[1].kind else {
+        panic!()
+    };
+    assert_eq!(authorize.retry.max_attempts, 2);
+    let input = def.steps[2].input.as_ref().unwrap();
+    assert_eq!(input["token"].to_string(), "steps.prepare.authorize.token");
+    assert_eq!(input["order"].to_string(), "input.order_id");
+    // Branch activities count: workers and coordinators declare their queues.
+    assert!(def.activities().contains("payments.void"));
+}
+
+#[test]
+fn a_code_built_parallel_definition_validates_like_the_file() {
+    let def = ok(PARALLEL);
+    assert_eq!(def.validate("<code>"), Ok(()));
+    let mut bad = def.clone();
+    if let StepKind::Parallel(branches) = &mut bad.steps[1].kind {
+        branches[1].name = "reserve".into();
+    }
+    let err = bad.validate("<code>").unwrap_err();
+    assert_eq!(err.field, "steps[1].parallel[1].name");
+    assert!(
+        err.reason.contains("duplicate step name `reserve`"),
+        "{err}"
+    );
+}
+
+refuses! {
+    nested_parallel_is_refused:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nparallel = [ { name = \"q\", parallel = [ { name = \"r\", sleep = \"1s\" } ] } ]\n"),
+        "steps[0].parallel[0].parallel", "cannot itself be parallel";
+    an_empty_parallel_is_refused:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nparallel = []\n"),
+        "steps[0].parallel", "at least one branch";
+    a_branch_named_like_a_step_is_refused:
+        concat!(head!(), step!(), "[[steps]]\nname = \"p\"\nparallel = [ { name = \"a\", sleep = \"1s\" } ]\n"),
+        "steps[1].parallel[0].name", "duplicate step name `a`";
+    a_branch_needs_a_kind:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nparallel = [ { name = \"b\" } ]\n"),
+        "steps[0].parallel[0]", "exactly one of";
+    a_branch_refuses_unknown_keys:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nparallel = [ { name = \"b\", sleep = \"1s\", colour = \"red\" } ]\n"),
+        "steps[0].parallel[0].colour", "unknown field";
+    a_branch_activity_is_checked:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nparallel = [ { name = \"b\", activity = \"x\", retry = { max_attempts = 0 } } ]\n"),
+        "steps[0].parallel[0].retry.max_attempts", "at least 1";
+    a_parallel_step_refuses_activity_keys:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nretry = { max_attempts = 2 }\nparallel = [ { name = \"b\", sleep = \"1s\" } ]\n"),
+        "steps[0].retry", "only valid on activity steps";
+    parallel_with_activity_is_two_kinds:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nactivity = \"x\"\nparallel = [ { name = \"b\", sleep = \"1s\" } ]\n"),
+        "steps[0]", "it has `activity` and `parallel`";
+    when_to_a_later_step_is_refused:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\nwhen = \"steps.b.ok\"\n[[steps]]\nname = \"b\"\nactivity = \"y\"\n"),
+        "steps[0].when", "must name an earlier step";
+    when_to_a_sibling_branch_is_refused:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nparallel = [ { name = \"b\", sleep = \"1s\" }, { name = \"c\", sleep = \"1s\", when = \"steps.b\" } ]\n"),
+        "steps[0].parallel[1].when", "must name an earlier step";
+    when_must_be_a_path:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\nwhen = \"input..x\"\n"),
+        "steps[0].when", "dotted path";
+    input_needs_an_activity_step:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nsleep = \"1s\"\ninput = { x = \"input.x\" }\n"),
+        "steps[0].input", "only valid on activity steps";
+    input_paths_are_checked:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\ninput = { x = \"steps.later.x\" }\n"),
+        "steps[0].input.x", "must name an earlier step";
+    input_values_must_be_paths:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\ninput = { x = \"output.x\" }\n"),
+        "steps[0].input.x", "expected a path starting with";
+    input_key_output_is_reserved:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\ninput = { output = \"input.x\" }\n"),
+        "steps[0].input.output", "reserved";
+}
