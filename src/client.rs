@@ -59,6 +59,7 @@ fn start_body(
         start_at: o.start_at,
         version: o.version,
         signal: signal.cloned(),
+        parent: None,
     };
     let body = serde_json::to_vec(&e).expect("start event serialises");
     limits.check_message("start body", &body)?;

@@ -40,6 +40,20 @@ pub struct StartEvent {
     /// saga, or to the saga with this id if it exists (its input is then ignored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<StartSignal>,
+    /// Set by a coordinator starting a child saga: the parent saga and the task
+    /// chain of its step the child answers when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+}
+
+/// A child saga's link to its parent: the parent's id and the task chain of the
+/// parent's step that waits for the child's outcome (the child answers it with an
+/// ordinary result message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentLink {
+    pub saga_id: String,
+    pub task_id: String,
 }
 
 /// The signal of a signal-with-start.

@@ -66,6 +66,7 @@ fn start(saga: &str, id: &str) -> Input {
         input: json!({"order_id": 7}),
         run_at: None,
         signal: None,
+        parent: None,
     }
 }
 
@@ -304,6 +305,7 @@ async fn a_signal_with_start_starts_unless_the_saga_exists_then_signals() {
             name: "gift_wrap".into(),
             payload: json!({"n": n}),
         }),
+        parent: None,
     };
     let c = run(&env, vec![with_signal("s-1", 1)], at(0)).await;
     assert!(c.rejected.is_empty() && c.unhandled.is_empty(), "{c:?}");

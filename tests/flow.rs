@@ -95,3 +95,87 @@ async fn a_branch_that_fails_for_good_undoes_the_branches_that_completed() {
     assert!(!h.contains(&"signal_received".to_string()));
     env.cleanup().await;
 }
+
+const PARENT: &str = r#"
+name = "parent"
+version = 1
+
+[[steps]]
+name = "review"
+saga = "review_child"
+
+[[steps]]
+name = "charge"
+activity = "payments.charge"
+"#;
+
+const CHILD: &str = r#"
+name = "review_child"
+version = 1
+
+[[steps]]
+name = "check"
+activity = "inventory.reserve"
+compensate = "inventory.release"
+
+[[steps]]
+name = "approval"
+wait = "go"
+"#;
+
+const SAGAS: &[(&str, &str)] = &[("parent.toml", PARENT), ("child.toml", CHILD)];
+
+#[tokio::test]
+async fn a_child_saga_runs_as_a_step_and_is_undone_when_the_parent_compensates() {
+    let env = TestEnv::running(SAGAS).await;
+    let client = env.client().await;
+    let declined = json!({"fail": {"payments.charge": {"code": "declined", "retryable": false}}});
+    for (parent, input) in [("p-ok", json!({})), ("p-declined", declined)] {
+        client.start("parent", input, id(parent)).await.unwrap();
+        let child = format!("{parent}/review");
+        env.wait_history(&child, "wait_started").await;
+        client.signal(&child, "go", json!({})).await.unwrap();
+    }
+    env.wait_status("p-ok", "completed", T).await;
+    assert_eq!(
+        env.status("p-ok/review").await.as_deref(),
+        Some("completed")
+    );
+    assert_eq!(
+        env.effect_activities("p-ok/review").await,
+        vec!["inventory.reserve"]
+    );
+    // The parent's charge failed: the completed child was undone, once.
+    env.wait_status("p-declined", "compensated", T).await;
+    env.wait_status("p-declined/review", "compensated", T).await;
+    assert_eq!(
+        env.effects("p-declined/review").await,
+        vec![
+            ("inventory.release".into(), 1),
+            ("inventory.reserve".into(), 1)
+        ]
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_parent_cancels_its_running_child() {
+    let env = TestEnv::running(SAGAS).await;
+    let client = env.client().await;
+    client.start("parent", json!({}), id("p-c")).await.unwrap();
+    env.wait_history("p-c/review", "wait_started").await;
+    client
+        .cancel("p-c", "customer changed their mind")
+        .await
+        .unwrap();
+    env.wait_status("p-c", "cancelled", T).await;
+    assert_eq!(env.status("p-c/review").await.as_deref(), Some("cancelled"));
+    assert_eq!(
+        env.effects("p-c/review").await,
+        vec![
+            ("inventory.release".into(), 1),
+            ("inventory.reserve".into(), 1)
+        ]
+    );
+    env.cleanup().await;
+}

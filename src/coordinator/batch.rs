@@ -49,6 +49,17 @@ struct Entry {
     start_pos: Option<usize>,
 }
 
+/// A start the batch applies.
+struct NewSaga<'s> {
+    saga: &'s str,
+    id: &'s str,
+    version: Option<u32>,
+    input: serde_json::Value,
+    run_at: Option<DateTime<Utc>>,
+    /// Set for a child saga: the parent chain it answers.
+    parent: Option<crate::messages::ParentLink>,
+}
+
 /// Accumulates the batch's effects before they are written.
 struct Work<'a> {
     names: &'a Names,
@@ -89,15 +100,15 @@ impl<'a> Work<'a> {
         }
     }
 
-    fn start(
-        &mut self,
-        pos: usize,
-        saga: &str,
-        id: &str,
-        version: Option<u32>,
-        input: serde_json::Value,
-        run_at: Option<DateTime<Utc>>,
-    ) {
+    fn start(&mut self, pos: usize, new: NewSaga<'_>) {
+        let NewSaga {
+            saga,
+            id,
+            version,
+            input,
+            run_at,
+            parent,
+        } = new;
         let existing = match self.entries.get(id) {
             Some(e) => Some((e.state.saga.as_str(), &e.state.input)),
             None => self.no_definition.get(id).map(|(_, s, i)| (s.as_str(), i)),
@@ -123,7 +134,7 @@ impl<'a> Work<'a> {
                 .push((pos, format!("unknown saga `{saga}`{v}")));
             return;
         };
-        let d = machine::start(&def, id, input, run_at, self.now);
+        let d = machine::start_child(&def, id, input, run_at, parent, self.now);
         self.entries.insert(
             id.to_string(),
             Entry {
@@ -206,6 +217,39 @@ impl<'a> Work<'a> {
                 body: serde_json::to_vec(event).expect("event serialises"),
                 mandatory: false,
             },
+            // A child saga is started, cancelled and undone through the coordinators'
+            // own inputs, exactly as a client or an operator would, so whichever
+            // coordinator takes the message applies it in its own transaction.
+            Command::StartChild(start) => OutboxMessage {
+                exchange: self.names.start(),
+                routing_key: start.saga.clone().unwrap_or_default(),
+                body: serde_json::to_vec(start).expect("start event serialises"),
+                mandatory: true,
+            },
+            Command::CancelChild { saga_id, reason } => OutboxMessage {
+                exchange: self.names.signals(),
+                routing_key: String::new(),
+                body: serde_json::to_vec(&serde_json::json!({
+                    "saga_id": saga_id, "cancel": true, "reason": reason
+                }))
+                .expect("cancel serialises"),
+                mandatory: true,
+            },
+            Command::UndoChild { saga_id, parent } => OutboxMessage {
+                exchange: self.names.operator(),
+                routing_key: String::new(),
+                body: serde_json::to_vec(&serde_json::json!({
+                    "saga_id": saga_id, "undo_for": parent
+                }))
+                .expect("undo serialises"),
+                mandatory: true,
+            },
+            Command::Reply(result) => OutboxMessage {
+                exchange: self.names.results(),
+                routing_key: crate::messages::COORDINATOR_REPLY_TO.to_string(),
+                body: serde_json::to_vec(result).expect("result serialises"),
+                mandatory: true,
+            },
         }
     }
 }
@@ -239,6 +283,7 @@ fn to_event(input: Input) -> Option<Event> {
         }
         Input::Signal { name, payload, .. } => Event::Signal { name, payload },
         Input::Cancel { reason, .. } => Event::Cancel { reason },
+        Input::Undo { parent, .. } => Event::Undo { parent },
         Input::Start { .. } | Input::Operator { .. } => return None,
     })
 }
@@ -289,11 +334,20 @@ pub async fn apply_inputs(
                 input,
                 run_at,
                 signal,
+                parent,
             } => {
                 // Signal-with-start: start unless the saga exists, then deliver the
                 // signal, both in this transaction.
                 if signal.is_none() || !work.exists(&id) {
-                    work.start(pos, &saga, &id, version, input, run_at);
+                    let new = NewSaga {
+                        saga: &saga,
+                        id: &id,
+                        version,
+                        input,
+                        run_at,
+                        parent,
+                    };
+                    work.start(pos, new);
                 }
                 if let Some(sig) = signal.filter(|_| work.exists(&id)) {
                     let signal = Event::Signal {

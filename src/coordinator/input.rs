@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::broker::Names;
 use crate::config::Limits;
-use crate::messages::{Outcome, ResultMessage, StartEvent, StartSignal};
+use crate::messages::{Outcome, ParentLink, ResultMessage, StartEvent, StartSignal};
 use crate::saga::definition::parse_duration;
 use crate::saga::machine::{IssuedFor, OperatorAction};
 
@@ -26,6 +26,8 @@ pub enum Input {
         /// Signal-with-start: delivered in the same batch, to the saga this starts or
         /// to the one that exists with this id.
         signal: Option<StartSignal>,
+        /// Set when a parent saga's coordinator starts this one as its child.
+        parent: Option<ParentLink>,
     },
     Result(ResultMessage),
     Signal {
@@ -47,6 +49,11 @@ pub enum Input {
         /// from senders older than the field.
         actor: Option<String>,
     },
+    /// A parent saga compensates: undo this completed child and answer `parent`.
+    Undo {
+        saga_id: String,
+        parent: ParentLink,
+    },
 }
 
 impl Input {
@@ -56,7 +63,8 @@ impl Input {
             Input::Result(r) => &r.saga_id,
             Input::Signal { saga_id, .. }
             | Input::Cancel { saga_id, .. }
-            | Input::Operator { saga_id, .. } => saga_id,
+            | Input::Operator { saga_id, .. }
+            | Input::Undo { saga_id, .. } => saga_id,
         }
     }
 }
@@ -87,7 +95,11 @@ struct SignalMessage {
 #[serde(deny_unknown_fields)]
 struct OperatorMessage {
     saga_id: String,
-    operator: OperatorAction,
+    #[serde(default)]
+    operator: Option<OperatorAction>,
+    /// Sent by a parent saga's coordinator: undo this completed child saga.
+    #[serde(default)]
+    undo_for: Option<ParentLink>,
     #[serde(default)]
     issued_for: Option<IssuedFor>,
     /// Recorded in the saga's history with the action. Optional, so an action sent by
@@ -203,6 +215,7 @@ fn parse_start(
         input: e.input,
         run_at,
         signal: e.signal,
+        parent: e.parent,
     })
 }
 
@@ -213,7 +226,20 @@ fn parse_operator(body: &[u8], limits: &Limits) -> Result<Input, String> {
     let m: OperatorMessage =
         serde_json::from_slice(body).map_err(|e| format!("operator body: {e}"))?;
     check_id(limits, "saga_id", &m.saga_id)?;
-    if let OperatorAction::Skip { output } = &m.operator {
+    let operator = match (m.operator, m.undo_for) {
+        (Some(op), None) => op,
+        (None, Some(parent)) => {
+            check_id(limits, "undo_for.saga_id", &parent.saga_id)?;
+            return Ok(Input::Undo {
+                saga_id: m.saga_id,
+                parent,
+            });
+        }
+        _ => {
+            return Err("an operator message needs exactly one of `operator` and `undo_for`".into())
+        }
+    };
+    if let OperatorAction::Skip { output } = &operator {
         check_payload(limits, "skip output", output)?;
     }
     let Some(issued_for) = m.issued_for else {
@@ -224,7 +250,7 @@ fn parse_operator(body: &[u8], limits: &Limits) -> Result<Input, String> {
     }
     Ok(Input::Operator {
         saga_id: m.saga_id,
-        action: m.operator,
+        action: operator,
         issued_for,
         actor: m.actor,
     })
@@ -478,6 +504,7 @@ mod tests {
                 input: json!({"a": 1}),
                 run_at: Some(now() + chrono::Duration::hours(36)),
                 signal: None,
+                parent: None,
             }
         );
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::messages::{ErrorInfo, SagaEvent, TaskMessage};
+use crate::messages::{ErrorInfo, ParentLink, ResultMessage, SagaEvent, StartEvent, TaskMessage};
 use crate::saga::definition::{Definition, StepKind};
 pub use crate::saga::history::{HistoryEntry, HistoryEvent};
 use crate::saga::state::{SagaState, SagaStatus, StepState};
@@ -49,6 +49,9 @@ pub enum Event {
         attempt: Option<u32>,
         details: Option<Value>,
     },
+    /// The parent of this completed child saga compensates: undo the completed steps
+    /// and answer `parent` (the parent's compensation chain) when done.
+    Undo { parent: ParentLink },
 }
 
 /// An effect the coordinator performs after committing the decision.
@@ -58,6 +61,15 @@ pub enum Command {
     Dispatch { task: TaskMessage, delay: Duration },
     /// Announce a terminal status on the events exchange.
     Publish(SagaEvent),
+    /// Start a child saga (through the start exchange, so the child is created like
+    /// any saga: idempotently by id, by whichever coordinator takes it).
+    StartChild(StartEvent),
+    /// Ask a running child saga to stop and undo itself (a cancel request).
+    CancelChild { saga_id: String, reason: String },
+    /// Ask a completed child saga to undo its completed steps.
+    UndoChild { saga_id: String, parent: ParentLink },
+    /// Answer the parent's task chain with this child saga's outcome.
+    Reply(ResultMessage),
 }
 
 /// The machine's answer to one event.
@@ -85,6 +97,18 @@ pub fn start(
     run_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Decision {
+    start_child(def, id, input, run_at, None, now)
+}
+
+/// Creates a saga that answers `parent` when it ends (a child saga), or a plain one.
+pub fn start_child(
+    def: &Definition,
+    id: &str,
+    input: Value,
+    run_at: Option<DateTime<Utc>>,
+    parent: Option<ParentLink>,
+    now: DateTime<Utc>,
+) -> Decision {
     let state = SagaState {
         id: id.to_string(),
         saga: def.name.clone(),
@@ -100,6 +124,8 @@ pub fn start(
         signals: Default::default(),
         cancel_requested: false,
         generation: 0,
+        parent,
+        undoing: false,
     };
     let mut run = Run::new(def, state, now);
     match run_at.filter(|at| *at > now) {
@@ -129,7 +155,9 @@ pub fn start(
 /// Applies one event to an existing saga.
 pub fn apply(def: &Definition, state: SagaState, event: Event, now: DateTime<Utc>) -> Decision {
     let mut run = Run::new(def, state, now);
-    if !run.state.status.is_terminal() {
+    if let Event::Undo { parent } = &event {
+        run.on_undo(parent);
+    } else if !run.state.status.is_terminal() {
         match event {
             Event::Result {
                 task_id,
@@ -145,6 +173,7 @@ pub fn apply(def: &Definition, state: SagaState, event: Event, now: DateTime<Utc
                 attempt,
                 details,
             } => run.on_progress(&task_id, attempt, details, false),
+            Event::Undo { .. } => {}
         }
     }
     run.finish()
@@ -219,6 +248,7 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+mod children;
 mod compensation;
 mod events;
 mod forward;

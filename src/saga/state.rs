@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::messages::{ErrorInfo, TaskKind};
+use crate::messages::{ErrorInfo, ParentLink, TaskKind};
 
 /// Where a saga is in its life. Terminal statuses never change again.
 ///
@@ -168,6 +168,10 @@ pub struct ActiveTask {
     /// The branch of a parallel step this chain runs, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<usize>,
+    /// The child saga this chain waits on (a `saga` step): it answers the chain
+    /// itself, so the chain has no activity timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<String>,
     pub kind: TaskKind,
     /// The activity this chain runs (the step's action or its compensation), so
     /// operator queries can group outstanding work by activity in SQL.
@@ -238,6 +242,14 @@ pub struct SagaState {
     /// answer a step that was undone with the output of its first run.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u32,
+    /// Set on a child saga: the parent and the task chain of its step this saga
+    /// answers when it ends (or, once the parent asked for it, when its undo ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    /// A completed child whose parent asked for it to be undone: its end answers the
+    /// parent's compensation, `compensated` as success.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undoing: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

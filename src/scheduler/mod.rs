@@ -197,6 +197,7 @@ impl Scheduler {
                     input: s.input,
                     run_at: None,
                     signal: None,
+                    parent: None,
                 };
                 inputs.push((inputs.len(), input));
             }

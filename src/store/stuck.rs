@@ -1,5 +1,5 @@
 //! Finding sagas nothing will move: non-terminal, no timer (`wake_at`), not waiting
-//! for a signal, untouched for a grace period. Every dispatched attempt carries a
+//! for a signal or a child saga, untouched for a grace period. Every dispatched attempt carries a
 //! deadline and every sleep or timed wait a timer, so such a saga means a bug, a row
 //! written by hand or by an older version: it is flagged (`stuck_since`, a history
 //! line) and woken once, so the machine can re-arm what it is waiting on.
@@ -31,6 +31,7 @@ pub async fn flag(
                    THEN state->'steps'->((state->>'cursor')::int) END, '{}')
                    @> ANY (ARRAY['{"status": "waiting"}'::jsonb,
                                  '{"branches": [{"status": "waiting"}]}'::jsonb])
+               AND NOT jsonb_path_exists(state, '$.tasks[*].child')
              ORDER BY updated_at
              LIMIT $3
              FOR UPDATE SKIP LOCKED

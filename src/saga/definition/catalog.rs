@@ -93,6 +93,62 @@ impl Catalog {
         errors
     }
 
+    /// Refuses child-saga steps that name a definition not loaded, and definitions
+    /// that include themselves, directly or through their children (a saga that
+    /// starts itself would start children for ever). Children start the newest loaded
+    /// version of their definition, so that is the version followed.
+    pub fn check_children(&self) -> Vec<DefinitionError> {
+        let mut errors = Vec::new();
+        for e in self.entries.values() {
+            for (at, step) in e.def.units() {
+                let StepKind::Saga(child) = &step.kind else {
+                    continue;
+                };
+                let reason = match self.latest(child) {
+                    None => format!("no definition `{child}` is loaded"),
+                    Some(_) => match self.cycle_through(&e.def.name, child) {
+                        Some(path) => format!(
+                            "`{}` includes itself through {}: a saga cannot start itself",
+                            e.def.name,
+                            path.join(" -> ")
+                        ),
+                        None => continue,
+                    },
+                };
+                errors.push(DefinitionError {
+                    file: e.origin.clone(),
+                    field: format!("{at}.saga"),
+                    reason,
+                });
+            }
+        }
+        errors
+    }
+
+    /// The chain of children from `child` back to `root`, if there is one.
+    fn cycle_through(&self, root: &str, child: &str) -> Option<Vec<String>> {
+        let mut stack = vec![vec![child.to_string()]];
+        let mut seen = BTreeSet::new();
+        while let Some(path) = stack.pop() {
+            let last = path.last()?.clone();
+            if last == root {
+                return Some(path);
+            }
+            if !seen.insert(last.clone()) {
+                continue;
+            }
+            let Some(def) = self.latest(&last) else {
+                continue;
+            };
+            for next in def.children() {
+                let mut longer = path.clone();
+                longer.push(next.to_string());
+                stack.push(longer);
+            }
+        }
+        None
+    }
+
     /// Every wait a retry policy of a loaded definition (actions and compensations)
     /// can put between two attempts.
     pub fn retry_waits(&self) -> BTreeSet<Duration> {
@@ -149,6 +205,9 @@ impl Catalog {
                 }
                 Err(mut errs) => errors.append(&mut errs),
             }
+        }
+        if errors.is_empty() {
+            errors = catalog.check_children();
         }
         if errors.is_empty() {
             Ok(catalog)

@@ -111,3 +111,51 @@ refuses! {
         concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\ninput = { output = \"input.x\" }\n"),
         "steps[0].input.output", "reserved";
 }
+
+fn catalog_of(files: &[(&str, &str)]) -> Vec<DefinitionError> {
+    let mut cat = Catalog::new();
+    for (origin, text) in files {
+        cat.insert(ok(text), origin).unwrap();
+    }
+    cat.check_children()
+}
+
+const PARENT: &str = "name = \"parent\"\nversion = 1\n[[steps]]\nname = \"review\"\nsaga = \"child\"\n[[steps]]\nname = \"p\"\nparallel = [ { name = \"screen\", saga = \"child\" } ]\n";
+
+#[test]
+fn child_saga_steps_and_branches_name_a_loaded_definition() {
+    let child = "name = \"child\"\nversion = 1\n[[steps]]\nname = \"c\"\nactivity = \"x\"\n";
+    assert!(catalog_of(&[("parent.toml", PARENT), ("child.toml", child)]).is_empty());
+    let def = ok(PARENT);
+    assert_eq!(
+        def.children().into_iter().collect::<Vec<_>>(),
+        vec!["child"]
+    );
+    let errs = catalog_of(&[("parent.toml", PARENT)]);
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, vec!["steps[0].saga", "steps[1].parallel[0].saga"]);
+    assert!(errs[0].reason.contains("no definition `child`"), "{errs:?}");
+    assert_eq!(errs[0].file, "parent.toml");
+}
+
+#[test]
+fn a_definition_that_includes_itself_is_refused() {
+    let me = "name = \"loop\"\nversion = 1\n[[steps]]\nname = \"again\"\nsaga = \"loop\"\n";
+    let errs = catalog_of(&[("loop.toml", me)]);
+    assert!(errs[0].reason.contains("includes itself"), "{errs:?}");
+    // Through a child: a -> b -> a.
+    let a = "name = \"a\"\nversion = 1\n[[steps]]\nname = \"to_b\"\nsaga = \"b\"\n";
+    let b = "name = \"b\"\nversion = 1\n[[steps]]\nname = \"to_a\"\nsaga = \"a\"\n";
+    let errs = catalog_of(&[("a.toml", a), ("b.toml", b)]);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].reason.contains("b -> a"), "{errs:?}");
+}
+
+refuses! {
+    a_saga_step_refuses_activity_keys:
+        concat!(head!(), "[[steps]]\nname = \"r\"\nsaga = \"child\"\ncompensate = \"x\"\n"),
+        "steps[0].compensate", "only valid on activity steps";
+    a_saga_step_names_a_word:
+        concat!(head!(), "[[steps]]\nname = \"r\"\nsaga = \"no spaces\"\n"),
+        "steps[0].saga", "";
+}

@@ -101,6 +101,9 @@ pub enum StepKind {
     SleepUntil(String),
     /// Wait for a named signal.
     Wait(WaitStep),
+    /// A child saga: the newest loaded version of the named definition, started with
+    /// this saga's input; the step completes with the child's output.
+    Saga(String),
     /// Branches that run at the same time; the step completes when every branch has
     /// completed, with an object of their outputs keyed by branch name. A branch is
     /// one step of any kind but `Parallel`.
@@ -254,6 +257,17 @@ impl Definition {
 
     /// Every activity name the definition uses (actions and compensations), sorted,
     /// deduplicated. Workers and the coordinator declare one task queue per entry.
+    /// The definitions this one starts as child sagas (steps and branches).
+    pub fn children(&self) -> BTreeSet<&str> {
+        self.units()
+            .into_iter()
+            .filter_map(|(_, s)| match &s.kind {
+                StepKind::Saga(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn activities(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         for (_, step) in self.units() {

@@ -106,6 +106,7 @@ pub(super) struct RawStep {
     pub(super) timeout: Option<RawDuration>,
     pub(super) on_timeout: Option<RawOnTimeout>,
     pub(super) parallel: Option<Vec<RawStep>>,
+    pub(super) saga: Option<String>,
     pub(super) when: Option<String>,
     pub(super) input: Option<std::collections::BTreeMap<String, String>>,
 }

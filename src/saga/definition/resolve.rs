@@ -260,6 +260,7 @@ fn kind_keys(s: &RawStep) -> Vec<&'static str> {
         ("sleep_until", s.sleep_until.is_some()),
         ("wait", s.wait.is_some()),
         ("parallel", s.parallel.is_some()),
+        ("saga", s.saga.is_some()),
     ];
     keys.iter()
         .filter(|(_, set)| *set)
@@ -315,10 +316,16 @@ fn resolve_step(
             )
         }
         ["parallel"] => resolve_parallel(at, &raw, defaults, out),
+        ["saga"] => {
+            refuse_keys(out, at, &activity_only_keys(&raw), "activity", "saga");
+            refuse_keys(out, at, &wait_only_keys(&raw), "wait", "saga");
+            let name = raw.saga.clone().unwrap_or_default();
+            (StepKind::Saga(name), StepSources::code(at))
+        }
         [] => {
             out.push(
                 at.to_string(),
-                "a step needs exactly one of `activity`, `sleep`, `sleep_until`, `wait` or `parallel`; it has none",
+                "a step needs exactly one of `activity`, `sleep`, `sleep_until`, `wait`, `parallel` or `saga`; it has none",
             );
             (placeholder, StepSources::code(at))
         }
@@ -327,7 +334,7 @@ fn resolve_step(
             out.push(
                 at.to_string(),
                 format!(
-                    "a step needs exactly one of `activity`, `sleep`, `sleep_until`, `wait` or `parallel`; it has {}",
+                    "a step needs exactly one of `activity`, `sleep`, `sleep_until`, `wait`, `parallel` or `saga`; it has {}",
                     list.join(" and ")
                 ),
             );

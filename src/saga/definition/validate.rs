@@ -432,6 +432,7 @@ fn check_step(out: &mut Problems, at: &str, step: &Step, sources: &StepSources, 
                 None => {}
             }
         }
+        StepKind::Saga(name) => check_name(out, &format!("{at}.saga"), name, Charset::Word),
         StepKind::Parallel(_) => {}
     }
     if let Some(when) = &step.when {

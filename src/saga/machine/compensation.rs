@@ -39,6 +39,7 @@ impl Run<'_> {
             None,
             json!({ "reason": why }),
         );
+        self.cancel_children(why);
         let parked: Vec<Unit> = self
             .state
             .tasks
@@ -82,6 +83,16 @@ impl Run<'_> {
         // in reverse definition order, which was their completion order.
         done.sort_by_key(|u| std::cmp::Reverse((self.unit_state(*u).completed_seq, *u)));
         for u in done {
+            if let Some(saga) = self.child_saga(u) {
+                self.state.cursor = u.step;
+                let st = self.unit_state_mut(u);
+                st.status = StepStatus::Compensating;
+                st.comp_attempts = 1;
+                let child = self.child_id(u);
+                let detail = json!({ "saga": saga, "child": child });
+                self.record(HistoryEvent::CompensationStarted, Some(u), Some(1), detail);
+                return self.begin_task(u, TaskKind::Compensation);
+            }
             let Some(a) = self.activity_of(u) else {
                 continue; // a sleep or a wait has nothing to undo
             };
@@ -135,6 +146,7 @@ impl Run<'_> {
     pub(super) fn finish_saga(&mut self, status: SagaStatus) {
         self.state.status = status;
         self.state.tasks.clear();
+        self.reply_to_parent(status);
         self.record(
             terminal_event(status),
             None,

@@ -512,3 +512,218 @@ fn retry_reopens_every_branch_chain_in_flight() {
     );
     assert!(at(&def, d.state, 3, ok(RES, 1)).is_noop());
 }
+
+// ----- child sagas ------------------------------------------------------------------
+
+/// review (child saga `manual_review`) -> charge (fails on demand).
+fn parent_def() -> Definition {
+    def_with(vec![
+        Step::new("review", StepKind::Saga("manual_review".into())),
+        activity("charge", "payments.charge", None),
+    ])
+}
+
+fn child_def() -> Definition {
+    let mut d = def_with(vec![activity("check", "review.check", Some("review.undo"))]);
+    d.name = "manual_review".into();
+    d
+}
+
+const REVIEW: &str = "p-1:review:action#1";
+
+fn started_child(d: &Decision) -> crate::messages::StartEvent {
+    d.commands
+        .iter()
+        .find_map(|c| match c {
+            Command::StartChild(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a child start")
+}
+
+fn reply(d: &Decision) -> crate::messages::ResultMessage {
+    d.commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Reply(r) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a reply to the parent")
+}
+
+/// Feeds the child's reply to the parent as the coordinator would.
+fn answer(r: &crate::messages::ResultMessage) -> Event {
+    Event::Result {
+        task_id: r.task_id.clone(),
+        attempt: r.attempt,
+        result: r.clone().into_outcome().unwrap(),
+    }
+}
+
+#[test]
+fn a_child_saga_step_starts_the_child_and_completes_with_its_output() {
+    let (pdef, cdef) = (parent_def(), child_def());
+    let p = start(&pdef, "p-1", json!({"order": 3}), None, t0());
+    let s = started_child(&p);
+    assert_eq!(s.id.as_deref(), Some("p-1/review"));
+    assert_eq!(s.saga.as_deref(), Some("manual_review"));
+    assert_eq!(s.input, json!({"order": 3}), "the parent's input");
+    let link = s.parent.clone().unwrap();
+    assert_eq!(
+        (link.saga_id.as_str(), link.task_id.as_str()),
+        ("p-1", REVIEW)
+    );
+    assert_eq!(p.state.tasks[0].child.as_deref(), Some("p-1/review"));
+    assert_eq!(
+        p.state.next_wake(),
+        None,
+        "a child may take days: no deadline"
+    );
+    // The child runs and answers the parent's chain with its output.
+    let c = start_child(&cdef, "p-1/review", s.input, None, s.parent, t0());
+    let c = apply(&cdef, c.state, ok("p-1/review:check:action#1", 1), secs(1));
+    assert_eq!(c.state.status, SagaStatus::Completed);
+    let r = reply(&c);
+    assert_eq!(r.output, Some(json!({"done": "p-1/review:check:action#1"})));
+    let p = apply(&pdef, p.state, answer(&r), secs(2));
+    assert_eq!(tasks(&p)[0].0, "payments.charge");
+    let dup = apply(&pdef, p.state.clone(), answer(&r), secs(3));
+    assert!(dup.is_noop(), "a repeated child answer is stale");
+}
+
+#[test]
+fn compensating_the_parent_undoes_a_completed_child_exactly_once() {
+    let (pdef, cdef) = (parent_def(), child_def());
+    let p = start(&pdef, "p-1", json!({}), None, t0());
+    let s = started_child(&p);
+    let c = start_child(&cdef, "p-1/review", json!({}), None, s.parent, t0());
+    let c = apply(&cdef, c.state, ok("p-1/review:check:action#1", 1), secs(1));
+    let p = apply(&pdef, p.state, answer(&reply(&c)), secs(2));
+    let p = apply(
+        &pdef,
+        p.state,
+        fail("p-1:charge:action#1", 1, "x", false),
+        secs(3),
+    );
+    assert_eq!(p.state.status, SagaStatus::Compensating);
+    let undo = p
+        .commands
+        .iter()
+        .find_map(|cmd| match cmd {
+            Command::UndoChild { saga_id, parent } => Some((saga_id.clone(), parent.clone())),
+            _ => None,
+        })
+        .expect("the child is asked to undo itself");
+    assert_eq!(undo.0, "p-1/review");
+    // The child undoes its completed step and ends compensated.
+    let c = apply(
+        &cdef,
+        c.state,
+        Event::Undo {
+            parent: undo.1.clone(),
+        },
+        secs(4),
+    );
+    assert_eq!(c.state.status, SagaStatus::Compensating);
+    assert_eq!(tasks(&c)[0].0, "review.undo");
+    let again = apply(
+        &cdef,
+        c.state.clone(),
+        Event::Undo {
+            parent: undo.1.clone(),
+        },
+        secs(4),
+    );
+    assert!(again.is_noop(), "a repeated undo is a duplicate");
+    let c = apply(
+        &cdef,
+        c.state,
+        ok("p-1/review:check:compensation#1", 1),
+        secs(5),
+    );
+    assert_eq!(c.state.status, SagaStatus::Compensated);
+    let r = reply(&c);
+    assert_eq!(r.task_id, "p-1:review:compensation#1");
+    let p = apply(&pdef, p.state, answer(&r), secs(6));
+    assert_eq!(p.state.status, SagaStatus::Compensated);
+    // An undo for a saga that is not this parent's child is ignored.
+    let stray = crate::messages::ParentLink {
+        saga_id: "other".into(),
+        task_id: "x".into(),
+    };
+    let done = apply(&cdef, c.state, Event::Undo { parent: stray }, secs(7));
+    assert!(done.is_noop());
+}
+
+#[test]
+fn a_child_that_compensates_fails_the_parent_step_for_good() {
+    let (pdef, cdef) = (parent_def(), child_def());
+    let p = start(&pdef, "p-1", json!({}), None, t0());
+    let s = started_child(&p);
+    let c = start_child(&cdef, "p-1/review", json!({}), None, s.parent, t0());
+    let c = apply(
+        &cdef,
+        c.state,
+        fail("p-1/review:check:action#1", 1, "no", false),
+        secs(1),
+    );
+    assert_eq!(c.state.status, SagaStatus::Compensated);
+    let r = reply(&c);
+    assert_eq!(r.error.as_ref().unwrap().code, "child_compensated");
+    let p = apply(&pdef, p.state, answer(&r), secs(2));
+    assert_eq!(p.state.status, SagaStatus::Compensated);
+    assert_eq!(p.state.error.as_ref().unwrap().code, "child_compensated");
+}
+
+#[test]
+fn cancelling_the_parent_cancels_its_running_child_and_awaits_it() {
+    let (pdef, cdef) = (parent_def(), child_def());
+    let p = start(&pdef, "p-1", json!({}), None, t0());
+    let s = started_child(&p);
+    let cancel = Event::Cancel {
+        reason: "customer".into(),
+    };
+    let p = apply(&pdef, p.state, cancel, secs(1));
+    let Some(Command::CancelChild { saga_id, .. }) = p.commands.first() else {
+        panic!("{:?}", p.commands)
+    };
+    assert_eq!(saga_id, "p-1/review");
+    assert_eq!(p.state.status, SagaStatus::Compensating);
+    // The child stops, undoes nothing yet in flight... and answers cancelled.
+    let c = start_child(&cdef, "p-1/review", json!({}), None, s.parent, t0());
+    let c = apply(
+        &cdef,
+        c.state,
+        Event::Cancel {
+            reason: "parent".into(),
+        },
+        secs(2),
+    );
+    let c = apply(&cdef, c.state, ok("p-1/review:check:action#1", 1), secs(3));
+    let c = apply(
+        &cdef,
+        c.state,
+        ok("p-1/review:check:compensation#1", 1),
+        secs(4),
+    );
+    assert_eq!(c.state.status, SagaStatus::Cancelled);
+    let p = apply(&pdef, p.state, answer(&reply(&c)), secs(5));
+    assert_eq!(p.state.status, SagaStatus::Cancelled);
+}
+
+#[test]
+fn retry_refuses_a_chain_a_child_saga_answers() {
+    let pdef = parent_def();
+    let p = start(&pdef, "p-1", json!({}), None, t0());
+    let issued = IssuedFor::of(&pdef, &p.state);
+    let err = operate(
+        &pdef,
+        p.state,
+        &OperatorAction::Retry,
+        &issued,
+        None,
+        secs(1),
+    )
+    .unwrap_err();
+    assert!(err.contains("child saga p-1/review"), "{err}");
+}

@@ -125,6 +125,7 @@ impl Run<'_> {
                     self.complete_unit(u, payload, HistoryEvent::WaitCompleted, json!({}));
                 }
             }
+            StepKind::Saga(saga) => self.enter_child(u, saga),
             // Validation refuses a parallel branch; a parallel step is entered by
             // `enter_step`.
             StepKind::Parallel(_) => {}

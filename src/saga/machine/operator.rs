@@ -138,13 +138,27 @@ pub fn operate(
 fn retry(run: &mut Run<'_>) -> Result<(), String> {
     match run.state.status {
         SagaStatus::Running | SagaStatus::Compensating => {
+            // A child saga answers its own chain: act on the child, not here.
             let chains: Vec<_> = run
                 .state
                 .tasks
                 .iter()
+                .filter(|a| a.child.is_none())
                 .map(|a| (Unit::of(a), a.kind))
                 .collect();
             if chains.is_empty() {
+                let children: Vec<&str> = run
+                    .state
+                    .tasks
+                    .iter()
+                    .filter_map(|a| a.child.as_deref())
+                    .collect();
+                if !children.is_empty() {
+                    return Err(format!(
+                        "the saga waits on child saga {}: retry or repair the child",
+                        children.join(", ")
+                    ));
+                }
                 return Err(
                     "nothing in flight to retry (the saga sleeps, waits or is between steps)"
                         .into(),

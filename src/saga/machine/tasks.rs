@@ -28,11 +28,13 @@ impl<'a> Run<'a> {
             TaskKind::Action => Some(a.activity.clone()),
             TaskKind::Compensation => a.compensate.clone(),
         });
+        let child = self.child_saga(u).map(|_| self.child_id(u));
         self.drop_tasks_of(u);
         self.state.tasks.push(ActiveTask {
             task_id: task_id.clone(),
             step: u.step,
             branch: u.branch,
+            child,
             kind,
             activity,
             attempt: 1,
@@ -71,8 +73,11 @@ impl<'a> Run<'a> {
         a.started_at = None;
         a.heartbeat_at = None;
         self.arm_timeouts(task_id);
+        let active = self.state.tasks[idx].clone();
+        if let Some(saga) = self.child_saga(Unit::of(&active)) {
+            return self.dispatch_child(&active, saga);
+        }
         if !parked {
-            let active = self.state.tasks[idx].clone();
             if let Some(task) = self.task_message(&active, delay) {
                 self.commands.push(Command::Dispatch { task, delay });
             }

@@ -163,7 +163,7 @@ pub fn simulate(def: &Definition, id: &str, now: DateTime<Utc>) -> Result<Simula
 fn dispatched(commands: &[Command]) -> Option<(TaskMessage, std::time::Duration)> {
     commands.iter().find_map(|c| match c {
         Command::Dispatch { task, delay } => Some((task.clone(), *delay)),
-        Command::Publish(_) => None,
+        _ => None,
     })
 }
 
