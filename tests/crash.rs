@@ -190,3 +190,164 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
     kill9(&mut coordinator).await;
     env.cleanup().await;
 }
+
+const FLOW_PARENT: &str = r#"
+name = "flow_parent"
+version = 1
+
+[[steps]]
+name = "prepare"
+parallel = [
+  { name = "reserve", activity = "inventory.reserve", compensate = "inventory.release" },
+  { name = "charge", activity = "payments.charge", compensate = "payments.refund" },
+  { name = "review", saga = "flow_child" },
+]
+
+[[steps]]
+name = "ship"
+activity = "shipping.ship"
+"#;
+
+const FLOW_CHILD: &str = r#"
+name = "flow_child"
+version = 1
+
+[[steps]]
+name = "check"
+activity = "inventory.reserve"
+compensate = "inventory.release"
+"#;
+
+/// Parallel groups with a child saga while the coordinator and the worker are
+/// SIGKILLed: every parent and child ends as it should, every effect is applied
+/// once and every completed branch and child is compensated exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_groups_with_child_sagas_survive_sigkill() {
+    const PARENTS: usize = 120;
+    let sagas = [("parent.toml", FLOW_PARENT), ("child.toml", FLOW_CHILD)];
+    let env = TestEnv::new(&sagas).await;
+    let mut coordinator = spawn(&env, &["coordinator"], "flow-coordinator-0.log");
+    env.wait_consumer(&env.names.coordinator_queue()).await;
+    let mut worker = spawn(&env, &["worker", "--demo"], "flow-worker-0.log");
+    env.wait_consumer(&env.names.task_queue("shipping.ship"))
+        .await;
+    let ids: Vec<String> = (0..PARENTS).map(|i| format!("flow-{i}")).collect();
+    // Odd parents fail at ship (non-retryable): their branches and child are undone.
+    let starts: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let input = match i % 2 {
+                0 => serde_json::json!({}),
+                _ => serde_json::json!({"fail": {"shipping.ship": {"code": "x", "retryable": false}}}),
+            };
+            let opts = StartOptions {
+                id: Some(id.clone()),
+                ..Default::default()
+            };
+            ("flow_parent".to_string(), input, opts)
+        })
+        .collect();
+    let client = env.client().await;
+    client.start_many(&starts[..PARENTS / 2]).await.unwrap();
+    kill9(&mut coordinator).await;
+    coordinator = spawn(&env, &["coordinator"], "flow-coordinator-1.log");
+    client.start_many(&starts[PARENTS / 2..]).await.unwrap();
+    let mut worker_kills = 0;
+    // Parents and children both count: 2 sagas per parent.
+    for (round, pct) in [15, 40, 65].into_iter().enumerate() {
+        wait_terminal_at_least(&env, (2 * PARENTS * pct / 100) as i64).await;
+        if round % 2 == 0 {
+            kill9(&mut worker).await;
+            worker_kills += 1;
+            worker = spawn(
+                &env,
+                &["worker", "--demo"],
+                &format!("flow-worker-{}.log", round + 1),
+            );
+        } else {
+            kill9(&mut coordinator).await;
+            let log = format!("flow-coordinator-{}.log", round + 2);
+            coordinator = spawn(&env, &["coordinator"], &log);
+        }
+    }
+    let children: Vec<String> = ids.iter().map(|id| format!("{id}/review")).collect();
+    let all: Vec<String> = ids.iter().chain(&children).cloned().collect();
+    let done = env.wait_terminal(&all, Duration::from_secs(180)).await;
+    let rows: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT saga_id, activity, calls FROM demo_effects")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    let mut effects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut reruns = 0;
+    for (saga, activity, calls) in &rows {
+        effects
+            .entry(saga.clone())
+            .or_default()
+            .insert(activity.clone());
+        reruns += calls - 1;
+    }
+    let comp: Vec<(String, i64)> = sqlx::query_as("SELECT saga_id, count(*) FROM saga_history WHERE event = 'compensation_completed' GROUP BY saga_id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    let comp: BTreeMap<String, i64> = comp.into_iter().collect();
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    for (i, id) in ids.iter().enumerate() {
+        let child = format!("{id}/review");
+        let (status, parent_fx, child_fx, parent_comp, child_comp) = match i % 2 {
+            0 => (
+                "completed",
+                set(&["inventory.reserve", "payments.charge", "shipping.ship"]),
+                set(&["inventory.reserve"]),
+                0,
+                0,
+            ),
+            _ => (
+                "compensated",
+                set(&[
+                    "inventory.release",
+                    "inventory.reserve",
+                    "payments.charge",
+                    "payments.refund",
+                ]),
+                set(&["inventory.release", "inventory.reserve"]),
+                3, // reserve, charge and the child
+                1,
+            ),
+        };
+        assert_eq!(done[id], status, "{id}");
+        assert_eq!(done[&child], status, "{child}");
+        assert_eq!(
+            effects.get(id).cloned().unwrap_or_default(),
+            parent_fx,
+            "{id}"
+        );
+        assert_eq!(
+            effects.get(&child).cloned().unwrap_or_default(),
+            child_fx,
+            "{child}"
+        );
+        assert_eq!(comp.get(id).copied().unwrap_or(0), parent_comp, "{id}");
+        assert_eq!(
+            comp.get(&child).copied().unwrap_or(0),
+            child_comp,
+            "{child}"
+        );
+    }
+    let prefetch = env.settings.worker.prefetch as i32 * 5;
+    assert!(
+        reruns <= worker_kills * prefetch,
+        "{reruns} handler re-runs after {worker_kills} worker kills"
+    );
+    eventually("outbox drained", Duration::from_secs(60), || async {
+        let backlog = sagaflow::store::outbox::backlog(&env.pool).await.unwrap();
+        (backlog == 0).then_some(()).ok_or(backlog)
+    })
+    .await;
+    println!("flow crash test: {worker_kills} worker kills, 2 coordinator kills, {reruns} handler re-runs");
+    kill9(&mut worker).await;
+    kill9(&mut coordinator).await;
+    env.cleanup().await;
+}
