@@ -32,6 +32,103 @@ async fn kill9(child: &mut Child) {
     child.wait().await.unwrap();
 }
 
+/// The coordinator and the worker process of one test, SIGKILLed and restarted in
+/// turn; each incarnation logs to its own file in the test's directory.
+struct Processes {
+    coordinator: Child,
+    worker: Child,
+    prefix: &'static str,
+    kills: i32,
+    worker_kills: i32,
+}
+
+impl Processes {
+    async fn start(env: &TestEnv, prefix: &'static str) -> Processes {
+        let coordinator = spawn(env, &["coordinator"], &format!("{prefix}coordinator-0.log"));
+        env.wait_consumer(&env.names.coordinator_queue()).await;
+        let worker = spawn(env, &["worker", "--demo"], &format!("{prefix}worker-0.log"));
+        env.wait_consumer(&env.names.task_queue("shipping.ship"))
+            .await;
+        Processes {
+            coordinator,
+            worker,
+            prefix,
+            kills: 0,
+            worker_kills: 0,
+        }
+    }
+
+    async fn kill_coordinator(&mut self, env: &TestEnv) {
+        kill9(&mut self.coordinator).await;
+        self.kills += 1;
+        let log = format!("{}coordinator-{}.log", self.prefix, self.kills);
+        self.coordinator = spawn(env, &["coordinator"], &log);
+    }
+
+    async fn kill_worker(&mut self, env: &TestEnv) {
+        kill9(&mut self.worker).await;
+        self.kills += 1;
+        self.worker_kills += 1;
+        let log = format!("{}worker-{}.log", self.prefix, self.kills);
+        self.worker = spawn(env, &["worker", "--demo"], &log);
+    }
+
+    /// Round `n` of a test: the worker on even rounds, the coordinator on odd ones.
+    async fn kill_in_turn(&mut self, env: &TestEnv, n: usize) {
+        if n % 2 == 0 {
+            self.kill_worker(env).await;
+        } else {
+            self.kill_coordinator(env).await;
+        }
+    }
+
+    /// A handler re-runs only when a worker died between its effect and the ledger
+    /// write: bounded by the tasks in flight at each worker kill.
+    fn assert_reruns_bounded(&self, env: &TestEnv, reruns: i32) {
+        let prefetch = env.settings.worker.prefetch as i32 * 5;
+        assert!(
+            reruns <= self.worker_kills * prefetch,
+            "{reruns} handler re-runs after {} worker kills",
+            self.worker_kills
+        );
+    }
+
+    async fn stop(mut self) {
+        kill9(&mut self.worker).await;
+        kill9(&mut self.coordinator).await;
+    }
+}
+
+/// The demo effects applied, per saga (each activity at most once: the table's key),
+/// and how many handler runs repeated an effect.
+async fn effects_by_saga(env: &TestEnv) -> (BTreeMap<String, BTreeSet<String>>, i32) {
+    let rows: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT saga_id, activity, calls FROM demo_effects")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    let mut by_saga: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut reruns = 0;
+    for (saga, activity, calls) in rows {
+        let fresh = by_saga
+            .entry(saga.clone())
+            .or_default()
+            .insert(activity.clone());
+        assert!(fresh, "{saga} {activity} twice");
+        reruns += calls - 1;
+    }
+    (by_saga, reruns)
+}
+
+/// Completed compensations per saga, from the history.
+async fn compensations_by_saga(env: &TestEnv) -> BTreeMap<String, i64> {
+    let comp: Vec<(String, i64)> = sqlx::query_as("SELECT saga_id, count(*) FROM saga_history WHERE event = 'compensation_completed' GROUP BY saga_id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    comp.into_iter().collect()
+}
+
 /// The scenario mix, shared with the fault suite: input, expected status, effects.
 fn scenario(i: usize) -> common::throwaway::Expect {
     common::throwaway::scenario("crash", i)
@@ -56,12 +153,7 @@ async fn wait_terminal_at_least(env: &TestEnv, n: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sagas_survive_sigkill_of_coordinator_and_worker() {
     let env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    let mut coordinator = spawn(&env, &["coordinator"], "coordinator-0.log");
-    env.wait_consumer(&env.names.coordinator_queue()).await;
-    let mut worker = spawn(&env, &["worker", "--demo"], "worker-0.log");
-    env.wait_consumer(&env.names.task_queue("shipping.ship"))
-        .await;
-
+    let mut procs = Processes::start(&env, "").await;
     let client = env.client().await;
     let ids: Vec<String> = (0..SAGAS).map(|i| format!("crash-{i}")).collect();
     let starts: Vec<_> = ids
@@ -80,36 +172,13 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
         .collect();
     client.start_many(&starts[..SAGAS / 2]).await.unwrap();
     // First kill: the coordinator, while it is busy with the first starts.
-    kill9(&mut coordinator).await;
-    coordinator = spawn(&env, &["coordinator"], "coordinator-1.log");
+    procs.kill_coordinator(&env).await;
     client.start_many(&starts[SAGAS / 2..]).await.unwrap();
-
-    let mut kills = 1;
-    let mut worker_kills = 0;
     for (round, pct) in [10, 30, 50, 70].into_iter().enumerate() {
         wait_terminal_at_least(&env, (SAGAS * pct / 100) as i64).await;
-        if round % 2 == 0 {
-            kill9(&mut worker).await;
-            worker_kills += 1;
-            worker = spawn(
-                &env,
-                &["worker", "--demo"],
-                &format!("worker-{}.log", round + 1),
-            );
-        } else {
-            kill9(&mut coordinator).await;
-            coordinator = spawn(
-                &env,
-                &["coordinator"],
-                &format!("coordinator-{}.log", round + 2),
-            );
-        }
-        kills += 1;
+        procs.kill_in_turn(&env, round).await;
     }
-    kill9(&mut worker).await;
-    worker_kills += 1;
-    worker = spawn(&env, &["worker", "--demo"], "worker-last.log");
-    kills += 1;
+    procs.kill_worker(&env).await;
 
     let done = env.wait_terminal(&ids, Duration::from_secs(180)).await;
 
@@ -118,33 +187,13 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
         assert_eq!(done[id], scenario(i).status, "{id}");
     }
     // 2. Exactly the expected effects per saga: nothing missing, nothing extra.
-    let rows: Vec<(String, String, i32)> =
-        sqlx::query_as("SELECT saga_id, activity, calls FROM demo_effects")
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
-    let mut by_saga: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut reruns = 0;
-    for (saga, activity, calls) in &rows {
-        assert!(
-            by_saga
-                .entry(saga.clone())
-                .or_default()
-                .insert(activity.clone()),
-            "{saga} {activity} twice"
-        );
-        reruns += calls - 1;
-    }
+    let (by_saga, reruns) = effects_by_saga(&env).await;
     for (i, id) in ids.iter().enumerate() {
         let want: BTreeSet<String> = scenario(i).effects.into_iter().map(String::from).collect();
         assert_eq!(by_saga.get(id).cloned().unwrap_or_default(), want, "{id}");
     }
     // 3. Every completed step of a compensated saga was compensated exactly once.
-    let comp: Vec<(String, i64)> = sqlx::query_as("SELECT saga_id, count(*) FROM saga_history WHERE event = 'compensation_completed' GROUP BY saga_id")
-        .fetch_all(&env.pool)
-        .await
-        .unwrap();
-    let comp: BTreeMap<String, i64> = comp.into_iter().collect();
+    let comp = compensations_by_saga(&env).await;
     for (i, id) in ids.iter().enumerate() {
         let want = match i % 4 {
             2 => 1,
@@ -153,13 +202,8 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
         };
         assert_eq!(comp.get(id).copied().unwrap_or(0), want, "{id}");
     }
-    // 4. A handler re-runs only when a worker died between its effect and the ledger
-    //    write: bounded by the tasks in flight at each worker kill.
-    let prefetch = env.settings.worker.prefetch as i32 * 5;
-    assert!(
-        reruns <= worker_kills * prefetch,
-        "{reruns} handler re-runs after {worker_kills} worker kills"
-    );
+    // 4. Handler re-runs bounded by the tasks in flight at each worker kill.
+    procs.assert_reruns_bounded(&env, reruns);
     // 5. Nothing left behind: outbox drained, no dead letters, queues empty.
     let mut queues = vec![env.names.coordinator_queue(), env.names.dlq_coordinator()];
     for a in env.catalog.activities() {
@@ -185,9 +229,11 @@ async fn sagas_survive_sigkill_of_coordinator_and_worker() {
         }
     })
     .await;
-    println!("crash test: {kills} kills ({worker_kills} of the worker), {reruns} handler re-runs");
-    kill9(&mut worker).await;
-    kill9(&mut coordinator).await;
+    println!(
+        "crash test: {} kills ({} of the worker), {reruns} handler re-runs",
+        procs.kills, procs.worker_kills
+    );
+    procs.stop().await;
     env.cleanup().await;
 }
 
@@ -226,11 +272,7 @@ async fn parallel_groups_with_child_sagas_survive_sigkill() {
     const PARENTS: usize = 120;
     let sagas = [("parent.toml", FLOW_PARENT), ("child.toml", FLOW_CHILD)];
     let env = TestEnv::new(&sagas).await;
-    let mut coordinator = spawn(&env, &["coordinator"], "flow-coordinator-0.log");
-    env.wait_consumer(&env.names.coordinator_queue()).await;
-    let mut worker = spawn(&env, &["worker", "--demo"], "flow-worker-0.log");
-    env.wait_consumer(&env.names.task_queue("shipping.ship"))
-        .await;
+    let mut procs = Processes::start(&env, "flow-").await;
     let ids: Vec<String> = (0..PARENTS).map(|i| format!("flow-{i}")).collect();
     // Odd parents fail at ship (non-retryable): their branches and child are undone.
     let starts: Vec<_> = ids
@@ -250,49 +292,18 @@ async fn parallel_groups_with_child_sagas_survive_sigkill() {
         .collect();
     let client = env.client().await;
     client.start_many(&starts[..PARENTS / 2]).await.unwrap();
-    kill9(&mut coordinator).await;
-    coordinator = spawn(&env, &["coordinator"], "flow-coordinator-1.log");
+    procs.kill_coordinator(&env).await;
     client.start_many(&starts[PARENTS / 2..]).await.unwrap();
-    let mut worker_kills = 0;
     // Parents and children both count: 2 sagas per parent.
     for (round, pct) in [15, 40, 65].into_iter().enumerate() {
         wait_terminal_at_least(&env, (2 * PARENTS * pct / 100) as i64).await;
-        if round % 2 == 0 {
-            kill9(&mut worker).await;
-            worker_kills += 1;
-            worker = spawn(
-                &env,
-                &["worker", "--demo"],
-                &format!("flow-worker-{}.log", round + 1),
-            );
-        } else {
-            kill9(&mut coordinator).await;
-            let log = format!("flow-coordinator-{}.log", round + 2);
-            coordinator = spawn(&env, &["coordinator"], &log);
-        }
+        procs.kill_in_turn(&env, round).await;
     }
     let children: Vec<String> = ids.iter().map(|id| format!("{id}/review")).collect();
     let all: Vec<String> = ids.iter().chain(&children).cloned().collect();
     let done = env.wait_terminal(&all, Duration::from_secs(180)).await;
-    let rows: Vec<(String, String, i32)> =
-        sqlx::query_as("SELECT saga_id, activity, calls FROM demo_effects")
-            .fetch_all(&env.pool)
-            .await
-            .unwrap();
-    let mut effects: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut reruns = 0;
-    for (saga, activity, calls) in &rows {
-        effects
-            .entry(saga.clone())
-            .or_default()
-            .insert(activity.clone());
-        reruns += calls - 1;
-    }
-    let comp: Vec<(String, i64)> = sqlx::query_as("SELECT saga_id, count(*) FROM saga_history WHERE event = 'compensation_completed' GROUP BY saga_id")
-        .fetch_all(&env.pool)
-        .await
-        .unwrap();
-    let comp: BTreeMap<String, i64> = comp.into_iter().collect();
+    let (effects, reruns) = effects_by_saga(&env).await;
+    let comp = compensations_by_saga(&env).await;
     let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     for (i, id) in ids.iter().enumerate() {
         let child = format!("{id}/review");
@@ -336,18 +347,16 @@ async fn parallel_groups_with_child_sagas_survive_sigkill() {
             "{child}"
         );
     }
-    let prefetch = env.settings.worker.prefetch as i32 * 5;
-    assert!(
-        reruns <= worker_kills * prefetch,
-        "{reruns} handler re-runs after {worker_kills} worker kills"
-    );
+    procs.assert_reruns_bounded(&env, reruns);
     eventually("outbox drained", Duration::from_secs(60), || async {
         let backlog = sagaflow::store::outbox::backlog(&env.pool).await.unwrap();
         (backlog == 0).then_some(()).ok_or(backlog)
     })
     .await;
-    println!("flow crash test: {worker_kills} worker kills, 2 coordinator kills, {reruns} handler re-runs");
-    kill9(&mut worker).await;
-    kill9(&mut coordinator).await;
+    println!(
+        "flow crash test: {} kills ({} of the worker), {reruns} handler re-runs",
+        procs.kills, procs.worker_kills
+    );
+    procs.stop().await;
     env.cleanup().await;
 }
