@@ -75,7 +75,7 @@ impl Processes {
 
     /// Round `n` of a test: the worker on even rounds, the coordinator on odd ones.
     async fn kill_in_turn(&mut self, env: &TestEnv, n: usize) {
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             self.kill_worker(env).await;
         } else {
             self.kill_coordinator(env).await;
