@@ -101,7 +101,18 @@ impl<'a> Run<'a> {
             .parent
             .as_ref()
             .is_some_and(|p| p.saga_id == parent.saga_id);
-        if !ours || self.state.status != SagaStatus::Completed || self.state.undoing {
+        if !ours {
+            return;
+        }
+        if self.state.undoing && self.state.status.is_terminal() {
+            // The parent asks again (its answer may have been lost): answer again; a
+            // parent that already has it ignores the repeat as stale.
+            if self.state.parent.as_ref() == Some(parent) {
+                self.reply_to_parent(self.state.status);
+            }
+            return;
+        }
+        if self.state.status != SagaStatus::Completed || self.state.undoing {
             return;
         }
         self.state.undoing = true;

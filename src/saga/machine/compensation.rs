@@ -14,6 +14,8 @@ impl Run<'_> {
     /// compensate: an action that may still land is abandoned, not undone), then
     /// compensates.
     pub(super) fn abandon_and_compensate(&mut self, left_as: StepStatus, why: &str) {
+        // Running children undo themselves; their late answers will be stale here.
+        self.cancel_children(why);
         for u in self.units_of(self.state.cursor) {
             let st = self.unit_state_mut(u);
             if matches!(

@@ -727,3 +727,72 @@ fn retry_refuses_a_chain_a_child_saga_answers() {
     .unwrap_err();
     assert!(err.contains("child saga p-1/review"), "{err}");
 }
+
+#[test]
+fn an_operator_compensate_cancels_running_children_and_skip_refuses_them() {
+    let pdef = parent_def();
+    let p = start(&pdef, "p-1", json!({}), None, t0());
+    let issued = IssuedFor::of(&pdef, &p.state);
+    let skip = OperatorAction::Skip { output: json!(1) };
+    let err = operate(&pdef, p.state.clone(), &skip, &issued, None, secs(1)).unwrap_err();
+    assert!(err.contains("child saga p-1/review"), "{err}");
+    let d = operate(
+        &pdef,
+        p.state,
+        &OperatorAction::Compensate,
+        &issued,
+        None,
+        secs(1),
+    )
+    .unwrap();
+    assert!(d
+        .commands
+        .iter()
+        .any(|c| matches!(c, Command::CancelChild { saga_id, .. } if saga_id == "p-1/review")));
+    assert_eq!(
+        d.state.status,
+        SagaStatus::Compensated,
+        "nothing completed: nothing to undo"
+    );
+}
+
+#[test]
+fn a_repeated_undo_after_the_child_was_undone_answers_again() {
+    let (pdef, cdef) = (parent_def(), child_def());
+    let p = start(&pdef, "p-1", json!({}), None, t0());
+    let s = started_child(&p);
+    let c = start_child(&cdef, "p-1/review", json!({}), None, s.parent, t0());
+    let c = apply(&cdef, c.state, ok("p-1/review:check:action#1", 1), secs(1));
+    let link = crate::messages::ParentLink {
+        saga_id: "p-1".into(),
+        task_id: "p-1:review:compensation#1".into(),
+    };
+    let c = apply(
+        &cdef,
+        c.state,
+        Event::Undo {
+            parent: link.clone(),
+        },
+        secs(2),
+    );
+    let c = apply(
+        &cdef,
+        c.state,
+        ok("p-1/review:check:compensation#1", 1),
+        secs(3),
+    );
+    assert_eq!(c.state.status, SagaStatus::Compensated);
+    let again = apply(
+        &cdef,
+        c.state,
+        Event::Undo {
+            parent: link.clone(),
+        },
+        secs(4),
+    );
+    let r = reply(&again);
+    assert_eq!(
+        (r.task_id.as_str(), r.outcome.clone()),
+        (link.task_id.as_str(), crate::messages::Outcome::Ok)
+    );
+}

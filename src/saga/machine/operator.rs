@@ -266,6 +266,20 @@ fn skip(run: &mut Run<'_>, output: Value) -> Result<(), String> {
             run.state.status
         ));
     }
+    // A child keeps running whatever the parent says, and could not be undone later
+    // from a step the parent took as done: act on the child instead.
+    let children: Vec<&str> = run
+        .state
+        .tasks
+        .iter()
+        .filter_map(|a| a.child.as_deref())
+        .collect();
+    if !children.is_empty() {
+        return Err(format!(
+            "the step waits on child saga {}: skip or repair the child",
+            children.join(", ")
+        ));
+    }
     for u in run.units_of(i).into_iter().filter(|u| u.branch.is_some()) {
         run.drop_tasks_of(u);
         let st = run.unit_state_mut(u);
