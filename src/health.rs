@@ -239,4 +239,30 @@ mod tests {
         h.database_available();
         assert!(h.report().ready);
     }
+
+    #[test]
+    fn the_unloaded_version_gauge_appears_with_the_first_check() {
+        let h = Health::new("coordinator");
+        assert!(!h.metrics().contains("sagaflow_sagas_unloaded_version"));
+        h.unloaded_versions(vec![crate::versions::Unloaded {
+            saga: "order".into(),
+            version: 1,
+            open: 3,
+        }]);
+        let m = h.metrics();
+        assert!(
+            m.contains("# TYPE sagaflow_sagas_unloaded_version gauge\n"),
+            "{m}"
+        );
+        assert!(
+            m.ends_with("sagaflow_sagas_unloaded_version{saga=\"order\",version=\"1\"} 3\n"),
+            "{m}"
+        );
+        h.unloaded_versions(vec![]);
+        let m = h.metrics();
+        assert!(
+            m.ends_with("# TYPE sagaflow_sagas_unloaded_version gauge\n"),
+            "{m}"
+        );
+    }
 }
