@@ -198,9 +198,13 @@ fn reason(c: &StoredVersion, loaded: bool, schedules: i64) -> Option<String> {
         }
     }
     if schedules > 0 {
-        let s = if schedules == 1 { "" } else { "s" };
+        let (s, verb) = if schedules == 1 {
+            ("", "starts")
+        } else {
+            ("s", "start")
+        };
         held.push(format!(
-            "{schedules} schedule{s} start it (the latest loaded version)"
+            "{schedules} schedule{s} {verb} it (the latest loaded version)"
         ));
     }
     if held.is_empty() {

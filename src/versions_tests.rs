@@ -156,7 +156,7 @@ fn the_counts_and_the_reason_name_what_holds_a_version() {
         v.reason.as_deref(),
         Some(
             "3 running, 2 compensating, 1 scheduled (delayed start), 4 failed (waiting for an \
-             operator), 1 schedule start it (the latest loaded version); unload it once they \
+             operator), 1 schedule starts it (the latest loaded version); unload it once they \
              have ended"
         )
     );

@@ -148,7 +148,7 @@ async fn cli_and_api_count_what_holds_each_version_and_say_when_it_is_safe() {
         reason(2)
     );
     assert!(
-        reason(3).is_some_and(|r| r.contains("1 schedule start it")),
+        reason(3).is_some_and(|r| r.contains("1 schedule starts it")),
         "{:?}",
         reason(3)
     );
