@@ -21,6 +21,7 @@ pub mod queues;
 pub mod sagas;
 pub mod schedules;
 pub mod services;
+pub mod versions;
 
 pub use self::sagas::{NotCompleted, SagaNotFound};
 
@@ -62,6 +63,12 @@ pub enum Cmd {
     },
     /// Ready messages and consumers of every task queue and the coordinator's queue.
     Queues {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per definition version: sagas and schedules that still use it, and whether it is
+    /// safe to unload (the upgrade runbook in docs/operations.md).
+    Versions {
         #[arg(long)]
         json: bool,
     },
@@ -118,6 +125,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Cmd::Serve => services::serve(settings).await,
         Cmd::Sagas { command } => sagas::run(&settings, command).await,
         Cmd::Queues { json } => queues::show(&settings, json).await,
+        Cmd::Versions { json } => versions::show(&settings, json).await,
         Cmd::DeadLetters { command } => dead_letters::run(&settings, command).await,
         Cmd::Schedules { command } => schedules::run(&settings, command).await,
         Cmd::Demo { sagas } => bench::demo(&settings, sagas).await,

@@ -31,6 +31,9 @@ struct Inner {
     broker_error: Mutex<Option<String>>,
     database_error: Mutex<Option<String>>,
     hops: crate::hops::Hops,
+    /// The coordinator's last unloaded-version check; `None` before the first one
+    /// and in workers (no gauge then).
+    unloaded: Mutex<Option<Vec<crate::versions::Unloaded>>>,
 }
 
 /// What `/readyz` answers.
@@ -61,6 +64,7 @@ impl Health {
                 broker_error: Mutex::new(None),
                 database_error: Mutex::new(None),
                 hops: Default::default(),
+                unloaded: Mutex::new(None),
             }),
         }
     }
@@ -94,6 +98,16 @@ impl Health {
         self.inner.hops.record(hop, took);
     }
 
+    /// What the coordinator's last unloaded-version check found
+    /// ([`crate::coordinator::versions`]): the `sagaflow_sagas_unloaded_version` gauge.
+    pub fn unloaded_versions(&self, found: Vec<crate::versions::Unloaded>) {
+        *self
+            .inner
+            .unloaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(found);
+    }
+
     pub fn report(&self) -> HealthReport {
         let broker = self.inner.broker.load(Ordering::Relaxed);
         let database = self.inner.database.load(Ordering::Relaxed);
@@ -114,6 +128,7 @@ impl Health {
         let role = &r.role;
         let flag = |b: bool| u8::from(b);
         let hops = self.inner.hops.exposition(role);
+        let unloaded = unloaded_exposition(&self.inner.unloaded);
         format!(
             "# HELP sagaflow_broker_connected 1 while the process is connected to RabbitMQ.\n\
              # TYPE sagaflow_broker_connected gauge\n\
@@ -123,12 +138,23 @@ impl Health {
              sagaflow_database_available{{role=\"{role}\"}} {}\n\
              # HELP sagaflow_reconnects_total Broker connections lost and rebuilt.\n\
              # TYPE sagaflow_reconnects_total counter\n\
-             sagaflow_reconnects_total{{role=\"{role}\"}} {}\n{hops}",
+             sagaflow_reconnects_total{{role=\"{role}\"}} {}\n{hops}{unloaded}",
             flag(r.broker_connected),
             flag(r.database_available),
             r.reconnects
         )
     }
+}
+
+/// The `sagaflow_sagas_unloaded_version` family; empty before the first check.
+fn unloaded_exposition(slot: &Mutex<Option<Vec<crate::versions::Unloaded>>>) -> String {
+    let found = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(found) = found else {
+        return String::new();
+    };
+    let mut e = crate::api::prom::Exposition::default();
+    crate::api::metrics::unloaded_versions(&mut e, &found);
+    e.finish()
 }
 
 fn set(slot: &Mutex<Option<String>>, value: Option<String>) {
@@ -212,5 +238,31 @@ mod tests {
             .contains("sagaflow_database_available{role=\"worker\"} 0"));
         h.database_available();
         assert!(h.report().ready);
+    }
+
+    #[test]
+    fn the_unloaded_version_gauge_appears_with_the_first_check() {
+        let h = Health::new("coordinator");
+        assert!(!h.metrics().contains("sagaflow_sagas_unloaded_version"));
+        h.unloaded_versions(vec![crate::versions::Unloaded {
+            saga: "order".into(),
+            version: 1,
+            open: 3,
+        }]);
+        let m = h.metrics();
+        assert!(
+            m.contains("# TYPE sagaflow_sagas_unloaded_version gauge\n"),
+            "{m}"
+        );
+        assert!(
+            m.ends_with("sagaflow_sagas_unloaded_version{saga=\"order\",version=\"1\"} 3\n"),
+            "{m}"
+        );
+        h.unloaded_versions(vec![]);
+        let m = h.metrics();
+        assert!(
+            m.ends_with("# TYPE sagaflow_sagas_unloaded_version gauge\n"),
+            "{m}"
+        );
     }
 }

@@ -36,4 +36,5 @@ pub mod scheduler;
 pub mod store;
 #[cfg(feature = "tools")]
 pub mod tools;
+pub mod versions;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! The web dashboard end to end in headless Chromium (through chromedriver and the
 //! WebDriver protocol): find a failed saga, open its timeline, replay a dead letter
-//! and see it leave the queue — on the page and on the broker.
+//! and see it leave the queue — on the page and on the broker — then see the version
+//! the failed saga still holds.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; when they are missing the test
 //! installs them if it runs as root. When they are still missing it fails with the
@@ -340,6 +341,20 @@ async fn dashboard_finds_a_failed_saga_and_replays_a_dead_letter() {
     // On the broker: gone from the DLQ, back in its task queue.
     assert_eq!(env.depth(&dlq_q).await, 0);
     env.wait_depth(&task_q, 1).await;
+
+    // Versions: the failed order holds its version (it waits for an operator).
+    c.find(Locator::Css("[data-testid=nav-versions]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "the order version held by its failed saga",
+        "document.querySelector('[data-testid=version-row][data-saga=order_fulfillment][data-version=\"1\"][data-safe=false] [data-testid=version-failed]')?.textContent === '1'",
+    )
+    .await;
 
     c.close().await.unwrap();
     drop(driver);

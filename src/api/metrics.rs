@@ -58,7 +58,29 @@ async fn store_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiError
         "Sagas the reconciler found with nothing to move them and that are still not moving.",
     )
     .sample("sagaflow_stuck_sagas", &[], stuck as f64);
+    let stored = crate::store::versions::stored(&st.pool).await?;
+    let loaded = crate::versions::loaded(&st.catalog);
+    unloaded_versions(e, &crate::versions::unloaded(&loaded, &stored));
     Ok(())
+}
+
+/// `sagaflow_sagas_unloaded_version{saga,version}`: non-terminal sagas of versions
+/// this process does not load. The API reports against its own `sagas_dir`, a
+/// coordinator (on its health listener) against what it loaded.
+pub fn unloaded_versions(e: &mut Exposition, found: &[crate::versions::Unloaded]) {
+    const NAME: &str = "sagaflow_sagas_unloaded_version";
+    e.gauge(
+        NAME,
+        "Scheduled, running and compensating sagas of a definition version this process does not load: they do not move until a coordinator loads it (see `sagaflow versions`).",
+    );
+    for u in found {
+        let version = u.version.to_string();
+        e.sample(
+            NAME,
+            &[("saga", &u.saga), ("version", &version)],
+            u.open as f64,
+        );
+    }
 }
 
 /// Counters the coordinators keep in `metric_counters`: (family, type, help).

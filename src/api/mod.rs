@@ -1,7 +1,8 @@
 //! The operator HTTP API (`sagaflow serve`): sagas, operator actions, queues, dead
-//! letters, schedules, the scaling signal, Prometheus metrics and the OpenAPI document
-//! generated from the routes ([`routes`]). Reads go to Postgres; starts, signals and
-//! cancels are published through [`crate::client::Client`] like any other service would.
+//! letters, schedules, the scaling signal, the version drain, Prometheus metrics and
+//! the OpenAPI document generated from the routes ([`routes`]). Reads go to Postgres;
+//! starts, signals and cancels are published through [`crate::client::Client`] like
+//! any other service would.
 
 pub mod auth;
 pub mod cursor;
@@ -18,6 +19,7 @@ mod queues;
 mod routes;
 mod sagas;
 mod schedules;
+mod versions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

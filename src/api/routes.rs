@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{auth, dashboard, dead_letters, metrics, openapi, operator, probes, purge, queues};
-use super::{sagas, schedules, ApiState};
+use super::{sagas, schedules, versions, ApiState};
 use crate::config::ApiRole::{self, Operate, Read, Scaling};
 
 /// Who may call what: the role each `/api` route needs, in one place. A token's role
@@ -39,6 +39,7 @@ const ROLES: &[(&str, ApiRole)] = &[
     ("POST /api/schedules/{name}/{op}", Operate),
     ("GET /api/queues", Read),
     ("GET /api/scaling", Scaling),
+    ("GET /api/versions", Read),
     ("GET /api/openapi.json", Read),
 ];
 
@@ -76,6 +77,7 @@ fn documented(
         .routes(routes!(schedules::schedule_op))
         .routes(routes!(queues::queues))
         .routes(routes!(queues::scaling))
+        .routes(routes!(versions::versions))
         .routes(routes!(openapi::serve));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(probes::healthz))

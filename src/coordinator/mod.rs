@@ -18,6 +18,7 @@ pub mod input;
 pub mod reconcile;
 pub mod relay;
 pub mod retention;
+pub mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,11 +98,24 @@ impl Coordinator {
     }
 
     /// Runs until `shutdown`, reconnecting with backoff after broker or database failures.
+    /// The unloaded-version check runs beside it, connected to the broker or not.
     pub async fn run(&self, shutdown: CancellationToken) {
-        crate::runtime::reconnect_loop("coordinator", &self.health, shutdown.clone(), || {
-            self.run_connected(shutdown.clone())
-        })
-        .await
+        let stop_check = shutdown.child_token();
+        let check = versions::run(
+            self.pool.clone(),
+            self.catalog.clone(),
+            self.health.clone(),
+            Duration::from_millis(self.settings.coordinator.reconcile_interval_ms),
+            stop_check.clone(),
+        );
+        let consume = async {
+            crate::runtime::reconnect_loop("coordinator", &self.health, shutdown.clone(), || {
+                self.run_connected(shutdown.clone())
+            })
+            .await;
+            stop_check.cancel();
+        };
+        tokio::join!(check, consume);
     }
 
     /// The broker delay levels the loaded definitions' retry policies use.

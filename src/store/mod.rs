@@ -32,6 +32,7 @@ pub mod sagas;
 pub mod schedules;
 pub mod stats;
 pub mod stuck;
+pub mod versions;
 
 use std::str::FromStr;
 use std::time::Duration;

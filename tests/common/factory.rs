@@ -36,6 +36,7 @@ impl TestEnv {
             env: self,
             id: id.to_string(),
             definition: None,
+            version: None,
             input: json!({}),
             at: Utc::now(),
             step: 0,
@@ -80,6 +81,7 @@ pub struct SagaBuilder<'e> {
     env: &'e TestEnv,
     id: String,
     definition: Option<String>,
+    version: Option<u32>,
     input: Value,
     at: DateTime<Utc>,
     step: usize,
@@ -93,6 +95,12 @@ impl<'e> SagaBuilder<'e> {
     /// The definition's name (its latest loaded version). Required.
     pub fn definition(mut self, name: &str) -> Self {
         self.definition = Some(name.to_string());
+        self
+    }
+
+    /// A loaded version of the definition (default: its latest).
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = Some(version);
         self
     }
 
@@ -149,10 +157,11 @@ impl<'e> SagaBuilder<'e> {
             .definition
             .as_deref()
             .expect("env.saga(id).definition(name) names the saga");
-        let def = env
-            .catalog
-            .latest(name)
-            .unwrap_or_else(|| panic!("definition {name} is loaded"));
+        let def = match self.version {
+            Some(v) => env.catalog.get(name, v),
+            None => env.catalog.latest(name),
+        }
+        .unwrap_or_else(|| panic!("definition {name} (version {:?}) is loaded", self.version));
         let d = machine::start(&def, &self.id, self.input, None, self.at);
         let mut history: Vec<HistoryEntry> = d.history;
         let mut state = d.state;

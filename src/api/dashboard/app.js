@@ -1,5 +1,5 @@
 // sagaflow dashboard: plain JavaScript, no build step. Hash routes:
-//   #/sagas?status=failed   #/saga/<id>   #/dead-letters   #/schedules   #/queues
+//   #/sagas?status=failed   #/saga/<id>   #/dead-letters   #/schedules   #/queues   #/versions
 "use strict";
 
 const TOKEN_KEY = "sagaflow.token";
@@ -350,6 +350,26 @@ async function queuesView() {
       h("td", { class: q.consumers === 0 ? "err" : "" }, q.consumers))))];
 }
 
+// The version drain: what still holds each definition version (see docs/operations.md).
+async function versionsView() {
+  const r = await api("/versions");
+  const cols = ["scheduled", "running", "compensating", "failed", "schedules"];
+  const loaded = (v) => !v.loaded ? h("span", { class: "err" }, "NOT LOADED") : v.latest ? "latest" : "yes";
+  const table = r.versions.length
+    ? h("table", { testid: "versions" },
+        h("tr", {}, h("th", {}, "saga"), h("th", {}, "version"), h("th", {}, "loaded"), cols.map((c) => h("th", {}, c)), h("th", {}, "safe to unload")),
+        r.versions.map((v) => h("tr", { testid: "version-row", "data-saga": v.saga, "data-version": v.version, "data-safe": String(v.safe_to_unload) },
+          h("td", { class: "mono" }, v.saga), h("td", {}, v.version), h("td", {}, loaded(v)),
+          cols.map((c) => h("td", { testid: "version-" + c, class: c === "failed" && v[c] > 0 ? "err" : "" }, v[c])),
+          h("td", { class: v.safe_to_unload ? "" : "err" }, v.safe_to_unload ? "yes" : "no: " + v.reason))))
+    : h("p", { class: "muted", testid: "versions-empty" }, "No definitions loaded and no sagas stored.");
+  const orphans = r.unloaded_schedules.map((s) =>
+    h("p", { class: "err", testid: "unloaded-schedules" }, `${s.schedules} schedule(s) of ${s.saga} start nothing: no version of it is loaded.`));
+  return [h("h2", {}, "Versions"),
+    h("p", { class: "muted" }, "Loaded: by this API process (its sagas_dir). Remove a version's file only when it is safe to unload."),
+    table, orphans];
+}
+
 // ---- routing -------------------------------------------------------------
 
 let generation = 0;
@@ -369,6 +389,7 @@ async function render() {
     else if (top === "dead-letters") content = await deadLettersView();
     else if (top === "schedules") content = await schedulesView();
     else if (top === "queues") content = await queuesView();
+    else if (top === "versions") content = await versionsView();
     else content = await sagasView(params);
   } catch (e) {
     content = h("p", { class: "err", testid: "load-error" }, "Could not load: " + e.message);
