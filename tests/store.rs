@@ -55,7 +55,7 @@ async fn a_write_with_a_stale_row_version_is_a_conflict_and_changes_nothing() {
     let read = sagas::get(&env.pool, "fenced").await.unwrap().unwrap();
     let seen = read.row_version;
     let mut first = read.state.clone();
-    first.input = json!({"writer": 1});
+    first.signals.insert("writer".into(), vec![json!(1)]);
     let mut tx = store::begin(&env.pool).await.unwrap();
     let write = SagaWrite {
         state: &first,
@@ -66,7 +66,7 @@ async fn a_write_with_a_stale_row_version_is_a_conflict_and_changes_nothing() {
 
     // The second still holds the version it read: fenced out.
     let mut second = read.state.clone();
-    second.input = json!({"writer": 2});
+    second.signals.insert("writer".into(), vec![json!(2)]);
     second.status = SagaStatus::Completed;
     let mut tx = store::begin(&env.pool).await.unwrap();
     let stale = SagaWrite {
@@ -97,8 +97,8 @@ async fn a_batch_with_one_stale_write_is_a_conflict_and_its_transaction_writes_n
     let a = sagas::get(&env.pool, "a").await.unwrap().unwrap();
     let b = sagas::get(&env.pool, "b").await.unwrap().unwrap();
     let (mut a2, mut b2) = (a.state.clone(), b.state.clone());
-    a2.input = json!({"changed": true});
-    b2.input = json!({"changed": true});
+    a2.signals.insert("changed".into(), vec![json!(true)]);
+    b2.signals.insert("changed".into(), vec![json!(true)]);
     let mut tx = store::begin(&env.pool).await.unwrap();
     let writes = [
         SagaWrite {
@@ -270,5 +270,68 @@ async fn two_transactions_lock_disjoint_sets_of_due_schedules() {
     let all: BTreeSet<String> = first.union(&second).cloned().collect();
     assert_eq!(all, (0..4).map(|i| format!("due{i}")).collect());
     drop((a, b));
+    env.cleanup().await;
+}
+
+/// The input is written once, in a column of its own: later writes of the row do not
+/// carry it, reads put it back, and a row stored before the column existed (input
+/// inside `state`) reads the same and moves its input on its first update.
+#[tokio::test]
+async fn the_input_is_stored_once_and_rows_from_before_the_input_column_still_read() {
+    let env = env().await;
+    let big: Vec<String> = (0..1000).map(|i| format!("r{i}@example.com")).collect();
+    let def = env.catalog.latest("order_fulfillment").unwrap();
+    let start =
+        sagaflow::saga::machine::start(&def, "new", json!({"to": big}), None, chrono::Utc::now());
+    let mut tx = store::begin(&env.pool).await.unwrap();
+    let write = SagaWrite {
+        state: &start.state,
+        expected_version: None,
+    };
+    sagas::insert_new(&mut tx, &[write]).await.unwrap();
+    tx.commit().await.unwrap();
+    let (in_state, in_column): (bool, bool) =
+        sqlx::query_as("SELECT state ? 'input', input IS NOT NULL FROM sagas WHERE id = 'new'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((in_state, in_column), (false, true));
+    let read = sagas::get(&env.pool, "new").await.unwrap().unwrap();
+    assert_eq!(
+        read.state, start.state,
+        "the input is read back into the state"
+    );
+
+    // A row as an older version wrote it: input inside state, no column.
+    env.saga("old")
+        .definition("order_fulfillment")
+        .input(json!({"order": 9}))
+        .insert()
+        .await;
+    sqlx::query("UPDATE sagas SET input = NULL, state = state || '{\"input\": {\"order\": 9}}' WHERE id = 'old'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let old = sagas::get(&env.pool, "old").await.unwrap().unwrap();
+    assert_eq!(old.state.input, json!({"order": 9}));
+    let mut changed = old.state.clone();
+    changed.signals.insert("x".into(), vec![json!(1)]);
+    let mut tx = store::begin(&env.pool).await.unwrap();
+    let write = SagaWrite {
+        state: &changed,
+        expected_version: Some(old.row_version),
+    };
+    sagas::update(&mut tx, &[write]).await.unwrap();
+    tx.commit().await.unwrap();
+    let (in_state, column): (bool, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT state ? 'input', input FROM sagas WHERE id = 'old'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((in_state, column), (false, Some(json!({"order": 9}))));
+    assert_eq!(
+        sagas::get(&env.pool, "old").await.unwrap().unwrap().state,
+        changed
+    );
     env.cleanup().await;
 }

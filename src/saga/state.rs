@@ -208,6 +208,8 @@ pub struct SagaState {
     pub saga: String,
     pub version: u32,
     pub status: SagaStatus,
+    /// Stored in a column of its own (written once); reads put it back here.
+    #[serde(default)]
     pub input: Value,
     pub steps: Vec<StepState>,
     /// The step being run (running) or undone (compensating).

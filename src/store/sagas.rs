@@ -148,7 +148,7 @@ fn decode(row: SagaRecord) -> SagaRow {
 pub async fn lock(tx: &mut Tx, ids: &[String]) -> Result<Locked, StoreError> {
     let rows = sqlx::query_as!(
         SagaRecord,
-        r#"SELECT id, state::text AS "state!", row_version, created_at, updated_at, name, version,
+        r#"SELECT id, (CASE WHEN input IS NULL THEN state ELSE jsonb_set(state, '{input}', input) END)::text AS "state!", row_version, created_at, updated_at, name, version,
                   status, wake_at
            FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE"#,
         ids
@@ -164,7 +164,7 @@ pub async fn lock(tx: &mut Tx, ids: &[String]) -> Result<Locked, StoreError> {
 pub async fn lock_due(tx: &mut Tx, now: DateTime<Utc>, limit: i64) -> Result<Locked, StoreError> {
     let rows = sqlx::query_as!(
         SagaRecord,
-        r#"SELECT id, state::text AS "state!", row_version, created_at, updated_at, name, version,
+        r#"SELECT id, (CASE WHEN input IS NULL THEN state ELSE jsonb_set(state, '{input}', input) END)::text AS "state!", row_version, created_at, updated_at, name, version,
                   status, wake_at
            FROM sagas WHERE wake_at <= $1 ORDER BY wake_at LIMIT $2 FOR UPDATE SKIP LOCKED"#,
         now,
@@ -181,7 +181,9 @@ struct Columns {
     names: Vec<String>,
     versions: Vec<i32>,
     statuses: Vec<String>,
+    /// Each state without its input (which has a column of its own).
     states: Vec<serde_json::Value>,
+    inputs: Vec<serde_json::Value>,
     wakes: Vec<Option<DateTime<Utc>>>,
     expected: Vec<i64>,
 }
@@ -193,6 +195,7 @@ fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
         versions: vec![],
         statuses: vec![],
         states: vec![],
+        inputs: vec![],
         wakes: vec![],
         expected: vec![],
     };
@@ -202,8 +205,13 @@ fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
         c.names.push(s.saga.clone());
         c.versions.push(s.version as i32);
         c.statuses.push(s.status.as_str().to_string());
-        c.states
-            .push(serde_json::to_value(s).expect("saga state serialises"));
+        let mut state = serde_json::to_value(s).expect("saga state serialises");
+        let input = state
+            .as_object_mut()
+            .and_then(|o| o.remove("input"))
+            .unwrap_or(serde_json::Value::Null);
+        c.states.push(state);
+        c.inputs.push(input);
         c.wakes.push(s.next_wake());
         c.expected.push(w.expected_version.unwrap_or(0));
     }
@@ -218,8 +226,8 @@ pub async fn insert_new(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<Vec<Str
     }
     let c = columns(writes.iter());
     sqlx::query_scalar!(
-        "INSERT INTO sagas (id, name, version, status, state, wake_at)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[], $6::timestamptz[])
+        "INSERT INTO sagas (id, name, version, status, state, wake_at, input)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::jsonb[])
          ORDER BY 1
          ON CONFLICT (id) DO NOTHING RETURNING id",
         &c.ids,
@@ -227,7 +235,8 @@ pub async fn insert_new(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<Vec<Str
         &c.versions,
         &c.statuses,
         &c.states,
-        &c.wakes as &[Option<DateTime<Utc>>]
+        &c.wakes as &[Option<DateTime<Utc>>],
+        &c.inputs
     )
     .fetch_all(tx.conn())
     .await
@@ -241,7 +250,7 @@ pub async fn identities(
     ids: &[String],
 ) -> Result<Vec<(String, String, serde_json::Value)>, StoreError> {
     let rows = sqlx::query!(
-        r#"SELECT id, name, COALESCE(state->'input', 'null'::jsonb)::text AS "input!"
+        r#"SELECT id, name, COALESCE(input, state->'input', 'null'::jsonb)::text AS "input!"
            FROM sagas WHERE id = ANY($1)"#,
         ids
     )
@@ -268,6 +277,9 @@ pub async fn update(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<(), StoreEr
     let done = sqlx::query!(
         "UPDATE sagas s SET status = u.status, state = u.state, wake_at = u.wake_at,
                 row_version = s.row_version + 1, updated_at = now(),
+                -- The input is written once, at insert; a row from before the input
+                -- column moves it there now (u.state no longer holds it).
+                input = COALESCE(s.input, s.state->'input'),
                 -- A saga flagged stuck is repaired once it has a timer or has ended.
                 stuck_since = CASE WHEN u.wake_at IS NOT NULL
                     OR u.status NOT IN ('scheduled', 'running', 'compensating')
@@ -357,7 +369,7 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<StoredSaga>, StoreErr
 pub async fn read(pool: &PgPool, id: &str) -> Result<Option<SagaRow>, StoreError> {
     let row = sqlx::query_as!(
         SagaRecord,
-        r#"SELECT id, state::text AS "state!", row_version, created_at, updated_at, name, version,
+        r#"SELECT id, (CASE WHEN input IS NULL THEN state ELSE jsonb_set(state, '{input}', input) END)::text AS "state!", row_version, created_at, updated_at, name, version,
                   status, wake_at
            FROM sagas WHERE id = $1"#,
         id
