@@ -231,9 +231,7 @@ async fn operator_actions_record_their_actor() {
         ("ap-bulk-1", "ops-ann"),
         ("ap-cli", "cli:ann"),
     ] {
-        let history = sagaflow::store::sagas::history(&env.pool, id)
-            .await
-            .unwrap();
+        let history = sagaflow::store::history::all(&env.pool, id).await.unwrap();
         let actions: Vec<&Value> = history
             .iter()
             .filter(|h| h.event == "operator_action")
