@@ -256,7 +256,7 @@ async fn operator_actions_record_their_actor() {
         .await
         .unwrap();
     let h: Value = r.json().await.unwrap();
-    let action = h
+    let action = h["entries"]
         .as_array()
         .unwrap()
         .iter()
