@@ -542,3 +542,29 @@ async fn the_cli_shows_the_newest_entries_and_says_how_many_are_left_out() {
     assert!(err.contains("cannot be used with"), "{err}");
     env.cleanup().await;
 }
+
+/// The OpenAPI document describes the paging parameters and the page.
+#[test]
+fn the_openapi_document_describes_history_pages() {
+    let doc = serde_json::to_value(sagaflow::api::openapi::document()).unwrap();
+    let op = &doc["paths"]["/api/sagas/{id}/history"]["get"];
+    let params: Vec<&str> = op["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{op:#}"))
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for p in ["id", "limit", "cursor", "order"] {
+        assert!(params.contains(&p), "{p}: {op:#}");
+    }
+    let ok = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(ok.ends_with("/HistoryPage"), "{op:#}");
+    assert!(op["responses"]["400"].is_object(), "{op:#}");
+    let page = &doc["components"]["schemas"]["HistoryPage"]["properties"];
+    assert!(
+        page["entries"].is_object() && page["next_cursor"].is_object(),
+        "{page:#}"
+    );
+}
