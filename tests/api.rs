@@ -100,7 +100,8 @@ async fn operator_api_end_to_end() {
     }
     let (code, h) = get(&http, format!("{base}/api/sagas/p-1/history")).await;
     assert_eq!(code, StatusCode::OK);
-    let events: Vec<&str> = h
+    assert_eq!(h["next_cursor"], Value::Null, "one page: {h}");
+    let events: Vec<&str> = h["entries"]
         .as_array()
         .unwrap()
         .iter()

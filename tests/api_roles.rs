@@ -231,9 +231,7 @@ async fn operator_actions_record_their_actor() {
         ("ap-bulk-1", "ops-ann"),
         ("ap-cli", "cli:ann"),
     ] {
-        let history = sagaflow::store::sagas::history(&env.pool, id)
-            .await
-            .unwrap();
+        let history = sagaflow::store::history::all(&env.pool, id).await.unwrap();
         let actions: Vec<&Value> = history
             .iter()
             .filter(|h| h.event == "operator_action")
@@ -258,7 +256,7 @@ async fn operator_actions_record_their_actor() {
         .await
         .unwrap();
     let h: Value = r.json().await.unwrap();
-    let action = h
+    let action = h["entries"]
         .as_array()
         .unwrap()
         .iter()

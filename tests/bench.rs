@@ -225,7 +225,7 @@ async fn snapshot(env: &TestEnv, id: &str) -> Value {
         .await
         .unwrap()
         .expect("the saga exists");
-    let history: Vec<Value> = sagaflow::store::sagas::history(&env.pool, id)
+    let history: Vec<Value> = sagaflow::store::history::all(&env.pool, id)
         .await
         .unwrap()
         .into_iter()

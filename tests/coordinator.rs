@@ -116,7 +116,7 @@ async fn state(env: &TestEnv, id: &str) -> SagaState {
 
 /// (event, at) of a saga's history.
 async fn history(env: &TestEnv, id: &str) -> Vec<(String, DateTime<Utc>)> {
-    sagaflow::store::sagas::history(&env.pool, id)
+    sagaflow::store::history::all(&env.pool, id)
         .await
         .unwrap()
         .into_iter()

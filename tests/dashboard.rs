@@ -361,3 +361,92 @@ async fn dashboard_finds_a_failed_saga_and_replays_a_dead_letter() {
     stop.cancel();
     env.cleanup().await;
 }
+
+/// A saga with more than two pages of history: the page shows the first 200
+/// entries, and "Load more" appends the next pages by cursor, in order, each entry
+/// once, until there is nothing more to load.
+#[tokio::test]
+async fn dashboard_pages_a_long_history() {
+    let Some((chromium, chromedriver)) = ensure_browser() else {
+        return;
+    };
+    let env = TestEnv::database_only(&[("order.toml", ORDER)]).await;
+    env.saga("long-1")
+        .definition("order_fulfillment")
+        .insert()
+        .await;
+    sqlx::query(
+        "INSERT INTO saga_history (saga_id, at, event, detail)
+         SELECT 'long-1', now() + g * interval '1 ms', 'signal_buffered', jsonb_build_object('n', g)
+         FROM generate_series(1, 450) g",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM saga_history WHERE saga_id = 'long-1'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert!(total > 400, "{total}: more than two pages");
+    let stop = CancellationToken::new();
+    let base = common::serve_api(&env, &env.settings, &stop).await;
+    let r = reqwest::get(format!("{base}/history.js")).await.unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+
+    let driver = Driver::start(&chromedriver).await;
+    let c = driver.browser(&chromium).await;
+    c.goto(&format!("{base}/#/saga/long-1")).await.unwrap();
+    let rows = "document.querySelectorAll('[data-testid=event-row]').length";
+    let more = "document.querySelector('[data-testid=history-more]')";
+    wait_js(
+        &c,
+        "the first page of history",
+        &format!("{rows} === 200 && !{more}.hidden"),
+    )
+    .await;
+    for shown in [400, total] {
+        c.find(Locator::Css("[data-testid=history-more]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            &format!("{shown} history entries"),
+            &format!("{rows} === {shown} && !{more}.disabled"),
+        )
+        .await;
+    }
+    wait_js(&c, "no more to load", &format!("{more}.hidden")).await;
+    // Every generated entry once, in order, after the ones the factory wrote.
+    let seen = c
+        .execute(
+            "return [...document.querySelectorAll('[data-testid=event-row]')].map(r => r.dataset.event === 'signal_buffered' ? JSON.parse(r.querySelector('pre').textContent).n : r.dataset.event);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let seen = seen.as_array().unwrap();
+    let first = seen.len() - 450;
+    assert!(seen[..first].iter().all(|e| e.is_string()), "{seen:?}");
+    let n: Vec<i64> = seen[first..].iter().map(|v| v.as_i64().unwrap()).collect();
+    assert_eq!(n, (1..=450).collect::<Vec<_>>());
+    let count = c
+        .find(Locator::Css("[data-testid=history-count]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count, format!("{total} events"));
+
+    c.close().await.unwrap();
+    drop(driver);
+    stop.cancel();
+    env.cleanup().await;
+}

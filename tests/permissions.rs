@@ -251,7 +251,7 @@ async fn each_role_runs_with_its_own_permissions_and_no_more() {
     assert_eq!(code, reqwest::StatusCode::ACCEPTED, "{v}");
     env.wait_status("ap-1", "completed", T).await;
     env.wait_status("api-1", "completed", T).await;
-    let history = sagaflow::store::sagas::history(&env.pool, "ap-1")
+    let history = sagaflow::store::history::all(&env.pool, "ap-1")
         .await
         .unwrap();
     let action = history

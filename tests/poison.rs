@@ -171,7 +171,10 @@ async fn a_saga_whose_state_does_not_decode_is_reported_not_a_panic() {
         .unwrap_err();
     assert!(twin.reason.contains("names saga `good`"), "{}", twin.reason);
     assert!(sagas::get(&env.pool, "good").await.unwrap().is_some());
-    assert!(sagas::history(&env.pool, "bad").await.unwrap().is_empty());
+    assert!(sagaflow::store::history::all(&env.pool, "bad")
+        .await
+        .unwrap()
+        .is_empty());
 
     // Locking a batch that holds it does not fail the batch.
     let mut tx = sagaflow::store::begin(&env.pool).await.unwrap();

@@ -40,7 +40,7 @@ async fn a_dead_lettered_task_fails_its_attempt_then_the_saga_gives_up() {
         );
     }
     env.wait_status("f-1", "compensated", T).await;
-    let saga = sagaflow::store::sagas::history(&env.pool, "f-1")
+    let saga = sagaflow::store::history::all(&env.pool, "f-1")
         .await
         .unwrap();
     let failed: Vec<_> = saga

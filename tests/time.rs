@@ -189,7 +189,7 @@ async fn start_to_close_is_enforced_by_the_worker_and_the_step_retried() {
         .await
         .unwrap();
     env.wait_status("stc", "completed", T).await;
-    let rows = sagaflow::store::sagas::history(&env.pool, "stc")
+    let rows = sagaflow::store::history::all(&env.pool, "stc")
         .await
         .unwrap();
     let failed = rows
@@ -225,7 +225,7 @@ async fn heartbeat_timeout_is_enforced_by_the_coordinator_and_heartbeats_keep_at
         .unwrap();
     env.wait_status("silent", "completed", T).await;
     env.wait_status("alive", "completed", T).await;
-    let rows = sagaflow::store::sagas::history(&env.pool, "silent")
+    let rows = sagaflow::store::history::all(&env.pool, "silent")
         .await
         .unwrap();
     let timed_out = rows
@@ -268,7 +268,7 @@ async fn schedule_to_start_holds_when_no_worker_takes_the_task() {
         .await
         .unwrap();
     env.wait_status("boo", "compensated", T).await;
-    let rows = sagaflow::store::sagas::history(&env.pool, "boo")
+    let rows = sagaflow::store::history::all(&env.pool, "boo")
         .await
         .unwrap();
     let timeouts: Vec<&Value> = rows

@@ -13,6 +13,7 @@ use super::error::{Body, Params};
 use super::{cursor, ApiError, ApiState, ErrorBody};
 use crate::client::StartOptions;
 use crate::saga::state::SagaStatus;
+use crate::store::history::{self, HistoryRow, Order};
 use crate::store::sagas::{self, ListFilter, SagaSummary};
 
 const DEFAULT_LIMIT: i64 = 50;
@@ -166,7 +167,7 @@ pub struct SagaDetail {
 }
 
 /// One audit-trail entry.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct HistoryItem {
     pub at: DateTime<Utc>,
     pub event: String,
@@ -174,6 +175,82 @@ pub struct HistoryItem {
     pub attempt: Option<i32>,
     #[schema(value_type = Object)]
     pub detail: Value,
+}
+
+impl From<HistoryRow> for HistoryItem {
+    fn from(h: HistoryRow) -> Self {
+        HistoryItem {
+            at: h.at,
+            event: h.event,
+            step: h.step,
+            attempt: h.attempt,
+            detail: h.detail,
+        }
+    }
+}
+
+/// Paging of `GET /api/sagas/{id}/history`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Entries per page: default 200, at most 1,000 (more is a 400, not clamped).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page, requested with the same `order`.
+    pub cursor: Option<String>,
+    /// `asc` (default: oldest first) or `desc` (newest first).
+    pub order: Option<String>,
+}
+
+/// Entries per history page when `limit` is not given.
+pub const HISTORY_DEFAULT_LIMIT: i64 = 200;
+/// The largest history page: a saga may have 100,000 entries, and one answer must not
+/// carry them all.
+pub const HISTORY_MAX_LIMIT: i64 = 1000;
+
+impl HistoryQuery {
+    /// The order, the position to start after and the limit, or a 400 saying which
+    /// parameter is wrong and what it accepts.
+    fn validate(&self) -> Result<(Order, Option<i64>, i64), ApiError> {
+        let limit = self.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+        if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be 1..={HISTORY_MAX_LIMIT}, not {limit}"
+            )));
+        }
+        let order = match &self.order {
+            None => Order::Asc,
+            Some(o) => o.parse().map_err(ApiError::BadRequest)?,
+        };
+        let after = match &self.cursor {
+            None => None,
+            Some(c) => {
+                let (after, made_for) = cursor::decode_history(c).ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "bad cursor: pass the `next_cursor` of a history page unchanged".into(),
+                    )
+                })?;
+                if made_for != order {
+                    return Err(ApiError::BadRequest(format!(
+                        "bad cursor: it continues a page in order={}, this request asks for order={}",
+                        made_for.as_str(),
+                        order.as_str()
+                    )));
+                }
+                Some(after)
+            }
+        };
+        Ok((order, after, limit))
+    }
+}
+
+/// One page of a saga's history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPage {
+    /// In the order asked for.
+    pub entries: Vec<HistoryItem>,
+    /// Pass as `cursor` (with the same `order`) for the next page; `null` when there
+    /// were no more entries at the time of the request.
+    pub next_cursor: Option<String>,
 }
 
 #[utoipa::path(post, path = "/sagas", tag = "sagas", request_body = StartRequest, params(StartQuery),
@@ -361,25 +438,27 @@ pub async fn show(
     }))
 }
 
-#[utoipa::path(get, path = "/sagas/{id}/history", tag = "sagas", params(("id" = String, Path)),
-    responses((status = 200, body = [HistoryItem]), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/sagas/{id}/history", tag = "sagas", params(("id" = String, Path), HistoryQuery),
+    responses((status = 200, body = HistoryPage),
+        (status = 400, description = "a bad `limit`, `cursor` or `order`", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn history(
     State(st): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<Vec<HistoryItem>>, ApiError> {
+    Params(q): Params<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let (order, after, limit) = q.validate()?;
     has_row(&st, &id).await?;
-    let rows = sagas::history(&st.pool, &id).await?;
-    let items = rows
-        .into_iter()
-        .map(|h| HistoryItem {
-            at: h.at,
-            event: h.event,
-            step: h.step,
-            attempt: h.attempt,
-            detail: h.detail,
-        })
-        .collect();
-    Ok(Json(items))
+    let mut rows = history::page(&st.pool, &id, order, after, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| rows.last().map(|r| cursor::encode_history(r.id, order)))
+        .flatten();
+    Ok(Json(HistoryPage {
+        entries: rows.into_iter().map(HistoryItem::from).collect(),
+        next_cursor,
+    }))
 }
 
 #[utoipa::path(post, path = "/sagas/{id}/signal", tag = "sagas", params(("id" = String, Path)), request_body = SignalRequest,

@@ -105,6 +105,13 @@ pub struct ShowArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Show the newest N history entries (0: none); a line says how many older
+    /// ones are left out.
+    #[arg(long, value_name = "N", default_value_t = show::DEFAULT_HISTORY)]
+    pub history_limit: u64,
+    /// Show every history entry, read and printed a page at a time.
+    #[arg(long, conflicts_with = "history_limit")]
+    pub all: bool,
 }
 
 #[derive(Debug, clap::Args)]

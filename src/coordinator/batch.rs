@@ -515,7 +515,7 @@ async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed
         .filter(|(id, _)| keep(id))
         .map(|(id, h)| (id.as_str(), h))
         .collect();
-    sagas::append_history(tx, &history).await?;
+    crate::store::history::append(tx, &history).await?;
     let named = history
         .iter()
         .filter_map(|(id, h)| work.entries.get(*id).map(|e| (e.state.saga.as_str(), *h)));

@@ -1,4 +1,5 @@
-//! Saga rows and their history.
+//! Saga rows: locking, fenced writes, operator reads and listings (their history is
+//! [`super::history`]).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -6,7 +7,6 @@ use sqlx::PgPool;
 use super::Tx;
 
 use super::{ctx, StoreError};
-use crate::saga::machine::HistoryEntry;
 use crate::saga::state::SagaState;
 
 /// A saga row as loaded for update.
@@ -302,39 +302,6 @@ pub async fn update(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<(), StoreEr
     Ok(())
 }
 
-/// Appends history entries, each tagged with its saga id.
-pub async fn append_history(
-    tx: &mut Tx,
-    entries: &[(&str, &HistoryEntry)],
-) -> Result<(), StoreError> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = entries.iter().map(|(id, _)| *id).collect();
-    let ats: Vec<DateTime<Utc>> = entries.iter().map(|(_, h)| h.at).collect();
-    let events: Vec<&str> = entries.iter().map(|(_, h)| h.event.as_str()).collect();
-    let steps: Vec<Option<&str>> = entries.iter().map(|(_, h)| h.step.as_deref()).collect();
-    let attempts: Vec<Option<i32>> = entries
-        .iter()
-        .map(|(_, h)| h.attempt.map(|a| a as i32))
-        .collect();
-    let details: Vec<&serde_json::Value> = entries.iter().map(|(_, h)| &h.detail).collect();
-    sqlx::query!(
-        "INSERT INTO saga_history (saga_id, at, event, step, attempt, detail)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], $6::jsonb[])",
-        &ids as &[&str],
-        &ats,
-        &events as &[&str],
-        &steps as &[Option<&str>],
-        &attempts as &[Option<i32>],
-        &details as &[&serde_json::Value]
-    )
-    .execute(tx.conn())
-    .await
-    .map_err(ctx("append history"))?;
-    Ok(())
-}
-
 /// Moves the wake-up of `ids` to `until` (sagas this coordinator cannot handle now).
 pub async fn postpone_wake(
     tx: &mut Tx,
@@ -378,43 +345,6 @@ pub async fn read(pool: &PgPool, id: &str) -> Result<Option<SagaRow>, StoreError
     .await
     .map_err(ctx("get saga"))?;
     Ok(row.map(decode))
-}
-
-/// A history line as stored.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HistoryRow {
-    pub at: DateTime<Utc>,
-    pub event: String,
-    pub step: Option<String>,
-    pub attempt: Option<i32>,
-    pub detail: serde_json::Value,
-}
-
-/// The history of one saga, oldest first.
-pub async fn history(pool: &PgPool, id: &str) -> Result<Vec<HistoryRow>, StoreError> {
-    let rows = sqlx::query!(
-        r#"SELECT id, at, event, step, attempt, detail::text AS "detail!"
-           FROM saga_history WHERE saga_id = $1 ORDER BY id"#,
-        id
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(ctx("read history"))?;
-    rows.into_iter()
-        .map(|r| {
-            let detail = serde_json::from_str(&r.detail).map_err(|e| StoreError::Unreadable {
-                what: format!("history entry {} of saga {id}", r.id),
-                reason: format!("column `detail`: {e}"),
-            })?;
-            Ok(HistoryRow {
-                at: r.at,
-                event: r.event,
-                step: r.step,
-                attempt: r.attempt,
-                detail,
-            })
-        })
-        .collect()
 }
 
 /// Saga counts by status (for progress displays and tests).

@@ -74,7 +74,7 @@ type Edit<'e> = Box<dyn FnOnce(&mut SagaState) + 'e>;
 /// `machine::start` at [`SagaBuilder::at`], moved to [`SagaBuilder::step`] by the
 /// machine itself (each step before it answered), then [`SagaBuilder::status`] and
 /// [`SagaBuilder::edit`] for states the engine would not produce. Written with
-/// `store::sagas::insert_new` and `append_history` (the history the machine wrote on
+/// `store::sagas::insert_new` and `store::history::append` (the history the machine wrote on
 /// the way); only the timestamps the store sets itself (`wake_at` from the state,
 /// `created_at`/`updated_at` as now) are then overwritten when asked.
 pub struct SagaBuilder<'e> {
@@ -205,7 +205,7 @@ impl<'e> SagaBuilder<'e> {
         );
         let entries: Vec<(&str, &HistoryEntry)> =
             history.iter().map(|h| (self.id.as_str(), h)).collect();
-        sagas::append_history(&mut tx, &entries).await.unwrap();
+        store::history::append(&mut tx, &entries).await.unwrap();
         tx.commit().await.unwrap();
         // The timestamps the store sets itself.
         let wake_at = self.wake_at.unwrap_or_else(|| state.next_wake());

@@ -438,7 +438,7 @@ impl TestEnv {
 
     /// History event names of a saga, in order.
     pub async fn history(&self, id: &str) -> Vec<String> {
-        sagaflow::store::sagas::history(&self.pool, id)
+        sagaflow::store::history::all(&self.pool, id)
             .await
             .unwrap()
             .into_iter()

@@ -187,7 +187,7 @@ const OK_EVENTS = /completed$|compensated$/;
 
 async function sagaView(id) {
   const enc = encodeURIComponent(id);
-  const [detail, history] = await Promise.all([api("/sagas/" + enc), api("/sagas/" + enc + "/history")]);
+  const [detail, history] = await Promise.all([api("/sagas/" + enc), historyPage(id, null)]);
   if (detail.unreadable) return unreadableView(id, detail.unreadable, history);
   const st = detail.state;
   const names = detail.step_names || [];
@@ -227,11 +227,12 @@ async function sagaView(id) {
       h("td", {}, json(s.output)),
       h("td", { class: "err" }, s.error ? `${s.error.code}: ${s.error.message}${s.error.retryable ? "" : " (not retryable)"}` : ""))));
 
-  const t0 = history.length ? new Date(history[0].at) : null;
+  // The first page starts at the first entry, so t0 holds across "Load more".
+  const t0 = history.entries.length ? new Date(history.entries[0].at) : null;
   let prev = t0;
-  const timeline = h("table", { testid: "timeline" },
+  const timeline = historySection(id, history,
     h("tr", {}, h("th", {}, "at"), h("th", {}, "+since start"), h("th", {}, "+since previous"), h("th", {}, "event"), h("th", {}, "step"), h("th", {}, "attempt"), h("th", {}, "detail")),
-    history.map((e) => {
+    (e) => {
       const at = new Date(e.at);
       const row = h("tr", { testid: "event-row", "data-event": e.event },
         h("td", { class: "mono" }, fmtTime(e.at)),
@@ -241,7 +242,7 @@ async function sagaView(id) {
         h("td", {}, e.detail && Object.keys(e.detail).length ? json(e.detail) : ""));
       prev = at;
       return row;
-    }));
+    });
 
   const buttons = h("div", { class: "actions" },
     h("button", { type: "button", testid: "action-retry", onclick: op("retry") }, "Retry failed step"),
@@ -260,11 +261,11 @@ async function sagaView(id) {
     } }, "Resume at step…"));
 
   return [h("h2", {}, "Saga ", h("span", { class: "mono" }, id)), info, h("h3", {}, "Operator actions"), buttons,
-    h("h3", {}, "Steps"), steps, h("h3", {}, "Timers"), timerTable,
-    h("h3", {}, `History (${history.length} events)`), timeline];
+    h("h3", {}, "Steps"), steps, h("h3", {}, "Timers"), timerTable, ...timeline];
 }
 
-// A saga whose stored state cannot be decoded: its columns, the reason, its history.
+// A saga whose stored state cannot be decoded: its columns, the reason, its history
+// (`history`: its first page).
 function unreadableView(id, u, history) {
   const info = h("dl", { class: "kv", testid: "saga-info" },
     h("dt", {}, "id"), h("dd", { class: "mono", testid: "saga-id" }, id),
@@ -274,15 +275,15 @@ function unreadableView(id, u, history) {
     h("dt", {}, "reason"), h("dd", { class: "err", testid: "saga-unreadable" }, u.reason),
     h("dt", {}, "created"), h("dd", { class: "mono" }, fmtTime(u.created_at)),
     h("dt", {}, "updated"), h("dd", { class: "mono" }, fmtTime(u.updated_at)));
-  const timeline = h("table", { testid: "timeline" },
+  const timeline = historySection(id, history,
     h("tr", {}, h("th", {}, "at"), h("th", {}, "event"), h("th", {}, "step"), h("th", {}, "attempt"), h("th", {}, "detail")),
-    history.map((e) => h("tr", { testid: "event-row", "data-event": e.event },
+    (e) => h("tr", { testid: "event-row", "data-event": e.event },
       h("td", { class: "mono" }, fmtTime(e.at)), h("td", {}, h("strong", {}, e.event)),
       h("td", { class: "mono" }, e.step || ""), h("td", {}, e.attempt ?? ""),
-      h("td", {}, e.detail && Object.keys(e.detail).length ? json(e.detail) : ""))));
+      h("td", {}, e.detail && Object.keys(e.detail).length ? json(e.detail) : "")));
   return [h("h2", {}, "Saga ", h("span", { class: "mono" }, id)),
     h("p", { class: "err" }, "The stored state of this saga cannot be read: the coordinator dead-letters every message for it. Repair or delete the row in Postgres."),
-    info, h("h3", {}, `History (${history.length} events)`), timeline];
+    info, ...timeline];
 }
 
 async function deadLettersView() {

@@ -18,15 +18,20 @@ use axum::Router;
 
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
+const HISTORY_JS: &str = include_str!("history.js");
 const STYLE: &str = include_str!("style.css");
 
-/// `GET /`, `/app.js`, `/style.css`.
+/// `GET /`, `/app.js`, `/history.js` (a saga's history, paged), `/style.css`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX)))
         .route(
             "/app.js",
             get(|| asset("text/javascript; charset=utf-8", APP_JS)),
+        )
+        .route(
+            "/history.js",
+            get(|| asset("text/javascript; charset=utf-8", HISTORY_JS)),
         )
         .route(
             "/style.css",
@@ -60,6 +65,12 @@ mod tests {
     #[test]
     fn page_references_its_assets() {
         assert!(INDEX.contains("/app.js") && INDEX.contains("/style.css"));
+        // history.js first: app.js calls it as soon as it runs.
+        let (history, app) = (INDEX.find("/history.js"), INDEX.find("/app.js"));
+        assert!(
+            history.is_some() && history < app,
+            "history.js before app.js"
+        );
         assert!(APP_JS.contains("Authorization"));
         assert!(APP_JS.contains("\"X-Sagaflow-Request\": \"1\""));
     }
@@ -68,7 +79,11 @@ mod tests {
     #[test]
     fn the_page_needs_nothing_the_policy_forbids() {
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
-        assert_eq!(INDEX.matches("<script").count(), 1, "only /app.js");
+        assert_eq!(
+            INDEX.matches("<script").count(),
+            2,
+            "only /history.js and /app.js"
+        );
         assert!(!INDEX.contains("<style"));
         for forbidden in [
             "eval(",
@@ -79,6 +94,10 @@ mod tests {
             "https://",
         ] {
             assert!(!APP_JS.contains(forbidden), "app.js uses {forbidden}");
+            assert!(
+                !HISTORY_JS.contains(forbidden),
+                "history.js uses {forbidden}"
+            );
         }
         assert!(!STYLE.contains("url("), "style.css loads {STYLE}");
         assert!(CSP.contains("frame-ancestors 'none'") && !CSP.contains("unsafe"));

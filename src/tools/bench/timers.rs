@@ -81,7 +81,7 @@ async fn seed(pool: &PgPool, n: usize) -> anyhow::Result<()> {
             .collect();
         let mut tx = crate::store::begin(pool).await?;
         sagas::insert_new(&mut tx, &writes).await?;
-        sagas::append_history(&mut tx, &history).await?;
+        crate::store::history::append(&mut tx, &history).await?;
         tx.commit().await?;
     }
     Ok(())
