@@ -159,6 +159,14 @@ pub struct SagaDetail {
     pub unreadable: Option<sagas::UnreadableSaga>,
     /// The step names of the saga's definition version, in order (index = `state.steps`).
     pub step_names: Vec<String>,
+    /// Per step, the branch names of a parallel step (index = `state.steps[i].branches`),
+    /// empty for other steps.
+    pub branch_names: Vec<Vec<String>>,
+    /// The parent saga's id, for a child saga.
+    pub parent: Option<String>,
+    /// The child sagas this saga started: `[{"id", "status"}]`, by id.
+    #[schema(value_type = Vec<Object>)]
+    pub children: Vec<sagas::ChildSaga>,
     /// When a timer (delayed start, sleep, wait timeout, long retry delay, activity
     /// timeout) next wakes this saga, if any.
     pub wake_at: Option<DateTime<Utc>>,
@@ -416,6 +424,9 @@ pub async fn show(
             return Ok(Json(SagaDetail {
                 state: None,
                 step_names: vec![],
+                branch_names: vec![],
+                parent: None,
+                children: sagas::children(&st.pool, &id).await?,
                 wake_at: u.wake_at,
                 created_at: u.created_at.unwrap_or(epoch),
                 updated_at: u.updated_at.unwrap_or(epoch),
@@ -423,14 +434,24 @@ pub async fn show(
             }));
         }
     };
-    let step_names = st
-        .catalog
-        .get(&saga.state.saga, saga.state.version)
-        .map(|d| d.steps.iter().map(|s| s.name.clone()).collect())
-        .unwrap_or_default();
+    let def = st.catalog.get(&saga.state.saga, saga.state.version);
+    let steps = def.as_ref().map(|d| d.steps.as_slice()).unwrap_or_default();
+    let step_names = steps.iter().map(|s| s.name.clone()).collect();
+    let branch_names = steps
+        .iter()
+        .map(|s| match &s.kind {
+            crate::saga::definition::StepKind::Parallel(b) => {
+                b.iter().map(|b| b.name.clone()).collect()
+            }
+            _ => vec![],
+        })
+        .collect();
     Ok(Json(SagaDetail {
         wake_at: saga.state.next_wake(),
         step_names,
+        branch_names,
+        parent: saga.state.parent.as_ref().map(|p| p.saga_id.clone()),
+        children: sagas::children(&st.pool, &id).await?,
         state: Some(saga.state),
         unreadable: None,
         created_at: saga.created_at,

@@ -440,3 +440,25 @@ pub async fn list(
         })
         .collect())
 }
+
+/// A child saga of a parent: its id and status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChildSaga {
+    pub id: String,
+    pub status: String,
+}
+
+/// The child sagas `parent` started (its `saga` steps and branches), by id; through
+/// the partial index `sagas_parent`.
+pub async fn children(pool: &PgPool, parent: &str) -> Result<Vec<ChildSaga>, StoreError> {
+    sqlx::query_as!(
+        ChildSaga,
+        r#"SELECT id, status FROM sagas
+           WHERE state ? 'parent' AND state->'parent'->>'saga_id' = $1
+           ORDER BY id"#,
+        parent
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(ctx("read child sagas"))
+}

@@ -40,7 +40,8 @@ pub async fn show(settings: &Settings, args: ShowArgs) -> anyhow::Result<()> {
     };
     let mut out = std::io::BufWriter::new(std::io::stdout());
     if json {
-        let head = serde_json::json!({ "saga": saga.state, "created_at": saga.created_at, "updated_at": saga.updated_at });
+        let children = sagas::children(&pool, id).await?;
+        let head = serde_json::json!({ "saga": saga.state, "children": children, "created_at": saga.created_at, "updated_at": saga.updated_at });
         return print_history(&pool, id, span, Some(head), &mut out).await;
     }
     let s = &saga.state;
@@ -64,6 +65,12 @@ pub async fn show(settings: &Settings, args: ShowArgs) -> anyhow::Result<()> {
     )?;
     if let Some(e) = &s.error {
         writeln!(out, "error    {}: {}", e.code, e.message)?;
+    }
+    if let Some(p) = &s.parent {
+        writeln!(out, "parent   {}", p.saga_id)?;
+    }
+    for c in sagas::children(&pool, id).await? {
+        writeln!(out, "child    {} ({})", c.id, c.status)?;
     }
     print_history(&pool, id, span, None, &mut out).await
 }
