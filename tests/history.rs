@@ -169,7 +169,9 @@ async fn cursors_hold_while_entries_are_appended() {
 
     for order in ["asc", "desc"] {
         let start = numbers(&env.pool, "c-1").await;
-        let (mut seen, mut cursor, mut next_n) = (vec![], None::<String>, 1000);
+        // New entries are numbered from 1000 (asc) or 2000 (desc), at most 30 each.
+        let first_new = if order == "asc" { 1000 } else { 2000 };
+        let (mut seen, mut cursor, mut next_n) = (vec![], None::<String>, first_new);
         loop {
             let mut url = format!("{base}/api/sagas/c-1/history?order={order}&limit=10");
             if let Some(c) = &cursor {
@@ -183,13 +185,18 @@ async fn cursors_hold_while_entries_are_appended() {
             };
             cursor = Some(c.to_string());
             // Three entries more between every two pages, until there are 30 more.
-            if next_n < 1030 {
+            if next_n < first_new + 30 {
                 append(&env.pool, "c-1", next_n, next_n + 2).await;
                 next_n += 3;
             }
         }
         let now = numbers(&env.pool, "c-1").await;
-        assert!(now.len() > start.len(), "entries were appended meanwhile");
+        let appended = (next_n - first_new) as usize;
+        assert!(
+            appended >= 15,
+            "entries were appended meanwhile: {appended}"
+        );
+        assert_eq!(now.len(), start.len() + appended);
         if order == "asc" {
             assert_eq!(seen, now, "asc: every entry once, the new ones at the end");
         } else {
