@@ -400,7 +400,6 @@ async fn a_page_of_a_100k_entry_history_is_an_index_range_scan() {
     let stop = CancellationToken::new();
     let base = common::serve_api(&env, &env.settings, &stop).await;
     let http = reqwest::Client::new();
-    let mut figures = vec![];
     for (order, at, after) in positions {
         let o: Order = order.parse().unwrap();
         let after = (after != 0 && after != i64::MAX).then_some(after);
@@ -428,7 +427,6 @@ async fn a_page_of_a_100k_entry_history_is_an_index_range_scan() {
         println!(
             "history paging: {order} {at} page of 200 of {total}: store {store:.2} ms, HTTP {api:.2} ms (medians of 25)"
         );
-        figures.push(api);
     }
     println!(
         "history paging: inserting 110,000 rows in one statement took {} ms",
@@ -442,11 +440,8 @@ async fn a_page_of_a_100k_entry_history_is_an_index_range_scan() {
         everything.len(),
         t.elapsed().as_millis()
     );
-    // Loose on purpose (a shared machine): reading and sending all 100,000 entries
-    // takes seconds; a page must not.
-    for ms in figures {
-        assert!(ms < 500.0, "a page took {ms} ms");
-    }
+    // Timings are figures for BENCHMARKS.md, not assertions (the machine drifts); what
+    // keeps a deep page as cheap as the first is the plan, asserted above.
     stop.cancel();
     env.cleanup().await;
 }
