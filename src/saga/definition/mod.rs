@@ -18,6 +18,7 @@ mod cron_expr;
 mod durations;
 mod raw;
 mod resolve;
+mod schedules;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
