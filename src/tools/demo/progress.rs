@@ -146,9 +146,11 @@ impl Display {
                 }
             }
             Display::Bars { bars, .. } => {
+                // The message first: setting the position may redraw, and the
+                // counts must not lag behind the bar.
                 for (bar, (_, t)) in bars.iter().zip(groups) {
-                    bar.set_position(t.ended());
                     bar.set_message(t.counts_text());
+                    bar.set_position(t.ended());
                     bar.tick();
                 }
             }
