@@ -103,7 +103,8 @@ pub enum Display {
         last: String,
     },
     Bars {
-        multi: MultiProgress,
+        /// Owns the bars' shared draw target (stdout) for as long as they are shown.
+        _multi: MultiProgress,
         bars: Vec<ProgressBar>,
     },
 }
@@ -132,7 +133,10 @@ impl Display {
                 bar
             })
             .collect();
-        Display::Bars { multi, bars }
+        Display::Bars {
+            _multi: multi,
+            bars,
+        }
     }
 
     /// Shows the latest tallies (in the order of the groups given to [`Display::new`]).
@@ -163,16 +167,6 @@ impl Display {
             for bar in bars.iter() {
                 bar.finish();
             }
-        }
-    }
-
-    /// Prints a line above the bars (or just prints it).
-    pub fn println(&self, line: &str) {
-        match self {
-            Display::Bars { multi, .. } if !multi.is_hidden() => {
-                let _ = multi.println(line);
-            }
-            _ => println!("{line}"),
         }
     }
 }
