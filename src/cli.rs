@@ -84,11 +84,9 @@ pub enum Cmd {
         #[command(subcommand)]
         command: schedules::SchedulesCmd,
     },
-    /// Run the demo: a coordinator, a worker and example sagas, with live progress.
-    Demo {
-        #[arg(long, default_value_t = 20)]
-        sagas: usize,
-    },
+    /// Run the demo: a coordinator, a worker, the dashboard and example sagas, with live
+    /// progress; the dashboard stays up until Ctrl-C (or use --exit).
+    Demo(bench::DemoArgs),
     /// Benchmark N sagas through a coordinator and a worker process: in a burst, a closed
     /// loop (--concurrency) or an open loop (--rate).
     Bench(bench::ThroughputArgs),
@@ -128,7 +126,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Cmd::Versions { json } => versions::show(&settings, json).await,
         Cmd::DeadLetters { command } => dead_letters::run(&settings, command).await,
         Cmd::Schedules { command } => schedules::run(&settings, command).await,
-        Cmd::Demo { sagas } => bench::demo(&settings, sagas).await,
+        Cmd::Demo(args) => bench::demo(&settings, args).await,
         Cmd::Bench(args) => bench::throughput(&settings, args).await,
         Cmd::BenchBroker(args) => bench::broker(&settings, args).await,
         Cmd::BenchTimers(args) => bench::timers(&settings, args).await,
@@ -173,6 +171,18 @@ mod tests {
             Cmd::Schedules { .. }
         ));
         assert!(matches!(parse(&["start", "order"]), Cmd::Start(a) if a.saga == "order"));
+    }
+
+    #[test]
+    fn the_demo_stays_up_unless_told_to_exit() {
+        assert!(matches!(
+            parse(&["demo"]),
+            Cmd::Demo(a) if a.sagas == 20 && !a.exit && !a.plain
+        ));
+        assert!(matches!(
+            parse(&["demo", "--exit", "--plain", "--sagas", "5"]),
+            Cmd::Demo(a) if a.sagas == 5 && a.exit && a.plain
+        ));
     }
 
     #[test]

@@ -57,10 +57,31 @@ pub struct TimerArgs {
     pub timeout: u64,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Order sagas to run (besides the two newsletters).
+    #[arg(long, default_value_t = 20)]
+    pub sagas: usize,
+    /// End once every saga has ended (exit 0; 1 when they did not end in time) instead
+    /// of keeping the dashboard up until Ctrl-C: for scripts and CI.
+    #[arg(long)]
+    pub exit: bool,
+    /// Plain progress lines even on a terminal (they are plain anyway when stdout is
+    /// not a terminal).
+    #[arg(long)]
+    pub plain: bool,
+}
+
 /// `sagaflow demo`.
-pub async fn demo(settings: &Settings, sagas: usize) -> anyhow::Result<()> {
+pub async fn demo(settings: &Settings, a: DemoArgs) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let pool = pool(settings).await?;
-    crate::tools::demo::run::run(settings, &pool, sagas).await?;
+    let opts = crate::tools::demo::run::Options {
+        sagas: a.sagas,
+        exit: a.exit,
+        bars: !a.plain && std::io::stdout().is_terminal(),
+    };
+    crate::tools::demo::run::run(settings, &pool, &opts).await?;
     Ok(())
 }
 

@@ -1,8 +1,11 @@
 //! The demo: example activities (`activities`, `newsletter`) and the `sagaflow demo`
-//! runner (`run`).
+//! runner (`run`), with its dashboard child process (`dashboard`) and its progress
+//! display (`progress`).
 
 pub mod activities;
+pub mod dashboard;
 pub mod newsletter;
+pub mod progress;
 pub mod run;
 
 pub use activities::{
