@@ -28,6 +28,7 @@ fn messages(n: usize) -> Vec<OutboxMessage> {
             routing_key: format!("m{i}"),
             body: format!("body {i}").into_bytes(),
             mandatory: true,
+            traceparent: None,
         })
         .collect()
 }

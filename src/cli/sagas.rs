@@ -238,6 +238,7 @@ pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
         delay: args.delay,
         start_at: args.start_at,
         version: None,
+        traceparent: None,
     };
     let client = client(settings).await?;
     if args.wait {

@@ -18,6 +18,7 @@ pub mod input;
 pub mod reconcile;
 pub mod relay;
 pub mod retention;
+mod spans;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,7 +282,7 @@ impl Coordinator {
         if d.exchange == self.names.dlx() {
             return dead_task::parse(&d.routing_key, &d.body, d.dead_letter_reason());
         }
-        input::parse(
+        let mut input = input::parse(
             &self.names,
             &d.exchange,
             &d.routing_key,
@@ -289,7 +290,11 @@ impl Coordinator {
             d.message_id.as_deref(),
             now,
             &self.settings.limits,
-        )
+        )?;
+        if let Input::Start { traceparent, .. } = &mut input {
+            *traceparent = d.traceparent();
+        }
+        Ok(input)
     }
 
     /// Commits the batch, waiting out database outages with backoff until it is
