@@ -117,7 +117,11 @@ where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {
     ENABLED.store(true, Ordering::Relaxed);
-    tracing_opentelemetry::layer().with_tracer(provider.tracer("sagaflow"))
+    // No `busy_ns`/`idle_ns` attributes: an attempt's span says what it did, not how
+    // often tokio polled it.
+    tracing_opentelemetry::layer()
+        .with_tracked_inactivity(false)
+        .with_tracer(provider.tracer("sagaflow"))
 }
 
 /// Makes `span` (not entered yet) a child of the remote span `traceparent` names.
