@@ -293,3 +293,25 @@ async fn a_malformed_or_missing_traceparent_starts_a_new_trace() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_http_traceparent_header_starts_the_saga_in_the_callers_trace() {
+    exporter();
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let base = common::serve_api(&env, &env.settings, &stop).await;
+    let given = TraceParent::fresh().to_string();
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/sagas"))
+        .header("x-sagaflow-request", "1")
+        .header("traceparent", &given)
+        .json(&json!({"saga": "order_fulfillment", "id": "t-http"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    env.wait_status("t-http", "completed", T).await;
+    assert_eq!(stored_traceparent(&env, "t-http").await, Some(given));
+    stop.cancel();
+    env.cleanup().await;
+}

@@ -274,7 +274,7 @@ async fn intake_batch(
         let done_tx = s.done_tx.clone();
         // The handler run's span: a child of the task's trace context when spans are
         // exported; what it causes (its reports and result) names it as their parent.
-        let span = tracing::info_span!("task", otel.name = %format!("{} {}", task.activity, task.kind.as_str()), saga_id = %task.saga_id, saga = %task.saga, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = task.attempt, task_id = %task.task_id, outcome = tracing::field::Empty, error.code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+        let span = tracing::info_span!("task", otel.name = %format!("{} {}", task.activity, task.kind.as_str()), saga_id = %task.saga_id, saga = %task.saga, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = i64::from(task.attempt), task_id = %task.task_id, outcome = tracing::field::Empty, error.code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
         crate::telemetry::set_parent(&span, traceparent.as_deref());
         let traceparent = crate::telemetry::traceparent_of(&span).or(traceparent);
         let reporter = task
