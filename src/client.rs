@@ -36,6 +36,9 @@ pub struct StartOptions {
     pub delay: Option<String>,
     pub start_at: Option<DateTime<Utc>>,
     pub version: Option<u32>,
+    /// The W3C trace context to start the saga's trace under (sent as the
+    /// `traceparent` header); the coordinator starts a new trace without one.
+    pub traceparent: Option<String>,
 }
 
 /// The body of one start event, refused as the coordinator would refuse it (checks in
@@ -123,12 +126,12 @@ impl Client {
         let msgs: Vec<Outgoing> = starts
             .iter()
             .zip(&bodies)
-            .map(|((saga, _, _), body)| Outgoing {
+            .map(|((saga, _, o), body)| Outgoing {
                 exchange: &exchange,
                 routing_key: saga,
                 body,
                 mandatory: true,
-                headers: None,
+                headers: broker::trace_headers(o.traceparent.as_deref()),
             })
             .collect();
         self.publisher.publish_all_or_fail(&msgs).await?;
@@ -166,7 +169,7 @@ impl Client {
             routing_key: saga,
             body: &body,
             mandatory: true,
-            headers: None,
+            headers: broker::trace_headers(opts.traceparent.as_deref()),
         };
         self.publisher.publish_all_or_fail(&[msg]).await?;
         Ok(())

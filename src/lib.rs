@@ -34,7 +34,9 @@ pub mod runtime;
 pub mod saga;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod tools;
 pub mod versions;
+pub mod traceparent;
 pub mod worker;

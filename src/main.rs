@@ -1,6 +1,7 @@
 //! The `sagaflow` binary: parse the command line, load settings, set up logging, run.
 
 use clap::Parser;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use sagaflow::cli::{self, Cli};
 use sagaflow::config::{LogFormat, Settings};
 
@@ -13,16 +14,28 @@ use sagaflow::config::{LogFormat, Settings};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr, and spans to OTLP when the `OTEL_*` variables ask for it
+/// (`sagaflow::telemetry`); returns the tracer provider to flush at exit.
+fn init_tracing(format: LogFormat) -> Option<SdkTracerProvider> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,sqlx=warn,lapin=warn,lapin::channel=off".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let provider = match sagaflow::telemetry::provider_from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("warning: spans are not exported: {e}");
+            None
+        }
+    };
+    let otel = provider.as_ref().map(sagaflow::telemetry::layer);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry.with(fmt).init(),
     }
+    provider
 }
 
 #[tokio::main]
@@ -41,8 +54,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(settings.log_format);
-    match cli::run(cli, settings).await {
+    let provider = init_tracing(settings.log_format);
+    let outcome = cli::run(cli, settings).await;
+    if let Some(p) = provider {
+        // Flushes the spans still queued; the exporter blocks, so off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || p.shutdown()).await;
+    }
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The last filter before a message leaves the process: no URL password, even

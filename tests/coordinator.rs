@@ -67,6 +67,7 @@ fn start(saga: &str, id: &str) -> Input {
         run_at: None,
         signal: None,
         parent: None,
+        traceparent: None,
     }
 }
 
@@ -306,6 +307,7 @@ async fn a_signal_with_start_starts_unless_the_saga_exists_then_signals() {
             payload: json!({"n": n}),
         }),
         parent: None,
+        traceparent: None,
     };
     let c = run(&env, vec![with_signal("s-1", 1)], at(0)).await;
     assert!(c.rejected.is_empty() && c.unhandled.is_empty(), "{c:?}");

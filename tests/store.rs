@@ -20,7 +20,8 @@ async fn env() -> TestEnv {
     TestEnv::database_only(&[("order.toml", ORDER)]).await
 }
 
-/// `n` distinct outbox messages, `m0` … by routing key.
+/// `n` distinct outbox messages, `m0` … by routing key; the odd ones carry a trace
+/// context (rows written before it existed have none).
 fn messages(n: usize) -> Vec<OutboxMessage> {
     (0..n)
         .map(|i| OutboxMessage {
@@ -28,6 +29,7 @@ fn messages(n: usize) -> Vec<OutboxMessage> {
             routing_key: format!("m{i}"),
             body: format!("body {i}").into_bytes(),
             mandatory: true,
+            traceparent: (i % 2 == 1).then(|| format!("00-{:032x}-00f067aa0ba902b7-01", i + 1)),
         })
         .collect()
 }
@@ -148,6 +150,8 @@ async fn outbox_rows_come_back_in_insertion_order_and_a_claim_holds_for_its_leas
     let first = outbox::claim_expired(&env.pool, lease, 2).await.unwrap();
     assert_eq!(keys(&first), ["m0", "m1"], "oldest first, up to the limit");
     assert_eq!(first[0].message, orphans[0].message);
+    assert_eq!(first[1].message, orphans[1].message, "with its traceparent");
+    assert!(first[1].message.traceparent.is_some());
     let rest = outbox::claim_expired(&env.pool, lease, 100).await.unwrap();
     assert_eq!(keys(&rest), ["m2", "m3", "m4"]);
     // Within the lease no second claimer gets any of them.

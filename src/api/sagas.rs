@@ -261,7 +261,7 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
-#[utoipa::path(post, path = "/sagas", tag = "sagas", request_body = StartRequest, params(StartQuery),
+#[utoipa::path(post, path = "/sagas", tag = "sagas", request_body = StartRequest, params(StartQuery, ("traceparent" = Option<String>, Header, description = "W3C trace context the saga's trace continues (a new trace when absent or malformed)")),
     responses((status = 202, description = "start published (with `wait`: not ended within it)", body = Accepted),
         (status = 200, description = "with `wait`: the saga ended, with its status and output; without: a saga with this id, saga name and input exists, nothing started", body = Accepted),
         (status = 400, body = ErrorBody), (status = 409, description = "`id_conflict`: the id exists with a different saga name or input", body = ErrorBody),
@@ -269,6 +269,7 @@ pub struct HistoryPage {
 pub async fn start(
     State(st): State<ApiState>,
     Params(q): Params<StartQuery>,
+    headers: axum::http::HeaderMap,
     Body(req): Body<StartRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let wait = match q.wait.as_deref() {
@@ -323,6 +324,12 @@ pub async fn start(
         delay: req.delay,
         start_at: req.start_at,
         version: None,
+        // The caller's trace: the saga's spans join it (the coordinator checks it
+        // and starts a new trace when it is malformed).
+        traceparent: headers
+            .get(crate::traceparent::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
     let client = st.broker.client().await?;
     let publish = async {

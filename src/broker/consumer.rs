@@ -48,6 +48,11 @@ impl Inbound {
         }
     }
 
+    /// Its `traceparent` header (W3C trace context), if it has one.
+    pub fn traceparent(&self) -> Option<String> {
+        super::publisher::traceparent_header(self.headers.as_ref())
+    }
+
     /// Why the message was dead-lettered, when it was (see [`dead_letter_reason`]).
     pub fn dead_letter_reason(&self) -> Option<String> {
         dead_letter_reason(self.headers.as_ref())

@@ -17,7 +17,7 @@ use lapin::{ConnectionProperties, ErrorKind};
 
 use crate::redact;
 
-pub use publisher::{Outgoing, PublishError, Publisher};
+pub use publisher::{trace_headers, Outgoing, PublishError, Publisher};
 pub use subscription::Subscription;
 pub use topology::Names;
 

@@ -229,6 +229,27 @@ fn batch_seq(r: &BasicReturnMessage) -> Option<usize> {
     }
 }
 
+/// The headers of a message that carries a trace context: `traceparent` (W3C trace
+/// context, `crate::traceparent`), as a long string.
+pub fn trace_headers(traceparent: Option<&str>) -> Option<FieldTable> {
+    let tp = traceparent?;
+    let mut t = FieldTable::default();
+    t.insert(
+        ShortString::from(crate::traceparent::HEADER),
+        AMQPValue::LongString(LongString::from(tp.to_string())),
+    );
+    Some(t)
+}
+
+/// The `traceparent` header of a delivery, as sent (validated where it is used).
+pub(crate) fn traceparent_header(headers: Option<&FieldTable>) -> Option<String> {
+    match headers?.inner().get(crate::traceparent::HEADER)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
 /// Headers for a message sagaflow dead-letters itself: why, and where it came from.
 pub fn dead_letter_headers(
     reason: &str,

@@ -144,6 +144,10 @@ pub struct StartArgs {
     /// How long --wait waits (250ms, 30s, 5m).
     #[arg(long, default_value = "60s", requires = "wait", value_parser = parse_wait)]
     pub timeout: std::time::Duration,
+    /// W3C trace context the saga's trace continues (`00-<trace id>-<span id>-<flags>`);
+    /// a new trace when omitted (docs/operations.md, "Tracing")
+    #[arg(long, env = "TRACEPARENT", value_parser = parse_traceparent)]
+    pub traceparent: Option<String>,
 }
 
 fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
@@ -234,6 +238,13 @@ async fn client(settings: &Settings) -> anyhow::Result<Client> {
         .with_limits(settings.limits.clone()))
 }
 
+/// A `--traceparent` is checked here: the coordinator would replace a malformed one.
+fn parse_traceparent(s: &str) -> Result<String, String> {
+    crate::traceparent::TraceParent::parse(s)
+        .map(|tp| tp.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// `sagas start`: publishes the start event; with `--wait`, waits for the outcome.
 pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
     if let Some(d) = &args.delay {
@@ -245,6 +256,7 @@ pub async fn start(settings: &Settings, args: StartArgs) -> anyhow::Result<()> {
         delay: args.delay,
         start_at: args.start_at,
         version: None,
+        traceparent: args.traceparent,
     };
     let client = client(settings).await?;
     if args.wait {

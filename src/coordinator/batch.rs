@@ -58,6 +58,8 @@ struct NewSaga<'s> {
     run_at: Option<DateTime<Utc>>,
     /// Set for a child saga: the parent chain it answers.
     parent: Option<crate::messages::ParentLink>,
+    /// The start's `traceparent` header, as received.
+    traceparent: Option<&'s str>,
 }
 
 /// Accumulates the batch's effects before they are written.
@@ -108,6 +110,7 @@ impl<'a> Work<'a> {
             input,
             run_at,
             parent,
+            traceparent,
         } = new;
         let existing = match self.entries.get(id) {
             Some(e) => Some((e.state.saga.as_str(), &e.state.input)),
@@ -134,7 +137,8 @@ impl<'a> Work<'a> {
                 .push((pos, format!("unknown saga `{saga}`{v}")));
             return;
         };
-        let d = machine::start_child(&def, id, input, run_at, parent, self.now);
+        let mut d = machine::start_child(&def, id, input, run_at, parent, self.now);
+        d.state.traceparent = Some(crate::traceparent::for_start(traceparent, id));
         self.entries.insert(
             id.to_string(),
             Entry {
@@ -159,7 +163,11 @@ impl<'a> Work<'a> {
             }
             return;
         };
+        let attempt = super::spans::attempt(&entry.def, &entry.state, &event);
         let d = machine::apply(&entry.def, entry.state.clone(), event, self.now);
+        if let Some(a) = attempt.filter(|_| !d.is_noop()) {
+            a.record(&d.state);
+        }
         self.take(id, d);
     }
 
@@ -203,19 +211,33 @@ impl<'a> Work<'a> {
         }
     }
 
-    fn outbox_message(&self, cmd: &Command) -> OutboxMessage {
+    /// The message `cmd` of saga `id` publishes. Every one carries the saga's trace
+    /// context, so its tasks, events, child starts and answers are one trace.
+    fn outbox_message(&self, id: &str, cmd: &Command) -> OutboxMessage {
+        let traceparent = self
+            .entries
+            .get(id)
+            .and_then(|e| e.state.traceparent.clone());
+        let mut m = self.outbox_body(cmd);
+        m.traceparent = traceparent;
+        m
+    }
+
+    fn outbox_body(&self, cmd: &Command) -> OutboxMessage {
         match cmd {
             Command::Dispatch { task, delay } => OutboxMessage {
                 exchange: dispatch_exchange(self.names, *delay),
                 routing_key: task.activity.clone(),
                 body: serde_json::to_vec(task).expect("task serialises"),
                 mandatory: true,
+                traceparent: None,
             },
             Command::Publish(event) => OutboxMessage {
                 exchange: self.names.events(),
                 routing_key: format!("saga.{}.{}", event.saga, event.status),
                 body: serde_json::to_vec(event).expect("event serialises"),
                 mandatory: false,
+                traceparent: None,
             },
             // A child saga is started, cancelled and undone through the coordinators'
             // own inputs, exactly as a client or an operator would, so whichever
@@ -225,6 +247,7 @@ impl<'a> Work<'a> {
                 routing_key: start.saga.clone().unwrap_or_default(),
                 body: serde_json::to_vec(start).expect("start event serialises"),
                 mandatory: true,
+                traceparent: None,
             },
             Command::CancelChild { saga_id, reason } => OutboxMessage {
                 exchange: self.names.signals(),
@@ -234,6 +257,7 @@ impl<'a> Work<'a> {
                 }))
                 .expect("cancel serialises"),
                 mandatory: true,
+                traceparent: None,
             },
             Command::UndoChild { saga_id, parent } => OutboxMessage {
                 exchange: self.names.operator(),
@@ -243,12 +267,14 @@ impl<'a> Work<'a> {
                 }))
                 .expect("undo serialises"),
                 mandatory: true,
+                traceparent: None,
             },
             Command::Reply(result) => OutboxMessage {
                 exchange: self.names.results(),
                 routing_key: crate::messages::COORDINATOR_REPLY_TO.to_string(),
                 body: serde_json::to_vec(result).expect("result serialises"),
                 mandatory: true,
+                traceparent: None,
             },
         }
     }
@@ -335,6 +361,7 @@ pub async fn apply_inputs(
                 run_at,
                 signal,
                 parent,
+                traceparent,
             } => {
                 // Signal-with-start: start unless the saga exists, then deliver the
                 // signal, both in this transaction.
@@ -346,6 +373,7 @@ pub async fn apply_inputs(
                         input,
                         run_at,
                         parent,
+                        traceparent: traceparent.as_deref(),
                     };
                     work.start(pos, new);
                 }
@@ -526,7 +554,7 @@ async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed
         if let Command::Publish(e) = cmd {
             finished.push((id.clone(), status_str(&e.status)));
         }
-        messages.push(work.outbox_message(cmd));
+        messages.push(work.outbox_message(id, cmd));
     }
     let outbox = outbox::insert(tx, messages, lease).await?;
     rejected.extend(work.rejected);

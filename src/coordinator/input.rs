@@ -28,6 +28,9 @@ pub enum Input {
         signal: Option<StartSignal>,
         /// Set when a parent saga's coordinator starts this one as its child.
         parent: Option<ParentLink>,
+        /// The start message's `traceparent` header (W3C trace context), unchecked:
+        /// the coordinator keeps it when valid and starts a new trace otherwise.
+        traceparent: Option<String>,
     },
     Result(ResultMessage),
     Signal {
@@ -216,6 +219,7 @@ fn parse_start(
         run_at,
         signal: e.signal,
         parent: e.parent,
+        traceparent: None,
     })
 }
 
@@ -505,6 +509,7 @@ mod tests {
                 run_at: Some(now() + chrono::Duration::hours(36)),
                 signal: None,
                 parent: None,
+                traceparent: None,
             }
         );
     }

@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod relay;
 pub mod retention;
 pub mod versions;
+mod spans;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,7 +296,7 @@ impl Coordinator {
         if d.exchange == self.names.dlx() {
             return dead_task::parse(&d.routing_key, &d.body, d.dead_letter_reason());
         }
-        input::parse(
+        let mut input = input::parse(
             &self.names,
             &d.exchange,
             &d.routing_key,
@@ -303,7 +304,11 @@ impl Coordinator {
             d.message_id.as_deref(),
             now,
             &self.settings.limits,
-        )
+        )?;
+        if let Input::Start { traceparent, .. } = &mut input {
+            *traceparent = d.traceparent();
+        }
+        Ok(input)
     }
 
     /// Commits the batch, waiting out database outages with backoff until it is

@@ -112,7 +112,7 @@ async fn publish_rows(
             routing_key: &r.message.routing_key,
             body: &r.message.body,
             mandatory: r.message.mandatory,
-            headers: None,
+            headers: broker::trace_headers(r.message.traceparent.as_deref()),
         })
         .collect();
     let results = publisher.publish_all(&batch).await;

@@ -126,6 +126,8 @@ pub fn start_child(
         generation: 0,
         parent,
         undoing: false,
+        // Set by the coordinator, which reads it off the start message.
+        traceparent: None,
     };
     let mut run = Run::new(def, state, now);
     match run_at.filter(|at| *at > now) {

@@ -252,6 +252,13 @@ pub struct SagaState {
     /// parent's compensation, `compensated` as success.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub undoing: bool,
+    /// The W3C trace context (`traceparent`) of the saga's trace, set by the
+    /// coordinator at the start (the start's own, or a new one): every task, result
+    /// and child start of the saga carries it, so one saga and its children are one
+    /// trace. A plain string here; `crate::traceparent` parses it. `None` in states
+    /// written before tracing existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -198,6 +198,7 @@ impl Scheduler {
                     run_at: None,
                     signal: None,
                     parent: None,
+                    traceparent: None,
                 };
                 inputs.push((inputs.len(), input));
             }

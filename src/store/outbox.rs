@@ -16,6 +16,8 @@ pub struct OutboxMessage {
     pub body: Vec<u8>,
     /// Unroutable means failure (tasks, results); events may go unheard.
     pub mandatory: bool,
+    /// Published as the `traceparent` header: the trace of the saga that wrote it.
+    pub traceparent: Option<String>,
 }
 
 /// An outbox row: its id and its message.
@@ -42,17 +44,19 @@ pub async fn insert(
     let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
     let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_slice()).collect();
     let mandatory: Vec<bool> = messages.iter().map(|m| m.mandatory).collect();
+    let traces: Vec<Option<&str>> = messages.iter().map(|m| m.traceparent.as_deref()).collect();
     let mut ids = sqlx::query_scalar!(
-        "INSERT INTO outbox (exchange, routing_key, body, mandatory, claimed_until)
-         SELECT e, k, b, m, now() + make_interval(secs => $5::float8 / 1000.0)
-         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bool[]) WITH ORDINALITY AS u(e, k, b, m, n)
+        "INSERT INTO outbox (exchange, routing_key, body, mandatory, traceparent, claimed_until)
+         SELECT e, k, b, m, t, now() + make_interval(secs => $5::float8 / 1000.0)
+         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bool[], $6::text[]) WITH ORDINALITY AS u(e, k, b, m, t, n)
          ORDER BY n
          RETURNING id",
         &exchanges as &[&str],
         &keys as &[&str],
         &bodies as &[&[u8]],
         &mandatory,
-        millis(lease)
+        millis(lease),
+        &traces as &[Option<&str>]
     )
     .fetch_all(tx.conn())
     .await
@@ -90,7 +94,7 @@ pub async fn claim_expired(
     let rows = sqlx::query!(
         "UPDATE outbox SET claimed_until = now() + make_interval(secs => $1::float8 / 1000.0), attempts = attempts + 1
          WHERE id IN (SELECT id FROM outbox WHERE claimed_until < now() ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING id, exchange, routing_key, body, mandatory",
+         RETURNING id, exchange, routing_key, body, mandatory, traceparent",
         millis(lease),
         limit
     )
@@ -106,6 +110,7 @@ pub async fn claim_expired(
                 routing_key: r.routing_key,
                 body: r.body,
                 mandatory: r.mandatory,
+                traceparent: r.traceparent,
             },
         })
         .collect();

@@ -82,7 +82,7 @@ async fn complete(
             routing_key: &d.task.reply_to,
             body,
             mandatory: true,
-            headers: None,
+            headers: crate::broker::trace_headers(d.traceparent.as_deref()),
         })
         .collect();
     let confirmed = c.publisher.publish_all(&msgs).await;

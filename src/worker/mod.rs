@@ -50,10 +50,14 @@ pub struct ActivityContext {
 
 /// Sends heartbeats of one attempt to the coordinator, at most one per third of the
 /// heartbeat timeout (more would only load the coordinator).
+/// A `started` or heartbeat report to publish: routing key, report, `traceparent`.
+pub(crate) type Report = (String, ResultMessage, Option<String>);
+
 #[derive(Clone)]
 pub(crate) struct Reporter {
-    tx: tokio::sync::mpsc::UnboundedSender<(String, ResultMessage)>,
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
     task: Arc<TaskMessage>,
+    traceparent: Option<String>,
     last: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     every: std::time::Duration,
 }
@@ -68,14 +72,16 @@ impl std::fmt::Debug for Reporter {
 
 impl Reporter {
     pub(crate) fn new(
-        tx: tokio::sync::mpsc::UnboundedSender<(String, ResultMessage)>,
+        tx: tokio::sync::mpsc::UnboundedSender<Report>,
         task: &TaskMessage,
+        traceparent: Option<String>,
     ) -> Self {
         let every =
             std::time::Duration::from_millis(task.deadlines.heartbeat_ms.unwrap_or(3_000) / 3);
         Reporter {
             tx,
             task: Arc::new(task.clone()),
+            traceparent,
             last: Default::default(),
             every,
         }
@@ -88,7 +94,9 @@ impl Reporter {
         }
         *last = Some(std::time::Instant::now());
         let report = ResultMessage::report(&self.task, Outcome::Heartbeat, Some(details));
-        let _ = self.tx.send((self.task.reply_to.clone(), report));
+        let _ = self
+            .tx
+            .send((self.task.reply_to.clone(), report, self.traceparent.clone()));
     }
 }
 

@@ -44,6 +44,9 @@ pub(super) struct Done {
     pub outcome: Result<Value, ErrorInfo>,
     /// The output came from the ledger: nothing to record.
     pub recorded: bool,
+    /// The result's `traceparent` header: the handler run's span while spans are
+    /// exported, else the task's own.
+    pub traceparent: Option<String>,
 }
 
 /// How long the completion stage may take, after the handlers are done, to record,
@@ -194,8 +197,8 @@ struct Session {
     publisher: Publisher,
     settler: Settler,
     done_tx: mpsc::Sender<Done>,
-    /// `started` and heartbeat reports: (routing key, report).
-    reports_tx: mpsc::UnboundedSender<(String, ResultMessage)>,
+    /// `started` and heartbeat reports.
+    reports_tx: mpsc::UnboundedSender<super::Report>,
     shutdown: CancellationToken,
 }
 
@@ -250,6 +253,7 @@ async fn intake_batch(
         .health
         .hop(Hop::LedgerLookup, lookup_began.elapsed());
     for (msg, task) in tasks {
+        let traceparent = msg.traceparent();
         if let Some(output) = recorded.get(&task.idempotency_key) {
             tracing::debug!(key = %task.idempotency_key, "task already completed: answering from the ledger");
             let _ = s
@@ -259,6 +263,7 @@ async fn intake_batch(
                     task,
                     outcome: Ok(output.clone()),
                     recorded: true,
+                    traceparent,
                 })
                 .await;
             continue;
@@ -267,22 +272,37 @@ async fn intake_batch(
             continue; // checked above
         };
         let done_tx = s.done_tx.clone();
+        // The handler run's span: a child of the task's trace context when spans are
+        // exported; what it causes (its reports and result) names it as their parent.
+        let span = tracing::info_span!("task", otel.name = %format!("{} {}", task.activity, task.kind.as_str()), saga_id = %task.saga_id, saga = %task.saga, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = i64::from(task.attempt), task_id = %task.task_id, outcome = tracing::field::Empty, error.code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+        crate::telemetry::set_parent(&span, traceparent.as_deref());
+        let traceparent = crate::telemetry::traceparent_of(&span).or(traceparent);
         let reporter = task
             .reports_progress()
-            .then(|| super::Reporter::new(s.reports_tx.clone(), &task));
+            .then(|| super::Reporter::new(s.reports_tx.clone(), &task, traceparent.clone()));
         if task.reports_progress() {
             let started = ResultMessage::report(&task, Outcome::Started, None);
-            let _ = s.reports_tx.send((task.reply_to.clone(), started));
+            let _ = s
+                .reports_tx
+                .send((task.reply_to.clone(), started, traceparent.clone()));
         }
-        let span = tracing::info_span!("task", saga_id = %task.saga_id, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = task.attempt);
         let health = s.worker.health.clone();
         in_flight.spawn(
             async move {
                 let began = std::time::Instant::now();
                 let outcome = execute(handler, &task, reporter).await;
                 health.hop(Hop::Handler, began.elapsed());
-                if let Err(e) = &outcome {
-                    tracing::info!(code = %e.code, retryable = e.retryable, "attempt failed");
+                let span = tracing::Span::current();
+                match &outcome {
+                    Ok(_) => {
+                        span.record("outcome", "ok");
+                    }
+                    Err(e) => {
+                        span.record("outcome", "error");
+                        span.record("error.code", e.code.as_str());
+                        span.record("otel.status_code", "ERROR");
+                        tracing::info!(code = %e.code, retryable = e.retryable, "attempt failed");
+                    }
                 }
                 let _ = done_tx
                     .send(Done {
@@ -290,6 +310,7 @@ async fn intake_batch(
                         task,
                         outcome,
                         recorded: false,
+                        traceparent,
                     })
                     .await;
             }
@@ -358,23 +379,23 @@ impl Drop for AbortOnDrop {
 async fn report_loop(
     publisher: Publisher,
     exchange: String,
-    mut rx: mpsc::UnboundedReceiver<(String, ResultMessage)>,
+    mut rx: mpsc::UnboundedReceiver<super::Report>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let bodies: Vec<Vec<u8>> = batch.iter().map(|(_, r)| result_body(r)).collect();
+        let bodies: Vec<Vec<u8>> = batch.iter().map(|(_, r, _)| result_body(r)).collect();
         let msgs: Vec<Outgoing> = batch
             .iter()
             .zip(&bodies)
-            .map(|((key, _), body)| Outgoing {
+            .map(|((key, _, traceparent), body)| Outgoing {
                 exchange: &exchange,
                 routing_key: key,
                 body,
                 mandatory: true,
-                headers: None,
+                headers: broker::trace_headers(traceparent.as_deref()),
             })
             .collect();
         for r in publisher.publish_all(&msgs).await {
