@@ -37,6 +37,6 @@ pub mod store;
 pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod tools;
-pub mod versions;
 pub mod traceparent;
+pub mod versions;
 pub mod worker;

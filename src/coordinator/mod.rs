@@ -18,8 +18,8 @@ pub mod input;
 pub mod reconcile;
 pub mod relay;
 pub mod retention;
-pub mod versions;
 mod spans;
+pub mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
