@@ -442,3 +442,91 @@ cron = "0 0 * * *"
     stop.cancel();
     env.cleanup().await;
 }
+
+/// `GET /api/overview` on a database with known sagas: counts per definition and
+/// status, the sagas started and ended in each minute of the last hour (not before),
+/// and the open sagas oldest first.
+#[tokio::test]
+async fn overview_counts_and_buckets_sagas_by_minute() {
+    use chrono::{DurationRound, TimeDelta, Utc};
+    let env = TestEnv::database_only(&[("order.toml", ORDER)]).await;
+    let now = Utc::now();
+    common::overview_sagas(&env, now).await;
+    let stop = CancellationToken::new();
+    let base = serve(&env, &[], &stop).await;
+    let (code, v) = get(&http_client(), format!("{base}/api/overview")).await;
+    assert_eq!(code, StatusCode::OK, "{v}");
+
+    let count = |status: &str| {
+        v["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["saga"] == "order_fulfillment" && c["status"] == status)
+            .map_or(0, |c| c["count"].as_i64().unwrap())
+    };
+    let counts: Vec<i64> = [
+        "completed",
+        "failed",
+        "compensated",
+        "running",
+        "compensating",
+    ]
+    .iter()
+    .map(|s| count(s))
+    .collect();
+    assert_eq!(counts, [3, 1, 1, 2, 1], "{v:#}");
+    assert_eq!(v["stuck"], 0);
+
+    let minutes = v["throughput"].as_array().unwrap();
+    assert_eq!(minutes.len(), 60, "{v:#}");
+    let at = |m: &Value| {
+        m["minute"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap()
+    };
+    for pair in minutes.windows(2) {
+        assert_eq!(
+            at(&pair[1]) - at(&pair[0]),
+            TimeDelta::minutes(1),
+            "{pair:?}"
+        );
+    }
+    let minute = |ago: i64| {
+        let t = (now - TimeDelta::minutes(ago))
+            .duration_trunc(TimeDelta::minutes(1))
+            .unwrap();
+        minutes
+            .iter()
+            .find(|m| at(m) == t)
+            .unwrap_or_else(|| panic!("no bucket {t} in {v:#}"))
+    };
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_i64().unwrap()).sum::<i64>();
+    // The two sagas of two and three hours ago are outside the hour.
+    assert_eq!(sum("started"), 6, "{v:#}");
+    assert_eq!(
+        [
+            sum("completed"),
+            sum("failed"),
+            sum("compensated"),
+            sum("cancelled")
+        ],
+        [2, 1, 1, 0]
+    );
+    assert_eq!(minute(5)["started"], 3);
+    assert_eq!(minute(3)["completed"], 2);
+    assert_eq!(minute(2)["failed"], 1);
+    assert_eq!(minute(9)["compensated"], 1);
+
+    let oldest: Vec<&str> = v["oldest_open"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(oldest, ["ov-run-120", "ov-compensating-50", "ov-run-30"]);
+    stop.cancel();
+    env.cleanup().await;
+}

@@ -254,8 +254,8 @@ async fn dashboard_finds_a_failed_saga_and_replays_a_dead_letter() {
         .unwrap()
         .starts_with("text/javascript"));
 
-    // Sagas: filter by status failed, find the failed one.
-    c.goto(&format!("{base}/")).await.unwrap();
+    // Sagas (the home page is the overview): filter by status failed, find the failed one.
+    c.goto(&format!("{base}/#/sagas")).await.unwrap();
     wait_js(
         &c,
         "the sagas table",
@@ -444,6 +444,263 @@ async fn dashboard_pages_a_long_history() {
         .await
         .unwrap();
     assert_eq!(count, format!("{total} events"));
+
+    c.close().await.unwrap();
+    drop(driver);
+    stop.cancel();
+    env.cleanup().await;
+}
+
+/// With `SAGAFLOW_DASHBOARD_SCREENSHOTS=<dir>`, saves the element `css` of the page
+/// as `<dir>/<name>.png` (how docs/img's pictures are made); otherwise does nothing.
+async fn screenshot(c: &Client, css: &str, name: &str) {
+    let Some(dir) = std::env::var_os("SAGAFLOW_DASHBOARD_SCREENSHOTS") else {
+        return;
+    };
+    let png = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    let path = Path::new(&dir).join(format!("{name}.png"));
+    std::fs::write(&path, png).unwrap();
+    eprintln!("dashboard: wrote {}", path.display());
+}
+
+/// The home page is the overview: on a database with known sagas it shows the
+/// counts per definition and status, the last hour's chart with a bar per started
+/// and ended minute, the stuck count and the oldest open sagas; a child saga's page
+/// links to its parent and the parent's to the child.
+#[tokio::test]
+async fn dashboard_overview_shows_counts_and_the_last_hour() {
+    let Some((chromium, chromedriver)) = ensure_browser() else {
+        return;
+    };
+    let env = TestEnv::database_only(&[("order.toml", ORDER)]).await;
+    let now = chrono::Utc::now();
+    common::overview_sagas(&env, now).await;
+    let stop = CancellationToken::new();
+    let base = common::serve_api(&env, &env.settings, &stop).await;
+    for script in ["overview.js", "timeline.js"] {
+        let r = reqwest::get(format!("{base}/{script}")).await.unwrap();
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript"));
+    }
+
+    let driver = Driver::start(&chromedriver).await;
+    let c = driver.browser(&chromium).await;
+    c.goto(&format!("{base}/")).await.unwrap();
+    let count = |status: &str, n: i64| {
+        format!("document.querySelector('[data-testid=overview-count][data-saga=order_fulfillment][data-status={status}]')?.dataset.count === '{n}'")
+    };
+    let counts = [
+        count("completed", 3),
+        count("failed", 1),
+        count("compensated", 1),
+        count("running", 2),
+        count("compensating", 1),
+        count("cancelled", 0),
+    ]
+    .join(" && ");
+    wait_js(&c, "the counts per status", &counts).await;
+    // The chart: started bars summing to the six sagas of the last hour, and the
+    // failed one in its minute.
+    let sum = |kind: &str| {
+        format!("[...document.querySelectorAll('[data-testid=throughput-chart] [data-testid=chart-bar][data-kind={kind}]')].reduce((n, r) => n + Number(r.dataset.count), 0)")
+    };
+    wait_js(
+        &c,
+        "the last hour's chart",
+        &format!(
+            "{} === 6 && {} === 2 && {} === 1 && {} === 1 && {} === 0",
+            sum("started"),
+            sum("completed"),
+            sum("failed"),
+            sum("compensated"),
+            sum("cancelled")
+        ),
+    )
+    .await;
+    let oldest = c
+        .execute(
+            "return [...document.querySelectorAll('[data-testid=oldest-row]')].map(r => r.dataset.id);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        oldest,
+        json!(["ov-run-120", "ov-compensating-50", "ov-run-30"])
+    );
+    wait_js(
+        &c,
+        "no stuck sagas, and the dead-letter tile",
+        "document.querySelector('[data-testid=overview-stuck]')?.dataset.count === '0' \
+         && document.querySelector('[data-testid=overview-dead-letters]')",
+    )
+    .await;
+    screenshot(&c, "[data-testid=view]", "dashboard-overview").await;
+
+    // A count links to the filtered list; the saga list is still there.
+    c.find(Locator::Css(
+        "[data-testid=overview-count][data-status=failed] a",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    wait_js(
+        &c,
+        "the failed sagas listed",
+        "location.hash.includes('status=failed') \
+         && document.querySelector('[data-testid=saga-row][data-id=ov-failed]') \
+         && document.querySelectorAll('[data-testid=saga-row]').length === 1",
+    )
+    .await;
+
+    // Parent and child link to each other.
+    env.saga("fam")
+        .definition("order_fulfillment")
+        .insert()
+        .await;
+    env.saga("fam/ship_order")
+        .definition("order_fulfillment")
+        .edit(|s| {
+            s.parent = Some(sagaflow::messages::ParentLink {
+                saga_id: "fam".into(),
+                task_id: "fam-task".into(),
+            })
+        })
+        .insert()
+        .await;
+    c.goto(&format!("{base}/#/saga/fam")).await.unwrap();
+    wait_js(
+        &c,
+        "the child on the parent's page",
+        "document.querySelector('[data-testid=saga-child][data-id=\"fam/ship_order\"] a')",
+    )
+    .await;
+    c.find(Locator::Css("[data-testid=saga-child] a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_js(
+        &c,
+        "the parent on the child's page",
+        "document.querySelector('[data-testid=saga-id]')?.textContent === 'fam/ship_order' \
+         && document.querySelector('[data-testid=saga-parent] a')?.textContent === 'fam'",
+    )
+    .await;
+
+    c.close().await.unwrap();
+    drop(driver);
+    stop.cancel();
+    env.cleanup().await;
+}
+
+/// A saga whose charge failed once (a retry wait) and whose shipping failed for good
+/// (the compensations): its page draws the attempts, the retry wait and the
+/// compensations on one time axis. The pure layout, in the page, groups a parallel
+/// step's branches under it and draws a sleep to its `until`.
+#[tokio::test]
+async fn dashboard_timeline_draws_attempts_retries_and_compensations() {
+    let Some((chromium, chromedriver)) = ensure_browser() else {
+        return;
+    };
+    let env = TestEnv::running(&[("order.toml", ORDER)]).await;
+    let stop = CancellationToken::new();
+    let base = common::serve_api(&env, &env.settings, &stop).await;
+    let input =
+        json!({"fail": {"payments.charge": {"times": 1}, "shipping.ship": {"retryable": false}}});
+    let client = env.client().await;
+    client
+        .start("order_fulfillment", input, id("tl-1"))
+        .await
+        .unwrap();
+    let ends = env.wait_terminal(&["tl-1".into()], T).await;
+    assert_eq!(ends["tl-1"], "compensated");
+
+    let driver = Driver::start(&chromedriver).await;
+    let c = driver.browser(&chromium).await;
+    c.goto(&format!("{base}/#/saga/tl-1")).await.unwrap();
+    let bar = |step: &str, kind: &str| {
+        format!("document.querySelector('[data-testid=gantt] [data-testid=gantt-bar][data-step={step}][data-kind={kind}]')")
+    };
+    let all = [
+        bar("reserve_inventory", "attempt"),
+        bar("charge_payment", "attempt_failed"),
+        bar("charge_payment", "retry"),
+        bar("charge_payment", "attempt"),
+        bar("ship_order", "attempt_failed"),
+        bar("charge_payment", "compensation"),
+        bar("reserve_inventory", "compensation"),
+    ]
+    .join(" && ");
+    wait_js(&c, "the timeline's bars", &all).await;
+    // One row per step, in order, on one axis: the charge's retry wait comes after
+    // its failed attempt, its compensation after the failed shipping.
+    let rows = c
+        .execute(
+            "return [...document.querySelectorAll('[data-testid=gantt-row]')].map(r => r.dataset.step);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        json!(["reserve_inventory", "charge_payment", "ship_order"])
+    );
+    let x = |step: &str, kind: &str| {
+        format!("Number(document.querySelector('[data-testid=gantt-bar][data-step={step}][data-kind={kind}]').getAttribute('x'))")
+    };
+    wait_js(
+        &c,
+        "the bars in time order",
+        &format!(
+            "{} <= {} && {} <= {}",
+            x("charge_payment", "attempt_failed"),
+            x("charge_payment", "retry"),
+            x("ship_order", "attempt_failed"),
+            x("charge_payment", "compensation")
+        ),
+    )
+    .await;
+    screenshot(&c, "[data-testid=gantt-section]", "dashboard-timeline").await;
+
+    // The pure layout on a history with a parallel step, a sleep and a skip.
+    let layout = c
+        .execute(
+            r#"return timelineLayout([
+                {at: "2026-01-01T00:00:00Z", event: "saga_started", step: null, detail: {}},
+                {at: "2026-01-01T00:00:01Z", event: "parallel_started", step: "fan", detail: {}},
+                {at: "2026-01-01T00:00:01Z", event: "step_started", step: "a", detail: {in: "fan"}},
+                {at: "2026-01-01T00:00:01Z", event: "attempt_started", step: "a", attempt: 1, detail: {in: "fan"}},
+                {at: "2026-01-01T00:00:01Z", event: "step_started", step: "b", detail: {in: "fan"}},
+                {at: "2026-01-01T00:00:01Z", event: "sleep_started", step: "b", detail: {in: "fan", until: "2026-01-01T00:00:09Z"}},
+                {at: "2026-01-01T00:00:02Z", event: "step_started", step: "later", detail: {}},
+                {at: "2026-01-01T00:00:02Z", event: "step_skipped", step: "later", detail: {}},
+                {at: "2026-01-01T00:00:03Z", event: "step_completed", step: "a", detail: {in: "fan", duration_ms: 2000}}
+            ]).rows.map(r => [r.step, r.group, r.bars.map(b => [b.kind, (b.end - b.start) / 1000, b.open])]);"#,
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        layout,
+        json!([
+            ["fan", null, [["step", 8, true]]],
+            ["a", "fan", [["step", 2, false], ["attempt", 2, false]]],
+            ["b", "fan", [["step", 8, true], ["sleep", 8, true]]],
+            ["later", null, [["step", 0, false], ["skipped", 0, false]]]
+        ])
+    );
 
     c.close().await.unwrap();
     drop(driver);

@@ -12,6 +12,7 @@ mod error;
 pub mod metrics;
 pub mod openapi;
 mod operator;
+mod overview;
 mod probes;
 pub mod prom;
 mod purge;

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{auth, dashboard, dead_letters, metrics, openapi, operator, probes, purge, queues};
-use super::{sagas, schedules, versions, ApiState};
+use super::{overview, sagas, schedules, versions, ApiState};
 use crate::config::ApiRole::{self, Operate, Read, Scaling};
 
 /// Who may call what: the role each `/api` route needs, in one place. A token's role
@@ -40,6 +40,7 @@ const ROLES: &[(&str, ApiRole)] = &[
     ("GET /api/queues", Read),
     ("GET /api/scaling", Scaling),
     ("GET /api/versions", Read),
+    ("GET /api/overview", Read),
     ("GET /api/openapi.json", Read),
 ];
 
@@ -78,6 +79,7 @@ fn documented(
         .routes(routes!(queues::queues))
         .routes(routes!(queues::scaling))
         .routes(routes!(versions::versions))
+        .routes(routes!(overview::overview))
         .routes(routes!(openapi::serve));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(probes::healthz))

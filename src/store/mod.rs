@@ -28,6 +28,7 @@ pub mod demo;
 pub mod history;
 pub mod ledger;
 pub mod outbox;
+pub mod overview;
 pub mod purge;
 pub mod sagas;
 pub mod schedules;

@@ -687,3 +687,32 @@ pub async fn next_event(consumer: &mut lapin::Consumer, within: Duration) -> (St
     let e: sagaflow::messages::SagaEvent = serde_json::from_slice(&d.data).unwrap();
     (e.saga_id, e.status)
 }
+
+/// The sagas the overview tests know (`GET /api/overview`, the dashboard's home), as
+/// (id, status, started minutes ago, ended minutes ago) of `order_fulfillment`
+/// sagas; `None`: not ended. Two are older than the overview's hour.
+pub const OVERVIEW_SAGAS: &[(&str, &str, i64, Option<i64>)] = &[
+    ("ov-done-1", "completed", 5, Some(3)),
+    ("ov-done-2", "completed", 5, Some(3)),
+    ("ov-failed", "failed", 5, Some(2)),
+    ("ov-comp", "compensated", 10, Some(9)),
+    ("ov-run-30", "running", 30, None),
+    ("ov-compensating-50", "compensating", 50, None),
+    ("ov-run-120", "running", 120, None),
+    ("ov-done-180", "completed", 180, Some(170)),
+];
+
+/// Writes [`OVERVIEW_SAGAS`] relative to `now`.
+pub async fn overview_sagas(env: &TestEnv, now: chrono::DateTime<chrono::Utc>) {
+    for (id, status, started, ended) in OVERVIEW_SAGAS {
+        let created = now - chrono::TimeDelta::minutes(*started);
+        let updated = ended.map_or(created, |m| now - chrono::TimeDelta::minutes(m));
+        env.saga(id)
+            .definition("order_fulfillment")
+            .at(created)
+            .updated_at(updated)
+            .status(status.parse().unwrap())
+            .insert()
+            .await;
+    }
+}

@@ -1,5 +1,5 @@
 // sagaflow dashboard: plain JavaScript, no build step. Hash routes:
-//   #/sagas?status=failed   #/saga/<id>   #/dead-letters   #/schedules   #/queues   #/versions
+//   #/ and #/overview (overview.js)   #/sagas?status=failed   #/saga/<id>   #/dead-letters   #/schedules   #/queues   #/versions
 "use strict";
 
 const TOKEN_KEY = "sagaflow.token";
@@ -227,6 +227,10 @@ async function sagaView(id) {
       h("td", {}, json(s.output)),
       h("td", { class: "err" }, s.error ? `${s.error.code}: ${s.error.message}${s.error.retryable ? "" : " (not retryable)"}` : ""))));
 
+  // The Gantt chart of the history loaded so far (timeline.js), redrawn per page.
+  const gantt = h("div", { testid: "gantt-section" });
+  const family = await familySection(id, st);
+
   // The first page starts at the first entry, so t0 holds across "Load more".
   const t0 = history.entries.length ? new Date(history.entries[0].at) : null;
   let prev = t0;
@@ -242,6 +246,13 @@ async function sagaView(id) {
         h("td", {}, e.detail && Object.keys(e.detail).length ? json(e.detail) : ""));
       prev = at;
       return row;
+    },
+    (entries) => {
+      const ended = ["completed", "compensated", "failed", "cancelled"].includes(st.status);
+      const layout = timelineLayout(entries, ended ? undefined : Date.now());
+      gantt.replaceChildren(...(layout.rows.length
+        ? [timelineSvg(layout, fmtDur), timelineLegend(layout)]
+        : [h("p", { class: "muted" }, "No steps have started.")]));
     });
 
   const buttons = h("div", { class: "actions" },
@@ -260,8 +271,34 @@ async function sagaView(id) {
       return op("resume_at", { step })();
     } }, "Resume at step…"));
 
-  return [h("h2", {}, "Saga ", h("span", { class: "mono" }, id)), info, h("h3", {}, "Operator actions"), buttons,
+  return [h("h2", {}, "Saga ", h("span", { class: "mono" }, id)), info, family, h("h3", {}, "Operator actions"), buttons,
+    h("h3", {}, "Timeline"), gantt,
     h("h3", {}, "Steps"), steps, h("h3", {}, "Timers"), timerTable, ...timeline];
+}
+
+// Parent and child sagas: the parent from `state.parent`; the children are the
+// sagas with the id prefix `<id>/` (a child's id is `<parent id>/<step>`; deeper
+// descendants are their children's), with the running ones named by `state.tasks`
+// even before their row is listed.
+async function familySection(id, st) {
+  const parent = st.parent && st.parent.saga_id;
+  let children = [];
+  let error = null;
+  try {
+    const page = await api("/sagas?" + new URLSearchParams({ id_prefix: id + "/", limit: "100" }));
+    children = page.sagas.filter((s) => !s.id.slice(id.length + 1).includes("/"));
+  } catch (e) {
+    error = e.message;
+  }
+  for (const t of st.tasks || []) {
+    if (t.child && !children.some((c) => c.id === t.child)) children.push({ id: t.child, status: "running" });
+  }
+  if (!parent && !children.length && !error) return null;
+  return h("dl", { class: "kv", testid: "saga-family" },
+    parent ? [h("dt", {}, "parent"), h("dd", { testid: "saga-parent" }, sagaLink(parent))] : null,
+    children.length || error ? [h("dt", {}, "children"), h("dd", { testid: "saga-children" },
+      error ? h("span", { class: "err" }, error) : null,
+      children.map((c) => h("span", { class: "child", testid: "saga-child", "data-id": c.id }, sagaLink(c.id), " ", status(c.status), " ")))] : null);
 }
 
 // A saga whose stored state cannot be decoded: its columns, the reason, its history
@@ -377,7 +414,7 @@ let generation = 0;
 
 async function render() {
   const gen = ++generation;
-  const hash = location.hash.replace(/^#\/?/, "") || "sagas";
+  const hash = location.hash.replace(/^#\/?/, "") || "overview";
   const [path, query] = hash.split("?");
   const params = new URLSearchParams(query || "");
   const top = path.split("/")[0];
@@ -391,7 +428,8 @@ async function render() {
     else if (top === "schedules") content = await schedulesView();
     else if (top === "queues") content = await queuesView();
     else if (top === "versions") content = await versionsView();
-    else content = await sagasView(params);
+    else if (top === "sagas") content = await sagasView(params);
+    else content = await overviewView();
   } catch (e) {
     content = h("p", { class: "err", testid: "load-error" }, "Could not load: " + e.message);
   }

@@ -16,14 +16,18 @@ function historyPage(id, cursor) {
 // The history section of saga `id` from its first page: a heading with the count
 // shown, a table (`header` row, then `row(entry)` per entry, called in order across
 // pages) and the "Load more" button, hidden once there is nothing more.
-function historySection(id, first, header, row) {
+// `onPage(entries)`, when given, is called after each page with every entry so far.
+function historySection(id, first, header, row, onPage) {
   const table = h("table", { testid: "timeline" }, header);
   const count = h("span", { testid: "history-count" });
   const more = h("button", { type: "button", testid: "history-more" }, "Load more");
   let cursor = null;
   let shown = 0;
+  const all = [];
   const add = (page) => {
     for (const e of page.entries) table.append(row(e));
+    all.push(...page.entries);
+    if (onPage) onPage(all);
     shown += page.entries.length;
     cursor = page.next_cursor;
     more.hidden = !cursor;

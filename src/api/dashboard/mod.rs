@@ -19,9 +19,12 @@ use axum::Router;
 const INDEX: &str = include_str!("index.html");
 const APP_JS: &str = include_str!("app.js");
 const HISTORY_JS: &str = include_str!("history.js");
+const TIMELINE_JS: &str = include_str!("timeline.js");
+const OVERVIEW_JS: &str = include_str!("overview.js");
 const STYLE: &str = include_str!("style.css");
 
-/// `GET /`, `/app.js`, `/history.js` (a saga's history, paged), `/style.css`.
+/// `GET /`, `/app.js`, `/history.js` (a saga's history, paged), `/timeline.js` (a
+/// saga's Gantt chart), `/overview.js` (the home page), `/style.css`.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| asset("text/html; charset=utf-8", INDEX)))
@@ -32,6 +35,14 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/history.js",
             get(|| asset("text/javascript; charset=utf-8", HISTORY_JS)),
+        )
+        .route(
+            "/timeline.js",
+            get(|| asset("text/javascript; charset=utf-8", TIMELINE_JS)),
+        )
+        .route(
+            "/overview.js",
+            get(|| asset("text/javascript; charset=utf-8", OVERVIEW_JS)),
         )
         .route(
             "/style.css",
@@ -65,12 +76,12 @@ mod tests {
     #[test]
     fn page_references_its_assets() {
         assert!(INDEX.contains("/app.js") && INDEX.contains("/style.css"));
-        // history.js first: app.js calls it as soon as it runs.
-        let (history, app) = (INDEX.find("/history.js"), INDEX.find("/app.js"));
-        assert!(
-            history.is_some() && history < app,
-            "history.js before app.js"
-        );
+        // The others first: app.js calls them as soon as it runs.
+        let app = INDEX.find("/app.js");
+        for script in ["/history.js", "/timeline.js", "/overview.js"] {
+            let at = INDEX.find(script);
+            assert!(at.is_some() && at < app, "{script} before app.js");
+        }
         assert!(APP_JS.contains("Authorization"));
         assert!(APP_JS.contains("\"X-Sagaflow-Request\": \"1\""));
     }
@@ -81,8 +92,8 @@ mod tests {
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));
         assert_eq!(
             INDEX.matches("<script").count(),
-            2,
-            "only /history.js and /app.js"
+            4,
+            "only /history.js, /timeline.js, /overview.js and /app.js"
         );
         assert!(!INDEX.contains("<style"));
         for forbidden in [
@@ -93,11 +104,16 @@ mod tests {
             "http://",
             "https://",
         ] {
-            assert!(!APP_JS.contains(forbidden), "app.js uses {forbidden}");
-            assert!(
-                !HISTORY_JS.contains(forbidden),
-                "history.js uses {forbidden}"
-            );
+            for (name, js) in [
+                ("app.js", APP_JS),
+                ("history.js", HISTORY_JS),
+                ("timeline.js", TIMELINE_JS),
+                ("overview.js", OVERVIEW_JS),
+            ] {
+                // The SVG namespace is a name, not something loaded.
+                let js = js.replace("\"http://www.w3.org/2000/svg\"", "");
+                assert!(!js.contains(forbidden), "{name} uses {forbidden}");
+            }
         }
         assert!(!STYLE.contains("url("), "style.css loads {STYLE}");
         assert!(CSP.contains("frame-ancestors 'none'") && !CSP.contains("unsafe"));
