@@ -147,16 +147,9 @@ fn retry(run: &mut Run<'_>) -> Result<(), String> {
                 .map(|a| (Unit::of(a), a.kind))
                 .collect();
             if chains.is_empty() {
-                let children: Vec<&str> = run
-                    .state
-                    .tasks
-                    .iter()
-                    .filter_map(|a| a.child.as_deref())
-                    .collect();
-                if !children.is_empty() {
+                if let Some(children) = children_waited_on(run) {
                     return Err(format!(
-                        "the saga waits on child saga {}: retry or repair the child",
-                        children.join(", ")
+                        "the saga waits on child saga {children}: retry or repair the child"
                     ));
                 }
                 return Err(
@@ -268,16 +261,9 @@ fn skip(run: &mut Run<'_>, output: Value) -> Result<(), String> {
     }
     // A child keeps running whatever the parent says, and could not be undone later
     // from a step the parent took as done: act on the child instead.
-    let children: Vec<&str> = run
-        .state
-        .tasks
-        .iter()
-        .filter_map(|a| a.child.as_deref())
-        .collect();
-    if !children.is_empty() {
+    if let Some(children) = children_waited_on(run) {
         return Err(format!(
-            "the step waits on child saga {}: skip or repair the child",
-            children.join(", ")
+            "the step waits on child saga {children}: skip or repair the child"
         ));
     }
     for u in run.units_of(i).into_iter().filter(|u| u.branch.is_some()) {
@@ -297,6 +283,17 @@ fn skip(run: &mut Run<'_>, output: Value) -> Result<(), String> {
     let detail = json!({ "reason": "operator" });
     run.complete_unit(Unit::step(i), output, HistoryEvent::StepSkipped, detail);
     Ok(())
+}
+
+/// The child sagas the saga's chains wait on, comma-separated, if any.
+fn children_waited_on(run: &Run<'_>) -> Option<String> {
+    let ids: Vec<&str> = run
+        .state
+        .tasks
+        .iter()
+        .filter_map(|a| a.child.as_deref())
+        .collect();
+    (!ids.is_empty()).then(|| ids.join(", "))
 }
 
 fn compensate(run: &mut Run<'_>, status: SagaStatus) -> Result<(), String> {
