@@ -112,6 +112,12 @@ pub struct TaskMessage {
     /// Details of the last heartbeat of an earlier attempt, so a retry can resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heartbeat_details: Option<Value>,
+    /// A `for_each` task's element (action and compensation alike).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<Value>,
+    /// A `for_each` task's element position in its array (0-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
 }
 
 impl TaskMessage {

@@ -9,17 +9,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use crate::broker::topology::delay_level;
 use crate::broker::Names;
 use crate::coordinator::id_reuse::id_reuse;
 use crate::coordinator::input::Input;
+use crate::coordinator::outbox_messages::outbox_message;
 use crate::messages::Outcome;
 use crate::saga::definition::{Catalog, Definition};
 use crate::saga::machine::{
-    self, Command, Decision, Event, HistoryEntry, IssuedFor, OperatorAction,
+    self, Command, Decision, ElementWrite, Event, HistoryEntry, IssuedFor, Need, OperatorAction,
 };
 use crate::saga::state::SagaState;
-use crate::store::outbox::{self, OutboxMessage, OutboxRow};
+use crate::store::outbox::{self, OutboxRow};
 use crate::store::sagas::{self, SagaWrite};
 use crate::store::{self, StoreError, Tx};
 
@@ -70,6 +70,11 @@ struct Work<'a> {
     entries: BTreeMap<String, Entry>,
     history: Vec<(String, HistoryEntry)>,
     commands: Vec<(String, Command)>,
+    /// Element rows to write (`for_each` steps), by saga id.
+    elements: Vec<(String, ElementWrite)>,
+    /// Stored element rows a saga's machine asked for, answered by [`Work::settle`]
+    /// before the batch goes on.
+    needs: Vec<(String, Need)>,
     rejected: Vec<(usize, String)>,
     unhandled: Vec<(usize, String)>,
     /// Locked sagas whose definition version is not loaded here: id -> (label,
@@ -96,6 +101,10 @@ impl<'a> Work<'a> {
             .extend(d.history.into_iter().map(|h| (id.to_string(), h)));
         self.commands
             .extend(d.commands.into_iter().map(|c| (id.to_string(), c)));
+        self.elements
+            .extend(d.elements.into_iter().map(|e| (id.to_string(), e)));
+        self.needs
+            .extend(d.need.into_iter().map(|n| (id.to_string(), n)));
         if let Some(e) = self.entries.get_mut(id) {
             e.state = d.state;
             e.changed = true;
@@ -210,82 +219,6 @@ impl<'a> Work<'a> {
             )),
         }
     }
-
-    /// The message `cmd` of saga `id` publishes. Every one carries the saga's trace
-    /// context, so its tasks, events, child starts and answers are one trace.
-    fn outbox_message(&self, id: &str, cmd: &Command) -> OutboxMessage {
-        let traceparent = self
-            .entries
-            .get(id)
-            .and_then(|e| e.state.traceparent.clone());
-        let mut m = self.outbox_body(cmd);
-        m.traceparent = traceparent;
-        m
-    }
-
-    fn outbox_body(&self, cmd: &Command) -> OutboxMessage {
-        match cmd {
-            Command::Dispatch { task, delay } => OutboxMessage {
-                exchange: dispatch_exchange(self.names, *delay),
-                routing_key: task.activity.clone(),
-                body: serde_json::to_vec(task).expect("task serialises"),
-                mandatory: true,
-                traceparent: None,
-            },
-            Command::Publish(event) => OutboxMessage {
-                exchange: self.names.events(),
-                routing_key: format!("saga.{}.{}", event.saga, event.status),
-                body: serde_json::to_vec(event).expect("event serialises"),
-                mandatory: false,
-                traceparent: None,
-            },
-            // A child saga is started, cancelled and undone through the coordinators'
-            // own inputs, exactly as a client or an operator would, so whichever
-            // coordinator takes the message applies it in its own transaction.
-            Command::StartChild(start) => OutboxMessage {
-                exchange: self.names.start(),
-                routing_key: start.saga.clone().unwrap_or_default(),
-                body: serde_json::to_vec(start).expect("start event serialises"),
-                mandatory: true,
-                traceparent: None,
-            },
-            Command::CancelChild { saga_id, reason } => OutboxMessage {
-                exchange: self.names.signals(),
-                routing_key: String::new(),
-                body: serde_json::to_vec(&serde_json::json!({
-                    "saga_id": saga_id, "cancel": true, "reason": reason
-                }))
-                .expect("cancel serialises"),
-                mandatory: true,
-                traceparent: None,
-            },
-            Command::UndoChild { saga_id, parent } => OutboxMessage {
-                exchange: self.names.operator(),
-                routing_key: String::new(),
-                body: serde_json::to_vec(&serde_json::json!({
-                    "saga_id": saga_id, "undo_for": parent
-                }))
-                .expect("undo serialises"),
-                mandatory: true,
-                traceparent: None,
-            },
-            Command::Reply(result) => OutboxMessage {
-                exchange: self.names.results(),
-                routing_key: crate::messages::COORDINATOR_REPLY_TO.to_string(),
-                body: serde_json::to_vec(result).expect("result serialises"),
-                mandatory: true,
-                traceparent: None,
-            },
-        }
-    }
-}
-
-/// Where a task goes: straight to the tasks exchange, or through a delay level.
-pub fn dispatch_exchange(names: &Names, delay: Duration) -> String {
-    match delay_level(delay) {
-        Some(level) => names.delay(level),
-        None => names.tasks(),
-    }
 }
 
 fn to_event(input: Input) -> Option<Event> {
@@ -398,6 +331,7 @@ pub async fn apply_inputs(
                 }
             }
         }
+        work.settle(tx, pos).await?;
     }
     write(tx, work, lease).await
 }
@@ -421,6 +355,7 @@ pub async fn run_wakeups(
     let mut work = Work::loaded(names, catalog, now, due);
     for id in &ids {
         work.event(0, id, Event::Wake);
+        work.settle(&mut tx, 0).await?;
         // A wake-up that changed nothing must still move wake_at, or it would spin.
         if let Some(e) = work.entries.get_mut(id) {
             e.changed = true;
@@ -457,6 +392,8 @@ impl<'a> Work<'a> {
             entries: BTreeMap::new(),
             history: vec![],
             commands: vec![],
+            elements: vec![],
+            needs: vec![],
             rejected: vec![],
             unhandled: vec![],
             no_definition: BTreeMap::new(),
@@ -509,6 +446,36 @@ impl<'a> Work<'a> {
     }
 }
 
+impl Work<'_> {
+    /// Answers what sagas' machines asked for (element rows of `for_each` steps),
+    /// until none asks: the rows written so far go first, so the read sees them;
+    /// the answer is applied as an event, which may ask again.
+    async fn settle(&mut self, tx: &mut Tx, pos: usize) -> Result<(), StoreError> {
+        use crate::store::elements;
+        while let Some((id, need)) = self.needs.pop() {
+            elements::write(tx, &self.elements).await?;
+            self.elements.clear();
+            let event = match need {
+                Need::ElementOutputs { step, generation } => Event::ElementOutputs {
+                    step,
+                    outputs: elements::outputs(tx, &id, step, generation).await?,
+                },
+                Need::ElementsToUndo {
+                    step,
+                    generation,
+                    limit,
+                    exclude,
+                } => Event::ElementsToUndo {
+                    step,
+                    elements: elements::to_undo(tx, &id, step, generation, limit, &exclude).await?,
+                },
+            };
+            self.event(pos, &id, event);
+        }
+        Ok(())
+    }
+}
+
 async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed, StoreError> {
     let new: Vec<SagaWrite> = work
         .entries
@@ -544,6 +511,7 @@ async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed
         .map(|(id, h)| (id.as_str(), h))
         .collect();
     crate::store::history::append(tx, &history).await?;
+    crate::store::elements::write(tx, &work.elements).await?;
     let named = history
         .iter()
         .filter_map(|(id, h)| work.entries.get(*id).map(|e| (e.state.saga.as_str(), *h)));
@@ -554,7 +522,11 @@ async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed
         if let Command::Publish(e) = cmd {
             finished.push((id.clone(), status_str(&e.status)));
         }
-        messages.push(work.outbox_message(id, cmd));
+        let traceparent = work
+            .entries
+            .get(id)
+            .and_then(|e| e.state.traceparent.clone());
+        messages.push(outbox_message(work.names, traceparent, cmd));
     }
     let outbox = outbox::insert(tx, messages, lease).await?;
     rejected.extend(work.rejected);

@@ -15,6 +15,7 @@ pub mod counters;
 pub mod dead_task;
 pub mod id_reuse;
 pub mod input;
+mod outbox_messages;
 pub mod reconcile;
 pub mod relay;
 pub mod retention;

@@ -57,13 +57,15 @@ pub enum HistoryEvent {
     SagaResumed,
     /// A parallel step began: every branch was entered.
     ParallelStarted,
+    /// A `for_each` step began: `detail.elements` elements, `max_concurrency` at a time.
+    ForEachStarted,
     /// The stuck-saga reconciler found the saga with no timer, nothing in flight and
     /// no wait, and woke it once (written by the store, not the machine).
     StuckDetected,
 }
 
 impl HistoryEvent {
-    pub const ALL: [HistoryEvent; 32] = [
+    pub const ALL: [HistoryEvent; 33] = [
         HistoryEvent::SagaScheduled,
         HistoryEvent::SagaStarted,
         HistoryEvent::StepStarted,
@@ -95,6 +97,7 @@ impl HistoryEvent {
         HistoryEvent::OperatorAction,
         HistoryEvent::SagaResumed,
         HistoryEvent::ParallelStarted,
+        HistoryEvent::ForEachStarted,
         HistoryEvent::StuckDetected,
     ];
 
@@ -133,6 +136,7 @@ impl HistoryEvent {
             OperatorAction => "operator_action",
             SagaResumed => "saga_resumed",
             ParallelStarted => "parallel_started",
+            ForEachStarted => "for_each_started",
             StuckDetected => "stuck_detected",
         }
     }

@@ -52,6 +52,15 @@ pub enum Event {
     /// The parent of this completed child saga compensates: undo the completed steps
     /// and answer `parent` (the parent's compensation chain) when done.
     Undo { parent: ParentLink },
+    /// The coordinator's answer to [`Need::ElementOutputs`]: the outputs of every
+    /// element of `for_each` step `step`, in element order.
+    ElementOutputs { step: usize, outputs: Vec<Value> },
+    /// The coordinator's answer to [`Need::ElementsToUndo`]: completed, not yet undone
+    /// elements of `for_each` step `step`, latest-completed first.
+    ElementsToUndo {
+        step: usize,
+        elements: Vec<CompletedElement>,
+    },
 }
 
 /// An effect the coordinator performs after committing the decision.
@@ -80,12 +89,22 @@ pub struct Decision {
     pub history: Vec<HistoryEntry>,
     /// The state changed without history (a heartbeat moved a deadline).
     pub touched: bool,
+    /// Element rows to write in the same transaction as the state.
+    pub elements: Vec<ElementWrite>,
+    /// Stored element rows the machine must see to go on: the coordinator reads them
+    /// (after writing `elements`) and applies the matching event in the same
+    /// transaction, before anything else happens to the saga.
+    pub need: Option<Need>,
 }
 
 impl Decision {
     /// True when the event was a duplicate or stale and nothing must be written.
     pub fn is_noop(&self) -> bool {
-        !self.touched && self.history.is_empty() && self.commands.is_empty()
+        !self.touched
+            && self.history.is_empty()
+            && self.commands.is_empty()
+            && self.elements.is_empty()
+            && self.need.is_none()
     }
 }
 
@@ -175,6 +194,8 @@ pub fn apply(def: &Definition, state: SagaState, event: Event, now: DateTime<Utc
                 attempt,
                 details,
             } => run.on_progress(&task_id, attempt, details, false),
+            Event::ElementOutputs { step, outputs } => run.on_element_outputs(step, outputs),
+            Event::ElementsToUndo { step, elements } => run.on_elements_to_undo(step, elements),
             Event::Undo { .. } => {}
         }
     }
@@ -189,6 +210,8 @@ struct Run<'a> {
     commands: Vec<Command>,
     history: Vec<HistoryEntry>,
     touched: bool,
+    elements: Vec<ElementWrite>,
+    need: Option<Need>,
 }
 
 impl<'a> Run<'a> {
@@ -208,6 +231,8 @@ impl<'a> Run<'a> {
             commands: Vec::new(),
             history: Vec::new(),
             touched: false,
+            elements: Vec::new(),
+            need: None,
         }
     }
 
@@ -217,6 +242,8 @@ impl<'a> Run<'a> {
             commands: self.commands,
             history: self.history,
             touched: self.touched,
+            elements: self.elements,
+            need: self.need,
         }
     }
 
@@ -229,11 +256,14 @@ impl<'a> Run<'a> {
         attempt: Option<u32>,
         mut detail: Value,
     ) {
-        let step = unit.map(|u| self.unit_name(u).to_string());
+        let step = unit.map(|u| self.unit_label(u));
         if let (Some(u), Value::Object(map)) = (unit, &mut detail) {
-            if u.branch.is_some() {
+            if u.branch.is_some() || u.element.is_some() {
                 let group = self.def.steps[u.step].name.clone();
                 map.insert("in".into(), Value::String(group));
+            }
+            if let Some(i) = u.element {
+                map.insert("index".into(), Value::from(i));
             }
         }
         self.history.push(HistoryEntry {
@@ -253,11 +283,13 @@ fn to_chrono(d: Duration) -> chrono::Duration {
 mod children;
 mod compensation;
 mod events;
+mod fan_out;
 mod forward;
 mod operator;
 mod tasks;
 mod timeouts;
 mod units;
+pub use fan_out::{CompletedElement, ElementWrite, Need};
 pub use operator::{operate, IssuedFor, OperatorAction};
 pub use timeouts::NO_ANSWER_ALLOWANCE;
 
@@ -268,3 +300,7 @@ mod tests;
 #[cfg(test)]
 #[path = "machine/flow_tests.rs"]
 mod flow_tests;
+
+#[cfg(test)]
+#[path = "machine/fan_out_tests.rs"]
+mod fan_out_tests;

@@ -32,6 +32,7 @@ pub(super) fn activity(name: &str, act: &str, comp: Option<&str>) -> Step {
         name: name.into(),
         when: None,
         input: None,
+        for_each: None,
         kind: StepKind::Activity(ActivityStep {
             activity: act.into(),
             compensate: comp.map(Into::into),
@@ -411,6 +412,7 @@ fn sleepy() -> Definition {
             name: "cool_off".into(),
             when: None,
             input: None,
+            for_each: None,
             kind: StepKind::Sleep(Duration::from_secs(36 * 3600)),
         },
         activity("ship", "shipping.ship", None),
@@ -438,6 +440,7 @@ fn waiting(on_timeout: OnTimeout) -> Definition {
             name: "approval".into(),
             when: None,
             input: None,
+            for_each: None,
             kind: StepKind::Wait(WaitStep {
                 signal: "approve".into(),
                 timeout: Some(Duration::from_secs(60)),
@@ -806,6 +809,7 @@ fn deferred() -> Definition {
             name: "deferred".into(),
             when: None,
             input: None,
+            for_each: None,
             kind: StepKind::SleepUntil("steps.render.send_at".into()),
         },
         activity("send", "newsletter.send", None),

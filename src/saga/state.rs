@@ -141,6 +141,45 @@ pub struct StepState {
     /// A parallel step's branches, in definition order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<StepState>,
+    /// A `for_each` step's progress. Finished elements live in rows of their own
+    /// (`saga_elements`), so an answer never rewrites all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<FanOut>,
+    /// A `for_each` step's elements that are in flight (running or being undone) or
+    /// whose compensation failed, by index: at most `max_concurrency` (plus failed
+    /// compensations), whatever the array's length.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub elements: BTreeMap<u32, StepState>,
+}
+
+/// Counters of a `for_each` step: what the API shows and what tells the machine when
+/// the step is done. Each element is counted once per state it reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOut {
+    /// Elements of the array when the step was reached.
+    pub total: u32,
+    /// Elements started so far: the next one to start has this index.
+    pub started: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub compensated: u32,
+    /// The saga's generation when the step ran: its element rows are keyed by it, so
+    /// a re-run after an operator's `resume_at` starts from no rows.
+    #[serde(default)]
+    pub generation: u32,
+}
+
+impl FanOut {
+    pub fn new(total: u32, generation: u32) -> FanOut {
+        FanOut {
+            total,
+            started: 0,
+            completed: 0,
+            failed: 0,
+            compensated: 0,
+            generation,
+        }
+    }
 }
 
 impl StepState {
@@ -156,6 +195,8 @@ impl StepState {
             until: None,
             completed_seq: None,
             branches: Vec::new(),
+            fan_out: None,
+            elements: BTreeMap::new(),
         }
     }
 }
@@ -168,6 +209,9 @@ pub struct ActiveTask {
     /// The branch of a parallel step this chain runs, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<usize>,
+    /// The element of a `for_each` step this chain runs, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub element: Option<u32>,
     /// The child saga this chain waits on (a `saga` step): it answers the chain
     /// itself, so the chain has no activity timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]

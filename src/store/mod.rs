@@ -25,6 +25,7 @@ pub mod bench;
 pub mod counters;
 #[cfg(feature = "tools")]
 pub mod demo;
+pub mod elements;
 pub mod history;
 pub mod ledger;
 pub mod outbox;

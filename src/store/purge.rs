@@ -1,5 +1,5 @@
-//! Deleting ended sagas with their history and ledger rows: in the background once
-//! their retention has passed (`coordinator::retention`), and on demand (`sagaflow
+//! Deleting ended sagas with their history, ledger and element rows: in the background
+//! once their retention has passed (`coordinator::retention`), and on demand (`sagaflow
 //! sagas purge`, `POST /api/sagas/purge`). Only terminal sagas are ever deleted. Each
 //! call is one short statement over at most `limit` sagas, claimed with
 //! `SKIP LOCKED` so coordinators share the work and a saga a batch holds is left for
@@ -46,8 +46,8 @@ fn terminal() -> Vec<String> {
         .collect()
 }
 
-/// Deletes up to `limit` expired sagas (oldest first) with their history and ledger
-/// rows, and counts them in `sagaflow_sagas_purged_total`, in one transaction.
+/// Deletes up to `limit` expired sagas (oldest first) with their history, ledger and
+/// element rows, and counts them in `sagaflow_sagas_purged_total`, in one transaction.
 pub async fn expired(pool: &PgPool, expiry: &Expiry, limit: i64) -> Result<Purged, StoreError> {
     let Some(latest) = expiry.latest() else {
         return Ok(vec![]);
@@ -66,7 +66,8 @@ pub async fn expired(pool: &PgPool, expiry: &Expiry, limit: i64) -> Result<Purge
              LIMIT $7
              FOR UPDATE OF s SKIP LOCKED),
            history AS (DELETE FROM saga_history h USING doomed d WHERE h.saga_id = d.id),
-           ledger AS (DELETE FROM idempotency_ledger l USING doomed d WHERE l.saga_id = d.id)
+           ledger AS (DELETE FROM idempotency_ledger l USING doomed d WHERE l.saga_id = d.id),
+           elements AS (DELETE FROM saga_elements e USING doomed d WHERE e.saga_id = d.id)
            DELETE FROM sagas s USING doomed d WHERE s.id = d.id
            RETURNING s.id, s.name"#,
         &names,
@@ -150,7 +151,7 @@ pub async fn matching(pool: &PgPool, sel: &Selection, limit: i64) -> Result<Purg
 }
 
 /// Deletes up to `limit` of the ended sagas `sel` selects (oldest first) with their
-/// history and ledger rows, in one transaction; sagas other transactions hold are
+/// history, ledger and element rows, in one transaction; sagas other transactions hold are
 /// skipped (call again for the rest).
 pub async fn selected(pool: &PgPool, sel: &Selection, limit: i64) -> Result<Purged, StoreError> {
     let statuses = statuses(sel);
@@ -165,7 +166,8 @@ pub async fn selected(pool: &PgPool, sel: &Selection, limit: i64) -> Result<Purg
              ORDER BY updated_at LIMIT $5
              FOR UPDATE SKIP LOCKED),
            history AS (DELETE FROM saga_history h USING doomed d WHERE h.saga_id = d.id),
-           ledger AS (DELETE FROM idempotency_ledger l USING doomed d WHERE l.saga_id = d.id)
+           ledger AS (DELETE FROM idempotency_ledger l USING doomed d WHERE l.saga_id = d.id),
+           elements AS (DELETE FROM saga_elements e USING doomed d WHERE e.saga_id = d.id)
            DELETE FROM sagas s USING doomed d WHERE s.id = d.id
            RETURNING s.id, s.name"#,
         &statuses,

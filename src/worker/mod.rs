@@ -45,6 +45,9 @@ pub struct ActivityContext {
     pub deadlines: Deadlines,
     /// Details of the last heartbeat of an earlier attempt: where to resume.
     pub heartbeat_details: Option<Value>,
+    /// A `for_each` task's element, and its position in the array.
+    pub item: Option<Value>,
+    pub index: Option<u32>,
     reporter: Option<Reporter>,
 }
 
@@ -128,6 +131,8 @@ impl ActivityContext {
             idempotency_key: t.idempotency_key.clone(),
             deadlines: t.deadlines.clone(),
             heartbeat_details: t.heartbeat_details.clone(),
+            item: t.item.clone(),
+            index: t.index,
             reporter: None,
         }
     }

@@ -1,4 +1,5 @@
-//! Parsing and validation of the flow constructs: `parallel`, `when`, `input`.
+//! Parsing and validation of the flow constructs: `parallel`, `for_each`, `when`,
+//! `input`.
 use super::*;
 
 const PARALLEL: &str = concat!(
@@ -107,9 +108,49 @@ refuses! {
     input_values_must_be_paths:
         concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\ninput = { x = \"output.x\" }\n"),
         "steps[0].input.x", "expected a path starting with";
+    for_each_needs_an_activity:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nsleep = \"1s\"\nfor_each = \"input.x\"\n"),
+        "steps[0].for_each", "only valid on activity steps";
+    for_each_to_a_later_step_is_refused:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\nfor_each = \"steps.b.list\"\n[[steps]]\nname = \"b\"\nactivity = \"y\"\n"),
+        "steps[0].for_each", "must name an earlier step";
+    for_each_must_be_a_path:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\nfor_each = \"recipients\"\n"),
+        "steps[0].for_each", "expected a path starting with";
+    max_concurrency_needs_for_each:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\nmax_concurrency = 5\n"),
+        "steps[0].max_concurrency", "needs `for_each`";
+    max_concurrency_zero_is_refused:
+        concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\nfor_each = \"input.x\"\nmax_concurrency = 0\n"),
+        "steps[0].max_concurrency", "between 1 and 1000";
+    a_branch_cannot_fan_out:
+        concat!(head!(), "[[steps]]\nname = \"p\"\nparallel = [ { name = \"b\", activity = \"x\", for_each = \"input.x\" } ]\n"),
+        "steps[0].parallel[0].for_each", "cannot fan out";
     input_key_output_is_reserved:
         concat!(head!(), "[[steps]]\nname = \"a\"\nactivity = \"x\"\ninput = { output = \"input.x\" }\n"),
         "steps[0].input.output", "reserved";
+}
+
+#[test]
+fn a_for_each_step_parses_with_its_bound_or_the_default() {
+    let text = concat!(
+        head!(),
+        step!(),
+        "[[steps]]\nname = \"send_each\"\nfor_each = \"steps.a.recipients\"\nmax_concurrency = 50\nactivity = \"email.send\"\ncompensate = \"email.recall\"\n",
+        "[[steps]]\nname = \"other\"\nfor_each = \"input.x\"\nactivity = \"b\"\n",
+    );
+    let def = ok(text);
+    let f = def.steps[1].for_each.as_ref().unwrap();
+    assert_eq!(f.items.to_string(), "steps.a.recipients");
+    assert_eq!(f.max_concurrency, 50);
+    assert!(matches!(def.steps[1].kind, StepKind::Activity(_)));
+    let f = def.steps[2].for_each.as_ref().unwrap();
+    assert_eq!(f.max_concurrency, DEFAULT_CONCURRENCY);
+    assert_eq!(def.validate("<code>"), Ok(()));
+    let mut bad = def.clone();
+    bad.steps[2].for_each.as_mut().unwrap().max_concurrency = MAX_CONCURRENCY + 1;
+    let err = bad.validate("<code>").unwrap_err();
+    assert_eq!(err.field, "steps[2].max_concurrency");
 }
 
 fn catalog_of(files: &[(&str, &str)]) -> Vec<DefinitionError> {

@@ -72,7 +72,30 @@ pub struct Step {
     /// The values an activity's task carries instead of the saga input and every
     /// earlier output (`input = { order = "input.order_id" }`).
     pub input: Option<BTreeMap<String, ValuePath>>,
+    /// Set on an activity step that runs once per element of an array
+    /// (`for_each = "input.recipients"`), at most `max_concurrency` at a time.
+    pub for_each: Option<ForEach>,
 }
+
+/// A fan-out: the step's activity runs once per element of the array at `items`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForEach {
+    /// Where the array is: `input.…` or `steps.<earlier step>.…`.
+    pub items: ValuePath,
+    /// Elements in flight at once (1..=[`MAX_CONCURRENCY`]).
+    pub max_concurrency: u32,
+}
+
+/// `max_concurrency` when a `for_each` step does not set it.
+pub const DEFAULT_CONCURRENCY: u32 = 10;
+
+/// Most elements one `for_each` step may have in flight: every element in flight is
+/// a task chain in the saga's stored state, so this bounds that state's size.
+pub const MAX_CONCURRENCY: u32 = 1000;
+
+/// Most elements one `for_each` array may have when the step is reached; a longer
+/// array fails the step with `bad_input` (split the work into several sagas).
+pub const MAX_ELEMENTS: usize = 100_000;
 
 impl Step {
     /// A step that always runs and gets the default task input.
@@ -82,6 +105,7 @@ impl Step {
             kind,
             when: None,
             input: None,
+            for_each: None,
         }
     }
 }

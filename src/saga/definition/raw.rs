@@ -109,6 +109,8 @@ pub(super) struct RawStep {
     pub(super) saga: Option<String>,
     pub(super) when: Option<String>,
     pub(super) input: Option<std::collections::BTreeMap<String, String>>,
+    pub(super) for_each: Option<String>,
+    pub(super) max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -342,8 +342,30 @@ fn resolve_step(
         kind,
         when: resolve_when(at, &raw, out),
         input: resolve_input(at, &raw, out),
+        for_each: resolve_for_each(at, &raw, out),
     };
     (step, sources)
+}
+
+/// `for_each` (a path) with its `max_concurrency`; the kind and range checks are
+/// semantic and shared with definitions built in code (`validate.rs`).
+fn resolve_for_each(at: &str, raw: &RawStep, out: &mut Problems) -> Option<ForEach> {
+    let Some(text) = raw.for_each.as_deref() else {
+        if raw.max_concurrency.is_some() {
+            out.push(
+                format!("{at}.max_concurrency"),
+                "needs `for_each`: it bounds how many elements run at once",
+            );
+        }
+        return None;
+    };
+    let items = ValuePath::parse(text)
+        .map_err(|reason| out.push(format!("{at}.for_each"), reason))
+        .ok()?;
+    Some(ForEach {
+        items,
+        max_concurrency: raw.max_concurrency.unwrap_or(DEFAULT_CONCURRENCY),
+    })
 }
 
 /// A parallel step: only `name`, `when` and its branches; each branch resolves like a

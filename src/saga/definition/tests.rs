@@ -951,6 +951,7 @@ fn sample() -> Definition {
                 name: "reserve".to_string(),
                 when: None,
                 input: None,
+                for_each: None,
                 kind: StepKind::Activity(ActivityStep {
                     activity: "inventory.reserve".to_string(),
                     compensate: Some("inventory.release".to_string()),
@@ -963,12 +964,14 @@ fn sample() -> Definition {
                 name: "cool_off".to_string(),
                 when: None,
                 input: None,
+                for_each: None,
                 kind: StepKind::Sleep(secs(3600)),
             },
             Step {
                 name: "approval".to_string(),
                 when: None,
                 input: None,
+                for_each: None,
                 kind: StepKind::Wait(WaitStep {
                     signal: "approval".to_string(),
                     timeout: Some(secs(86400)),

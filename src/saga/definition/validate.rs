@@ -399,6 +399,12 @@ fn check_parallel(
             );
             continue;
         }
+        if branch.for_each.is_some() {
+            out.push(
+                format!("{branch_at}.for_each"),
+                "a branch cannot fan out: make the for_each a step of a child saga and the branch `saga = …`",
+            );
+        }
         check_step(out, &branch_at, branch, &sources.branch(at, b), earlier);
     }
 }
@@ -441,6 +447,33 @@ fn check_step(out: &mut Problems, at: &str, step: &Step, sources: &StepSources, 
         }
     }
     check_input(out, at, step, earlier);
+    check_for_each(out, at, step, earlier);
+}
+
+/// A fan-out runs an activity per element: activity steps only, a bounded
+/// concurrency, and an array path to the input or an earlier step.
+fn check_for_each(out: &mut Problems, at: &str, step: &Step, earlier: &[&str]) {
+    let Some(f) = &step.for_each else {
+        return;
+    };
+    if !matches!(step.kind, StepKind::Activity(_)) {
+        out.push(
+            format!("{at}.for_each"),
+            "only valid on activity steps: the activity runs once per element",
+        );
+    }
+    if f.max_concurrency == 0 || f.max_concurrency > MAX_CONCURRENCY {
+        out.push(
+            format!("{at}.max_concurrency"),
+            format!(
+                "must be between 1 and {MAX_CONCURRENCY} (it is {}): every element in flight is kept in the saga's state",
+                f.max_concurrency
+            ),
+        );
+    }
+    if let Err(reason) = f.items.check(earlier) {
+        out.push(format!("{at}.for_each"), reason);
+    }
 }
 
 /// A step's `input` map: activity steps only, keys usable as JSON field names that

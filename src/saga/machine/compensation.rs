@@ -27,6 +27,15 @@ impl Run<'_> {
             }
         }
         self.state.tasks.clear();
+        // Elements in flight are abandoned with the rest: they were not counted
+        // completed, so they are not undone.
+        let i = self.state.cursor;
+        self.drop_idle_elements(i);
+        if let Some(st) = self.state.steps.get_mut(i) {
+            if st.fan_out.is_some() && st.status == StepStatus::Running {
+                st.status = left_as;
+            }
+        }
         self.begin_compensation(why);
     }
 
@@ -53,6 +62,7 @@ impl Run<'_> {
             self.drop_tasks_of(u);
             self.unit_state_mut(u).status = StepStatus::Pending;
         }
+        self.drop_idle_elements(self.state.cursor);
         for u in self.units_of(self.state.cursor) {
             let st = self.unit_state_mut(u);
             if matches!(st.status, StepStatus::Sleeping | StepStatus::Waiting) {
@@ -61,7 +71,8 @@ impl Run<'_> {
             }
         }
         if let Some(st) = self.state.steps.get_mut(self.state.cursor) {
-            if !st.branches.is_empty() && st.status == StepStatus::Running {
+            let group = !st.branches.is_empty() || st.fan_out.is_some();
+            if group && st.status == StepStatus::Running {
                 st.status = StepStatus::Failed;
             }
         }
@@ -73,12 +84,24 @@ impl Run<'_> {
     /// may still land and must then be undone too) or a compensation runs.
     pub(super) fn continue_compensation(&mut self) {
         if !self.state.tasks.is_empty() {
+            // Undoing a fan-out's elements, several at a time: start more as slots free.
+            let i = self.state.cursor;
+            let undoing =
+                self.state.tasks.iter().all(|t| {
+                    t.step == i && t.element.is_some() && t.kind == TaskKind::Compensation
+                });
+            if undoing && self.state.steps[i].status == StepStatus::Compensating {
+                self.undo_fan_out(i);
+            }
             return;
         }
         let mut done: Vec<Unit> = self
             .all_units()
             .into_iter()
-            .filter(|u| self.unit_state(*u).status == StepStatus::Completed)
+            .filter(|u| match self.for_each_of(u.step) {
+                Some(_) if u.element.is_none() => self.fan_out_to_undo(u.step),
+                _ => self.unit_state(*u).status == StepStatus::Completed,
+            })
             .filter(|u| self.unit_def(*u).kind.is_leaf())
             .collect();
         // Latest-completed first; states from before completion numbers compensate
@@ -98,6 +121,9 @@ impl Run<'_> {
             let Some(a) = self.activity_of(u) else {
                 continue; // a sleep or a wait has nothing to undo
             };
+            if a.compensate.is_some() && self.for_each_of(u.step).is_some() {
+                return self.undo_fan_out(u.step);
+            }
             if a.compensate.is_some() {
                 self.state.cursor = u.step;
                 let st = self.unit_state_mut(u);

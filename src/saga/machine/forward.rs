@@ -21,6 +21,9 @@ impl Run<'_> {
         if self.skipped_by_when(Unit::step(i)) {
             return;
         }
+        if let Some(f) = &step.for_each {
+            return self.enter_fan_out(i, f);
+        }
         let StepKind::Parallel(branches) = &step.kind else {
             return self.enter_unit(Unit::step(i));
         };
@@ -197,6 +200,9 @@ impl Run<'_> {
         event: HistoryEvent,
         detail: Value,
     ) {
+        if u.element.is_some() {
+            return self.complete_element(u, output, event, detail);
+        }
         self.state.completions += 1;
         let seq = self.state.completions;
         let st = self.unit_state_mut(u);
@@ -215,6 +221,9 @@ impl Run<'_> {
     pub(super) fn after_unit_settled(&mut self, u: Unit) {
         if self.state.status == SagaStatus::Compensating {
             return self.continue_compensation();
+        }
+        if u.element.is_some() {
+            return self.after_element(u.step);
         }
         if u.branch.is_some() {
             return self.maybe_complete_group(u.step);
@@ -263,6 +272,7 @@ impl Run<'_> {
         st.until = None;
         st.error = Some(error.clone());
         self.drop_tasks_of(u);
+        self.element_failed(u);
         self.record(
             HistoryEvent::StepFailed,
             Some(u),
@@ -272,7 +282,7 @@ impl Run<'_> {
         if self.state.status == SagaStatus::Compensating {
             return self.continue_compensation();
         }
-        if u.branch.is_some() {
+        if u.branch.is_some() || u.element.is_some() {
             self.state.steps[u.step].status = StepStatus::Failed;
         }
         self.state.error = Some(error);

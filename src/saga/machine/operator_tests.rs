@@ -19,6 +19,7 @@ fn step(name: &str, act: &str, comp: Option<&str>) -> Step {
         name: name.into(),
         when: None,
         input: None,
+        for_each: None,
         kind: StepKind::Activity(ActivityStep {
             activity: act.into(),
             compensate: comp.map(Into::into),

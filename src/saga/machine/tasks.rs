@@ -34,6 +34,7 @@ impl<'a> Run<'a> {
             task_id: task_id.clone(),
             step: u.step,
             branch: u.branch,
+            element: u.element,
             child,
             kind,
             activity,
@@ -49,10 +50,11 @@ impl<'a> Run<'a> {
         self.dispatch(&task_id, Duration::ZERO);
     }
 
-    /// `<saga>:<step or branch>:<kind>`, with `:g<n>` once an operator resumed the
-    /// saga `n` times. Step and branch names are unique within a definition.
+    /// `<saga>:<step or branch>:<kind>` (`<step>[<index>]` for an element), with
+    /// `:g<n>` once an operator resumed the saga `n` times. Step and branch names are
+    /// unique within a definition.
     fn idempotency_key(&self, u: Unit, kind: TaskKind) -> String {
-        let key = format!("{}:{}:{}", self.state.id, self.unit_name(u), kind.as_str());
+        let key = format!("{}:{}:{}", self.state.id, self.unit_label(u), kind.as_str());
         match self.state.generation {
             0 => key,
             g => format!("{key}:g{g}"),
@@ -117,6 +119,8 @@ impl<'a> Run<'a> {
                 heartbeat_ms: t.heartbeat.map(|d| d.as_millis() as u64),
             },
             heartbeat_details: active.heartbeat_details.clone(),
+            item: self.item_of(u),
+            index: u.element,
         })
     }
 
@@ -176,6 +180,10 @@ impl<'a> Run<'a> {
         let mut detail = self.finished_detail(active);
         match active.kind {
             TaskKind::Action => self.complete_unit(u, output, HistoryEvent::StepCompleted, detail),
+            TaskKind::Compensation if u.element.is_some() => {
+                detail["output"] = output;
+                self.element_compensated(u, detail);
+            }
             TaskKind::Compensation => {
                 self.unit_state_mut(u).status = StepStatus::Compensated;
                 self.drop_tasks_of(u);
