@@ -119,7 +119,9 @@ pub fn id(s: &str) -> sagaflow::client::StartOptions {
     }
 }
 
-pub const ORDER: &str = include_str!("../../sagas/order_fulfillment.toml");
+/// A sequential order saga (reserve, charge, ship): the tests assert on its order of
+/// steps, so it is theirs, not the example in sagas/, which runs two steps in parallel.
+pub const ORDER: &str = include_str!("order.toml");
 
 /// Waits on a reserve (undone by a release), then on a signal `approved`.
 pub const APPROVAL: &str = r#"

@@ -1,8 +1,8 @@
 //! Activities of `sagas/group_newsletter.toml`: a group e-mail whose owner deferred
-//! the send. `render` prepares it, the saga sleeps until `send_at`, `send` mails every
-//! recipient (one effect per recipient, keyed `<idempotency_key>:<recipient>`, with a
-//! heartbeat per recipient whose details let a retry resume where the last attempt
-//! stopped), `record` records the delivery.
+//! the send. `render` prepares it, the saga sleeps until `send_at`, `send` mails one
+//! recipient (a `for_each` step: one task per recipient, the recipient as the task's
+//! `item`; one effect each, keyed by the element's idempotency key), `recall` undoes
+//! one send, `record` records the delivery.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -12,8 +12,12 @@ use super::activities::{behave, record_effect};
 use crate::worker::{ActivityContext, ActivityError, Worker};
 
 /// The newsletter activities.
-pub const NEWSLETTER_ACTIVITIES: &[&str] =
-    &["newsletter.render", "newsletter.send", "newsletter.record"];
+pub const NEWSLETTER_ACTIVITIES: &[&str] = &[
+    "newsletter.render",
+    "newsletter.send",
+    "newsletter.recall",
+    "newsletter.record",
+];
 
 #[derive(Debug, Deserialize)]
 struct Input {
@@ -34,7 +38,7 @@ struct NewsletterInput {
 
 /// Adds the newsletter handlers to `w`.
 pub fn register(w: Worker, pool: PgPool) -> Worker {
-    let (p1, p2, p3) = (pool.clone(), pool.clone(), pool);
+    let (p1, p2, p3, p4) = (pool.clone(), pool.clone(), pool.clone(), pool);
     w.activity(
         "newsletter.render",
         move |ctx: ActivityContext, input: Input| {
@@ -47,6 +51,13 @@ pub fn register(w: Worker, pool: PgPool) -> Worker {
         move |ctx: ActivityContext, input: Input| {
             let pool = p2.clone();
             async move { send(&pool, &ctx, input).await }
+        },
+    )
+    .activity(
+        "newsletter.recall",
+        move |ctx: ActivityContext, input: Input| {
+            let pool = p4.clone();
+            async move { recall(&pool, &ctx, input).await }
         },
     )
     .activity(
@@ -83,26 +94,46 @@ async fn render(
     Ok(json!({ "subject": subject, "recipients": input.saga.recipients.len() }))
 }
 
+/// Mails one recipient: the task's `item`.
 async fn send(pool: &PgPool, ctx: &ActivityContext, input: Input) -> Result<Value, ActivityError> {
-    // Resume after the recipients an earlier attempt reported as sent.
-    let done = ctx
-        .heartbeat_details
-        .as_ref()
-        .and_then(|d| d.get("sent"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as usize;
-    let recipients = &input.saga.recipients;
-    for (n, to) in recipients.iter().enumerate().skip(done) {
-        record_effect(pool, &format!("{}:{to}", ctx.idempotency_key), ctx).await?;
-        ctx.heartbeat(json!({ "sent": n + 1 }));
-    }
+    let to = recipient(ctx)?;
     behave(ctx, &raw_input(&input.saga)).await?;
+    record_effect(pool, &ctx.idempotency_key, ctx).await?;
     let subject = input
         .steps
         .pointer("/render/subject")
         .cloned()
         .unwrap_or(Value::Null);
-    Ok(json!({ "sent": recipients.len(), "subject": subject }))
+    Ok(json!({ "to": to, "subject": subject }))
+}
+
+/// Recalls the e-mail one send mailed (its compensation): an effect of its own.
+async fn recall(
+    pool: &PgPool,
+    ctx: &ActivityContext,
+    input: Input,
+) -> Result<Value, ActivityError> {
+    let to = recipient(ctx)?;
+    behave(ctx, &raw_input(&input.saga)).await?;
+    record_effect(pool, &ctx.idempotency_key, ctx).await?;
+    Ok(json!({ "recalled": to }))
+}
+
+/// The recipient a `for_each` task carries as its `item`. An address in the
+/// reserved `.invalid` domain (RFC 2606) is refused for good: how the demo shows a
+/// failed send undoing the others.
+fn recipient(ctx: &ActivityContext) -> Result<String, ActivityError> {
+    match &ctx.item {
+        Some(Value::String(to)) if to.ends_with(".invalid") => Err(ActivityError::fatal(
+            "bad_recipient",
+            format!("{to} cannot receive mail"),
+        )),
+        Some(Value::String(to)) => Ok(to.clone()),
+        other => Err(ActivityError::fatal(
+            "bad_recipient",
+            format!("expected the recipient (a string) as the task's item, got {other:?}"),
+        )),
+    }
 }
 
 async fn record(
@@ -114,8 +145,9 @@ async fn record(
     record_effect(pool, &ctx.idempotency_key, ctx).await?;
     let sent = input
         .steps
-        .pointer("/send/sent")
-        .cloned()
+        .get("send_each")
+        .and_then(Value::as_array)
+        .map(|a| Value::from(a.len()))
         .unwrap_or(Value::Null);
     Ok(json!({ "group": input.saga.group, "delivered": sent }))
 }
