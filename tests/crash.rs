@@ -360,3 +360,134 @@ async fn parallel_groups_with_child_sagas_survive_sigkill() {
     procs.stop().await;
     env.cleanup().await;
 }
+
+const FAN_OUT: &str = r#"
+name = "fan"
+version = 1
+
+[[steps]]
+name = "send_each"
+for_each = "input.recipients"
+max_concurrency = 50
+activity = "newsletter.send"
+compensate = "newsletter.recall"
+
+[[steps]]
+name = "ship"
+activity = "shipping.ship"
+"#;
+
+const ELEMENTS: usize = 1000;
+
+async fn element_rows(env: &TestEnv) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM saga_elements")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap()
+}
+
+/// Every effect key of saga `id` with the calls its handler made, by key.
+async fn effect_keys(env: &TestEnv, id: &str) -> BTreeMap<String, i32> {
+    let rows: Vec<(String, i32)> =
+        sqlx::query_as("SELECT idempotency_key, calls FROM demo_effects WHERE saga_id = $1")
+            .bind(id)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    rows.into_iter().collect()
+}
+
+/// Two 1,000-element fan-outs while the coordinator and the worker are SIGKILLed:
+/// one completes (every element's effect applied once, the output complete and in
+/// order), one has its element 700 fail for good (every element that was sent is
+/// recalled exactly once, the failed one never was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_element_fan_out_survives_sigkill() {
+    let env = TestEnv::new(&[("fan.toml", FAN_OUT)]).await;
+    let mut procs = Processes::start(&env, "fan-").await;
+    let good: Vec<String> = (0..ELEMENTS).map(|i| format!("r{i}@example.org")).collect();
+    let mut bad = good.clone();
+    bad[700] = "nobody@example.invalid".into();
+    let start = |id: &str, to: &[String]| {
+        let opts = StartOptions {
+            id: Some(id.to_string()),
+            ..Default::default()
+        };
+        let input = serde_json::json!({ "group": "g", "recipients": to });
+        ("fan".to_string(), input, opts)
+    };
+    let client = env.client().await;
+    client
+        .start_many(&[start("fan-ok", &good), start("fan-bad", &bad)])
+        .await
+        .unwrap();
+    for (round, rows) in [150, 500, 900, 1300].into_iter().enumerate() {
+        eventually("element rows", Duration::from_secs(120), || async {
+            let n = element_rows(&env).await;
+            (n >= rows).then_some(()).ok_or(n)
+        })
+        .await;
+        procs.kill_in_turn(&env, round).await;
+    }
+    let ids = ["fan-ok".to_string(), "fan-bad".to_string()];
+    let done = env.wait_terminal(&ids, Duration::from_secs(240)).await;
+    assert_eq!(done["fan-ok"], "completed");
+    assert_eq!(done["fan-bad"], "compensated");
+
+    let ok = sagaflow::store::sagas::get(&env.pool, "fan-ok")
+        .await
+        .unwrap()
+        .unwrap()
+        .state;
+    let out = ok.steps[0].output.clone().unwrap();
+    let to: Vec<&str> = out
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["to"].as_str())
+        .collect();
+    assert_eq!(to, good, "every output, in element order");
+    let fx = effect_keys(&env, "fan-ok").await;
+    let sends = fx
+        .keys()
+        .filter(|k| k.ends_with(":action") && k.contains("send_each["))
+        .count();
+    assert_eq!(sends, ELEMENTS, "one effect per element");
+    assert!(
+        !fx.keys().any(|k| k.ends_with(":compensation")),
+        "nothing recalled"
+    );
+
+    let fx_bad = effect_keys(&env, "fan-bad").await;
+    let sent: BTreeSet<&str> = fx_bad
+        .keys()
+        .filter_map(|k| k.strip_suffix(":action"))
+        .collect();
+    let recalled: BTreeSet<&str> = fx_bad
+        .keys()
+        .filter_map(|k| k.strip_suffix(":compensation"))
+        .collect();
+    assert_eq!(sent, recalled, "every sent element recalled, no other");
+    assert!(!sent.contains("fan-bad:send_each[700]"));
+    let recalls: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM saga_history WHERE saga_id = 'fan-bad' AND event = 'compensation_completed' AND step LIKE 'send_each[%'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        recalls as usize,
+        recalled.len(),
+        "each recall recorded once"
+    );
+    let reruns: i32 = fx.values().chain(fx_bad.values()).map(|c| c - 1).sum();
+    procs.assert_reruns_bounded(&env, reruns);
+    println!(
+        "fan-out crash test: {} kills ({} of the worker), {reruns} handler re-runs, {} elements sent before the failure",
+        procs.kills,
+        procs.worker_kills,
+        sent.len()
+    );
+    procs.stop().await;
+    env.cleanup().await;
+}
