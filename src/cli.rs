@@ -94,6 +94,8 @@ pub enum Cmd {
     BenchBroker(bench::BrokerArgs),
     /// Benchmark durable timers: N sleeping sagas all due within one window.
     BenchTimers(bench::TimerArgs),
+    /// One saga whose for_each step runs a no-op over N elements; one JSON line.
+    BenchFanOut(bench::FanOutArgs),
     /// Deprecated: `sagas start`.
     #[command(hide = true)]
     Start(sagas::StartArgs),
@@ -130,6 +132,7 @@ pub async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Cmd::Bench(args) => bench::throughput(&settings, args).await,
         Cmd::BenchBroker(args) => bench::broker(&settings, args).await,
         Cmd::BenchTimers(args) => bench::timers(&settings, args).await,
+        Cmd::BenchFanOut(args) => bench::fan_out(&settings, args).await,
         Cmd::Start(args) => sagas::start(&settings, args).await,
         Cmd::Status(args) => sagas::show(&settings, args).await,
         Cmd::Signal(args) => sagas::signal(&settings, args).await,

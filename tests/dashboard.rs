@@ -472,7 +472,8 @@ async fn screenshot(c: &Client, css: &str, name: &str) {
 /// The home page is the overview: on a database with known sagas it shows the
 /// counts per definition and status, the last hour's chart with a bar per started
 /// and ended minute, the stuck count and the oldest open sagas; a child saga's page
-/// links to its parent and the parent's to the child.
+/// links to its parent and the parent's to the child; a for_each step shows its
+/// elements summarised.
 #[tokio::test]
 async fn dashboard_overview_shows_counts_and_the_last_hour() {
     let Some((chromium, chromedriver)) = ensure_browser() else {
@@ -596,6 +597,34 @@ async fn dashboard_overview_shows_counts_and_the_last_hour() {
         "the parent on the child's page",
         "document.querySelector('[data-testid=saga-id]')?.textContent === 'fam/ship_order' \
          && document.querySelector('[data-testid=saga-parent] a')?.textContent === 'fam'",
+    )
+    .await;
+
+    // A for_each step's elements, summarised from its counters and its elements in
+    // flight (finished ones are rows of their own, not in the state).
+    env.saga("fan")
+        .definition("order_fulfillment")
+        .edit(|s| {
+            let mut running = sagaflow::saga::state::StepState::pending();
+            running.status = sagaflow::saga::state::StepStatus::Running;
+            s.steps[0].status = sagaflow::saga::state::StepStatus::Running;
+            s.steps[0].fan_out = Some(sagaflow::saga::state::FanOut {
+                total: 10,
+                started: 7,
+                completed: 4,
+                failed: 1,
+                compensated: 0,
+                generation: 0,
+            });
+            s.steps[0].elements = [(5, running.clone()), (6, running)].into();
+        })
+        .insert()
+        .await;
+    c.goto(&format!("{base}/#/saga/fan")).await.unwrap();
+    wait_js(
+        &c,
+        "the fan-out summary",
+        "document.querySelector('[data-testid=fan-out-summary]')?.textContent          === '4/10 done · 2 running · 1 failed'",
     )
     .await;
 

@@ -58,6 +58,19 @@ pub struct TimerArgs {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct FanOutArgs {
+    /// Elements of the array the for_each step runs over.
+    #[arg(long, default_value_t = 10_000)]
+    pub elements: usize,
+    /// Elements in flight at once (the step's max_concurrency, 1..=1000).
+    #[arg(long, default_value_t = 500)]
+    pub max_concurrency: u32,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Order sagas to run (besides the two newsletters).
     #[arg(long, default_value_t = 20)]
@@ -136,6 +149,23 @@ pub async fn timers(settings: &Settings, a: TimerArgs) -> anyhow::Result<()> {
     println!(
         "{}",
         crate::tools::bench::timers::run(settings, &args).await?
+    );
+    Ok(())
+}
+
+/// `sagaflow bench-fan-out`: a for_each over `--elements`; one JSON line.
+pub async fn fan_out(settings: &Settings, a: FanOutArgs) -> anyhow::Result<()> {
+    if a.elements == 0 {
+        anyhow::bail!("--elements must be at least 1");
+    }
+    let args = crate::tools::bench::fan_out::FanOutArgs {
+        elements: a.elements,
+        max_concurrency: a.max_concurrency,
+        timeout: Duration::from_secs(a.timeout),
+    };
+    println!(
+        "{}",
+        crate::tools::bench::fan_out::run(settings, &args).await?
     );
     Ok(())
 }

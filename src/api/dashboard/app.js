@@ -222,7 +222,7 @@ async function sagaView(id) {
     st.steps.map((s, i) => h("tr", { testid: "step-row", "data-step": names[i] || String(i), "data-status": s.status },
       h("td", {}, i === st.cursor && !["completed", "compensated", "failed", "cancelled"].includes(st.status) ? "▶ " + i : i),
       h("td", { class: "mono" }, names[i] || "#" + i),
-      h("td", {}, status(s.status)),
+      h("td", {}, status(s.status), s.fan_out ? fanOutSummary(s) : null),
       h("td", {}, s.attempts), h("td", {}, s.comp_attempts),
       h("td", {}, json(s.output)),
       h("td", { class: "err" }, s.error ? `${s.error.code}: ${s.error.message}${s.error.retryable ? "" : " (not retryable)"}` : ""))));
@@ -446,3 +446,13 @@ document.getElementById("forget-token").addEventListener("click", () => {
   document.getElementById("forget-token").hidden = true;
 });
 render();
+
+// A for_each step's elements in one line: finished elements are rows of their own,
+// so the state has counters and the elements in flight (`s.elements`).
+function fanOutSummary(s) {
+  const p = s.fan_out;
+  const inFlight = Object.values(s.elements || {}).filter((e) => ["running", "compensating"].includes(e.status)).length;
+  const parts = [`${p.completed}/${p.total} done`, `${inFlight} running`, `${p.failed} failed`];
+  if (p.compensated) parts.push(`${p.compensated} undone`);
+  return h("div", { class: "muted", testid: "fan-out-summary" }, parts.join(" · "));
+}

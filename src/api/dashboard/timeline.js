@@ -30,8 +30,11 @@ function timelineLayout(entries, end) {
   const rows = [];
   const byKey = new Map();
   const rowFor = (e) => {
-    const step = e.step || "";
     const group = (e.detail && typeof e.detail.in === "string") ? e.detail.in : null;
+    // A for_each step's elements share one row (thousands of rows would bury the
+    // chart); their bars overlap on it.
+    const element = group && typeof (e.detail || {}).index === "number";
+    const step = element ? group + "[…]" : (e.step || "");
     const key = group ? group + "\u0000" + step : step;
     let row = byKey.get(key);
     if (!row) {

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod cpu;
 pub mod drive;
+pub mod fan_out;
 pub mod hops;
 pub mod preload;
 pub mod tally;
