@@ -1,7 +1,8 @@
 //! Trace context through the real broker and database (issue 13): a saga started with
 //! a `traceparent` is one trace, its child saga included; the coordinator records a
-//! `saga.step` span per applied attempt and the worker a `task` span per handler run,
-//! both children of the start's span. Spans go to the SDK's in-memory exporter,
+//! `saga.step` span per applied or timed-out attempt and the worker a `task` span per
+//! handler run, both children of the start's span, with the same `saga.*` attribute
+//! names. Spans go to the SDK's in-memory exporter,
 //! installed once for this test binary as the global subscriber.
 
 mod common;
@@ -59,36 +60,27 @@ fn attr(s: &SpanData, key: &str) -> Option<String> {
         .map(|kv| kv.value.to_string())
 }
 
-/// The finished spans of `trace` named `name` (coordinator: `saga.step`, worker: its
-/// `task` spans are renamed `<activity> <kind>`, so matched by their `saga_id`).
+/// The finished spans of `trace` from the coordinator (`saga.step`, which says the
+/// saga's status after the attempt) or from the worker (`task`, which does not).
 fn spans(trace: TraceId, coordinator: bool) -> Vec<SpanData> {
     let all = exporter().get_finished_spans().expect("spans");
     all.into_iter()
         .filter(|s| s.span_context.trace_id() == trace)
-        .filter(|s| {
-            if coordinator {
-                attr(s, "saga.id").is_some()
-            } else {
-                attr(s, "saga_id").is_some()
-            }
-        })
+        .filter(|s| attr(s, "saga.id").is_some())
+        .filter(|s| attr(s, "saga.status").is_some() == coordinator)
         .collect()
 }
 
-/// (saga, step or activity, attempt, outcome) per span, sorted.
-fn summary(
-    spans: &[SpanData],
-    saga_key: &str,
-    step_key: &str,
-) -> Vec<(String, String, String, String)> {
+/// (saga, step, attempt, outcome) per span, sorted.
+fn summary(spans: &[SpanData]) -> Vec<(String, String, String, String)> {
     let mut v: Vec<_> = spans
         .iter()
         .map(|s| {
             (
-                attr(s, saga_key).unwrap_or_default(),
-                attr(s, step_key).unwrap_or_default(),
-                attr(s, "attempt").unwrap_or_default(),
-                attr(s, "outcome").unwrap_or_default(),
+                attr(s, "saga.id").unwrap_or_default(),
+                attr(s, "saga.step").unwrap_or_default(),
+                attr(s, "saga.attempt").unwrap_or_default(),
+                attr(s, "saga.outcome").unwrap_or_default(),
             )
         })
         .collect();
@@ -151,7 +143,7 @@ async fn a_saga_is_one_trace_with_a_span_per_attempt_in_coordinator_and_worker()
         )
     };
     assert_eq!(
-        summary(&coordinator, "saga.id", "step"),
+        summary(&coordinator),
         vec![
             attempt("t-1", "charge_payment", "1", "error"),
             attempt("t-1", "charge_payment", "2", "ok"),
@@ -161,14 +153,14 @@ async fn a_saga_is_one_trace_with_a_span_per_attempt_in_coordinator_and_worker()
     );
     for s in &coordinator {
         // `saga.step`, shown as `<saga> <step>`.
-        let step = attr(s, "step").unwrap_or_default();
+        let step = attr(s, "saga.step").unwrap_or_default();
         assert_eq!(s.name, format!("order_fulfillment {step}"), "{s:?}");
         assert_eq!(s.parent_span_id, parent, "{s:?}");
         assert!(s.parent_span_is_remote);
     }
     let failed = coordinator
         .iter()
-        .find(|s| attr(s, "outcome").as_deref() == Some("error"))
+        .find(|s| attr(s, "saga.outcome").as_deref() == Some("error"))
         .unwrap();
     assert_eq!(
         attr(failed, "error.code").as_deref(),
@@ -185,7 +177,7 @@ async fn a_saga_is_one_trace_with_a_span_per_attempt_in_coordinator_and_worker()
     })
     .await;
     assert_eq!(
-        summary(&worker, "saga_id", "step"),
+        summary(&worker),
         vec![
             attempt("t-1", "charge_payment", "1", "error"),
             attempt("t-1", "charge_payment", "2", "ok"),
@@ -196,7 +188,16 @@ async fn a_saga_is_one_trace_with_a_span_per_attempt_in_coordinator_and_worker()
     for s in &worker {
         assert_eq!(s.parent_span_id, parent, "the task's traceparent: {s:?}");
         assert!(s.name.ends_with(" action"), "{s:?}");
+        assert_eq!(attr(s, "saga.task.kind").as_deref(), Some("action"));
+        assert_eq!(attr(s, "saga.name").as_deref(), Some("order_fulfillment"));
     }
+    // The coordinator's and the worker's span of one attempt name the same task.
+    let ids = |spans: &[SpanData]| {
+        let mut v: Vec<_> = spans.iter().map(|s| attr(s, "saga.task.id")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&coordinator), ids(&worker));
     env.cleanup().await;
 }
 
@@ -231,7 +232,7 @@ async fn a_child_saga_joins_its_parents_trace() {
         }
     })
     .await;
-    let sagas: Vec<String> = summary(&coordinator, "saga.id", "step")
+    let sagas: Vec<String> = summary(&coordinator)
         .into_iter()
         .map(|(saga, step, _, _)| format!("{saga} {step}"))
         .collect();
@@ -254,6 +255,76 @@ async fn a_child_saga_joins_its_parents_trace() {
         }
     })
     .await;
+    env.cleanup().await;
+}
+
+/// One step no worker here serves: each attempt ends by the coordinator's
+/// schedule-to-start deadline.
+const UNSERVED: &str = r#"
+name = "traced_timeout"
+version = 1
+[[steps]]
+name = "unserved"
+activity = "tracing.unserved"
+schedule_to_start = "300ms"
+retry = { initial_interval = "100ms", max_attempts = 2 }
+"#;
+
+#[tokio::test]
+async fn an_attempt_the_coordinator_times_out_has_a_span_too() {
+    exporter();
+    let mut env = TestEnv::new(&[("unserved.toml", UNSERVED)]).await;
+    env.start_coordinator().await; // and no worker
+    let given = TraceParent::fresh();
+    env.client()
+        .await
+        .start(
+            "traced_timeout",
+            json!({}),
+            start("t-late", Some(&given.to_string())),
+        )
+        .await
+        .unwrap();
+    env.wait_status("t-late", "compensated", T).await;
+    let trace = TraceId::from(given.trace_id);
+    let coordinator = eventually("2 timed-out spans", T, || async {
+        let s = spans(trace, true);
+        if s.len() == 2 {
+            Ok(s)
+        } else {
+            Err(s.len())
+        }
+    })
+    .await;
+    assert_eq!(
+        summary(&coordinator),
+        vec![
+            (
+                "t-late".into(),
+                "unserved".into(),
+                "1".into(),
+                "timed_out".into()
+            ),
+            (
+                "t-late".into(),
+                "unserved".into(),
+                "2".into(),
+                "timed_out".into()
+            ),
+        ]
+    );
+    for s in &coordinator {
+        assert_eq!(
+            attr(s, "error.code").as_deref(),
+            Some("timeout.schedule_to_start")
+        );
+        assert_eq!(
+            attr(s, "saga.activity").as_deref(),
+            Some("tracing.unserved")
+        );
+        assert_eq!(s.parent_span_id, SpanId::from(given.parent_id));
+    }
+    assert!(spans(trace, false).is_empty(), "no worker ran an attempt");
     env.cleanup().await;
 }
 

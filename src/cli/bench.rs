@@ -28,6 +28,10 @@ pub struct ThroughputArgs {
     /// Store this many finished sagas (with history) before the timed run.
     #[arg(long, default_value_t = 0)]
     pub preload: usize,
+    /// Let the coordinator purge the preloaded sagas while the load runs (retention
+    /// 1 s; without it, retention 0 keeps them): the figure for retention's cost.
+    #[arg(long, requires = "preload")]
+    pub purge: bool,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -65,6 +69,10 @@ pub struct FanOutArgs {
     /// Elements in flight at once (the step's max_concurrency, 1..=1000).
     #[arg(long, default_value_t = 500)]
     pub max_concurrency: u32,
+    /// Leave out the step's `input = {}` map, so each task carries the whole saga
+    /// input (the array included: a task of O(elements) bytes).
+    #[arg(long)]
+    pub whole_input: bool,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
@@ -113,6 +121,7 @@ pub async fn throughput(settings: &Settings, a: ThroughputArgs) -> anyhow::Resul
         mode,
         workload: a.workload,
         preload: a.preload,
+        purge: a.purge,
     };
     args.check().map_err(anyhow::Error::msg)?;
     println!("{}", crate::tools::bench::run(settings, &args).await?);
@@ -161,6 +170,7 @@ pub async fn fan_out(settings: &Settings, a: FanOutArgs) -> anyhow::Result<()> {
     let args = crate::tools::bench::fan_out::FanOutArgs {
         elements: a.elements,
         max_concurrency: a.max_concurrency,
+        whole_input: a.whole_input,
         timeout: Duration::from_secs(a.timeout),
     };
     println!(

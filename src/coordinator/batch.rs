@@ -97,6 +97,7 @@ impl<'a> Work<'a> {
             tracing::debug!(saga_id = id, "duplicate or stale input ignored");
             return;
         }
+        super::spans::record_timeouts(&d.state, &d.history);
         self.history
             .extend(d.history.into_iter().map(|h| (id.to_string(), h)));
         self.commands

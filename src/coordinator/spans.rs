@@ -1,20 +1,34 @@
 //! The coordinator's span per step attempt (docs/operations.md, "Tracing"): one
-//! `saga.step` span each time a batch applies an attempt's result, a child of the
-//! saga's trace context (`SagaState::traceparent`). Built only while spans are
-//! exported (`crate::telemetry::enabled`).
+//! `saga.step` span each time a batch applies an attempt's result, and one for each
+//! attempt the machine timed out (no worker answers those), a child of the saga's
+//! trace context (`SagaState::traceparent`). Built only while spans are exported
+//! (`crate::telemetry::enabled`). Attribute names follow the one convention of
+//! docs/operations.md (`saga.*`), shared with the worker's `task` span.
 
 use crate::saga::definition::{Definition, StepKind};
-use crate::saga::machine::Event;
+use crate::saga::history::HistoryEvent;
+use crate::saga::machine::{Event, HistoryEntry};
 use crate::saga::state::SagaState;
 
 /// What the span says about the attempt, read from the state before the result is
 /// applied (the chain may be gone after).
 pub(super) struct Attempt {
     step: String,
-    kind: &'static str,
+    element: Option<u32>,
+    kind: String,
+    activity: Option<String>,
     attempt: u32,
-    task_id: String,
-    outcome: Result<(), (String, bool)>,
+    task_id: Option<String>,
+    outcome: Outcome,
+}
+
+/// How the attempt ended, as the span says it.
+enum Outcome {
+    Ok,
+    /// A worker's (or a child saga's) error: its code and whether it is retryable.
+    Error(String, bool),
+    /// A coordinator-side deadline (`timeout.<kind>`): the attempt never answered.
+    TimedOut(String),
 }
 
 /// The attempt `event` answers, when it is a result for a chain `state` waits on and
@@ -39,13 +53,56 @@ pub(super) fn attempt(def: &Definition, state: &SagaState, event: &Event) -> Opt
     };
     Some(Attempt {
         step: unit.name.clone(),
-        kind: chain.kind.as_str(),
+        element: chain.element,
+        kind: chain.kind.as_str().to_string(),
+        activity: chain.activity.clone(),
         attempt: attempt.unwrap_or(chain.attempt),
-        task_id: task_id.clone(),
+        task_id: Some(task_id.clone()),
         outcome: match result {
-            Ok(_) => Ok(()),
-            Err(e) => Err((e.code.clone(), e.retryable)),
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Error(e.code.clone(), e.retryable),
         },
+    })
+}
+
+/// Records a span for every attempt a decision's `history` timed out, once the
+/// decision is taken (`state` is the saga after it).
+pub(super) fn record_timeouts(state: &SagaState, history: &[HistoryEntry]) {
+    if !crate::telemetry::enabled() {
+        return;
+    }
+    for h in history {
+        if let Some(a) = timed_out(h) {
+            a.record(state);
+        }
+    }
+}
+
+/// The attempt an `attempt_timed_out` entry ended. Its step label is the unit's
+/// (`step`, or `step[i]` for a `for_each` element).
+fn timed_out(h: &HistoryEntry) -> Option<Attempt> {
+    if h.event != HistoryEvent::AttemptTimedOut {
+        return None;
+    }
+    let label = h.step.as_deref()?;
+    let (step, element) = match label.strip_suffix(']').and_then(|l| l.split_once('[')) {
+        Some((step, i)) => (step, i.parse().ok()),
+        None => (label, None),
+    };
+    let text = |key: &str| {
+        h.detail
+            .get(key)
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    };
+    Some(Attempt {
+        step: step.to_string(),
+        element,
+        kind: text("kind").unwrap_or_else(|| "action".into()),
+        activity: text("activity"),
+        attempt: h.attempt.unwrap_or(0),
+        task_id: None,
+        outcome: Outcome::TimedOut(format!("timeout.{}", text("timeout").unwrap_or_default())),
     })
 }
 
@@ -53,8 +110,11 @@ impl Attempt {
     /// Records the span, parented to the saga's trace.
     pub(super) fn record(self, state: &SagaState) {
         let (outcome, code, retryable, status) = match &self.outcome {
-            Ok(()) => ("ok", None, None, "OK"),
-            Err((code, retryable)) => ("error", Some(code.as_str()), Some(*retryable), "ERROR"),
+            Outcome::Ok => ("ok", None, None, "OK"),
+            Outcome::Error(code, retryable) => {
+                ("error", Some(code.as_str()), Some(*retryable), "ERROR")
+            }
+            Outcome::TimedOut(code) => ("timed_out", Some(code.as_str()), None, "ERROR"),
         };
         let span = tracing::info_span!(
             "saga.step",
@@ -64,15 +124,53 @@ impl Attempt {
             saga.name = %state.saga,
             saga.version = i64::from(state.version),
             saga.status = state.status.as_str(),
-            step = %self.step,
-            kind = self.kind,
-            attempt = i64::from(self.attempt),
-            task_id = %self.task_id,
-            outcome,
+            saga.step = %self.step,
+            saga.element = self.element.map(i64::from),
+            saga.activity = self.activity.as_deref(),
+            saga.task.kind = %self.kind,
+            saga.task.id = self.task_id.as_deref(),
+            saga.attempt = i64::from(self.attempt),
+            saga.outcome = outcome,
             error.code = code,
             error.retryable = retryable,
         );
         crate::telemetry::set_parent(&span, state.traceparent.as_deref());
         span.in_scope(|| {});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+
+    fn entry(event: HistoryEvent, step: &str) -> HistoryEntry {
+        HistoryEntry {
+            at: Utc::now(),
+            event,
+            step: Some(step.into()),
+            attempt: Some(3),
+            detail: json!({"timeout": "heartbeat", "kind": "compensation", "activity": "mail.recall"}),
+        }
+    }
+
+    #[test]
+    fn a_timed_out_element_attempt_names_its_step_and_index() {
+        let a = timed_out(&entry(HistoryEvent::AttemptTimedOut, "send_each[41]")).unwrap();
+        assert_eq!(
+            (a.step.as_str(), a.element, a.attempt),
+            ("send_each", Some(41), 3)
+        );
+        assert_eq!(a.kind, "compensation");
+        assert_eq!(a.activity.as_deref(), Some("mail.recall"));
+        assert!(matches!(a.outcome, Outcome::TimedOut(ref c) if c == "timeout.heartbeat"));
+        let b = timed_out(&entry(HistoryEvent::AttemptTimedOut, "charge")).unwrap();
+        assert_eq!((b.step.as_str(), b.element), ("charge", None));
+    }
+
+    #[test]
+    fn other_history_makes_no_span() {
+        assert!(timed_out(&entry(HistoryEvent::AttemptFailed, "charge")).is_none());
     }
 }

@@ -28,6 +28,19 @@ pub async fn storage(pool: &PgPool) -> Result<(i64, i64, i64), StoreError> {
     Ok((r.sagas, r.history, r.history_rows))
 }
 
+/// How many stored sagas have an id starting with `prefix` (`sagaflow bench --purge`
+/// counts what the coordinator's retention purge has left of its preload).
+pub async fn count_with_prefix(pool: &PgPool, prefix: &str) -> Result<i64, StoreError> {
+    let pattern = format!("{prefix}%");
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM sagas WHERE id LIKE $1"#,
+        pattern
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(ctx("count preloaded sagas"))
+}
+
 /// Makes every sleeping saga `t-<i>` fall due at `due + i * spread_us` µs (its
 /// `wake_at` and the sleep's `until` in its state).
 pub async fn spread_wakeups(

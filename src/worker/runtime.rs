@@ -274,7 +274,7 @@ async fn intake_batch(
         let done_tx = s.done_tx.clone();
         // The handler run's span: a child of the task's trace context when spans are
         // exported; what it causes (its reports and result) names it as their parent.
-        let span = tracing::info_span!("task", otel.name = %format!("{} {}", task.activity, task.kind.as_str()), saga_id = %task.saga_id, saga = %task.saga, step = %task.step, activity = %task.activity, kind = task.kind.as_str(), attempt = i64::from(task.attempt), task_id = %task.task_id, outcome = tracing::field::Empty, error.code = tracing::field::Empty, otel.status_code = tracing::field::Empty);
+        let span = task_span(&task);
         crate::telemetry::set_parent(&span, traceparent.as_deref());
         let traceparent = crate::telemetry::traceparent_of(&span).or(traceparent);
         let reporter = task
@@ -295,11 +295,12 @@ async fn intake_batch(
                 let span = tracing::Span::current();
                 match &outcome {
                     Ok(_) => {
-                        span.record("outcome", "ok");
+                        span.record("saga.outcome", "ok");
                     }
                     Err(e) => {
-                        span.record("outcome", "error");
+                        span.record("saga.outcome", "error");
                         span.record("error.code", e.code.as_str());
+                        span.record("error.retryable", e.retryable);
                         span.record("otel.status_code", "ERROR");
                         tracing::info!(code = %e.code, retryable = e.retryable, "attempt failed");
                     }
@@ -318,6 +319,27 @@ async fn intake_batch(
         );
     }
     Ok(())
+}
+
+/// The span of one handler run (docs/operations.md, "Tracing": the `saga.*`
+/// attribute names the coordinator's `saga.step` span uses too).
+fn task_span(task: &TaskMessage) -> tracing::Span {
+    tracing::info_span!(
+        "task",
+        otel.name = %format!("{} {}", task.activity, task.kind.as_str()),
+        saga.id = %task.saga_id,
+        saga.name = %task.saga,
+        saga.step = %task.step,
+        saga.element = task.index.map(i64::from),
+        saga.activity = %task.activity,
+        saga.task.kind = task.kind.as_str(),
+        saga.task.id = %task.task_id,
+        saga.attempt = i64::from(task.attempt),
+        saga.outcome = tracing::field::Empty,
+        error.code = tracing::field::Empty,
+        error.retryable = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
 }
 
 /// Runs one handler, enforcing schedule-to-start and start-to-close and turning a

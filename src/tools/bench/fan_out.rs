@@ -1,6 +1,8 @@
 //! `sagaflow bench-fan-out`: one saga whose `for_each` step runs a no-op activity
 //! over an array of `elements`, `max_concurrency` at a time, through the real stack
-//! (a coordinator and a worker process) in a fresh namespace and database. Timed
+//! (a coordinator and a worker process) in a fresh namespace and database. The step
+//! has `input = {}`, as a real fan-out over a large array should (each task then
+//! carries its element, not the array); `whole_input` leaves it out. Timed
 //! from the start to the saga's terminal event; prints one JSON line with the
 //! elements per second and each process's CPU time in that window.
 
@@ -22,22 +24,25 @@ use crate::tools::launch;
 pub struct FanOutArgs {
     pub elements: usize,
     pub max_concurrency: u32,
+    /// Tasks carry the whole saga input (no `input` map on the step).
+    pub whole_input: bool,
     pub timeout: Duration,
 }
 
 const SAGA: &str = "bench_fan_out";
 
 /// The definition: one `for_each` step over `input.items`.
-pub fn definition(max_concurrency: u32) -> String {
+pub fn definition(max_concurrency: u32, whole_input: bool) -> String {
+    let input = if whole_input { "" } else { "input = {}\n" };
     format!(
         "name = \"{SAGA}\"\nversion = 1\n\n[[steps]]\nname = \"each\"\nfor_each = \"input.items\"\n\
-         max_concurrency = {max_concurrency}\nactivity = \"{NOOP_ACTIVITY}\"\nstart_to_close = \"30s\"\n"
+         max_concurrency = {max_concurrency}\nactivity = \"{NOOP_ACTIVITY}\"\nstart_to_close = \"30s\"\n{input}"
     )
 }
 
 /// Runs the benchmark; the sandbox is torn down whatever happened in between.
 pub async fn run(settings: &Settings, args: &FanOutArgs) -> anyhow::Result<serde_json::Value> {
-    let text = definition(args.max_concurrency);
+    let text = definition(args.max_concurrency, args.whole_input);
     parse("<bench>", &text)?;
     let files = [(format!("{SAGA}.toml"), text)];
     let mut sandbox = Sandbox::new(settings, "fanout", &files).await?;
@@ -93,6 +98,7 @@ async fn run_in(
     Ok(json!({
         "elements": args.elements,
         "max_concurrency": args.max_concurrency,
+        "whole_input": args.whole_input,
         "status": status,
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "elements_per_s": (args.elements as f64 / seconds).round(),
@@ -106,9 +112,12 @@ mod tests {
 
     #[test]
     fn the_definition_is_a_valid_fan_out() {
-        let def = parse("<bench>", &definition(500)).unwrap();
+        let def = parse("<bench>", &definition(500, false)).unwrap();
         let f = def.steps[0].for_each.as_ref().unwrap();
         assert_eq!(f.max_concurrency, 500);
         assert_eq!(f.items.to_string(), "input.items");
+        assert_eq!(def.steps[0].input.as_ref().map(|m| m.len()), Some(0));
+        let whole = parse("<bench>", &definition(500, true)).unwrap();
+        assert!(whole.steps[0].input.is_none());
     }
 }

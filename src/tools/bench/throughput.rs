@@ -1,7 +1,8 @@
 //! `sagaflow bench`: sagas of a workload through the real stack — a coordinator and
 //! a worker process started exactly as a user would — in a fresh namespace and
 //! database, offered in a burst, a closed loop or an open loop ([`super::drive`]),
-//! after an optional preload of finished sagas ([`super::preload`]). Timed from the
+//! after an optional preload of finished sagas ([`super::preload`]), which the
+//! coordinator may purge during the run (`purge`: retention's cost). Timed from the
 //! first start to the last terminal event; prints one JSON line with the latency
 //! quantiles, the rates, the statuses and each process's CPU time in that window.
 
@@ -31,6 +32,10 @@ pub struct BenchArgs {
     pub workload: Workload,
     /// Finished sagas written before the timed run.
     pub preload: usize,
+    /// The coordinator runs with retention 1 s, so it purges the preloaded sagas
+    /// (and the timed ones a second after they end) during the run; otherwise with
+    /// retention 0 (keep for ever).
+    pub purge: bool,
 }
 
 impl BenchArgs {
@@ -40,6 +45,9 @@ impl BenchArgs {
             return Err("--sagas must be at least 1".into());
         }
         self.workload.check_steps(self.steps)?;
+        if self.purge && self.preload == 0 {
+            return Err("--purge needs --preload: there is nothing to purge".into());
+        }
         match self.mode {
             Mode::Closed { concurrency: 0 } => Err("--concurrency must be at least 1".into()),
             Mode::Open { rate } if !(rate.is_finite() && rate > 0.0) => {
@@ -87,9 +95,13 @@ async fn run_in(
     };
     // Each child serves its own /metrics, for the per-hop breakdown.
     let listens = [super::hops::free_listen()?, super::hops::free_listen()?];
+    let retention = if args.purge { "1s" } else { "0" };
     sandbox.spawn(
         &["coordinator"],
-        &[("SAGAFLOW__COORDINATOR__HEALTH_LISTEN", &listens[0])],
+        &[
+            ("SAGAFLOW__COORDINATOR__HEALTH_LISTEN", &listens[0]),
+            ("SAGAFLOW__RETENTION__DEFAULT", retention),
+        ],
     )?;
     sandbox.spawn(
         &["worker", "--demo"],
@@ -136,15 +148,30 @@ async fn measure(
         timeout: args.timeout,
     };
     let hops_before = super::hops::read(listens).await;
+    let kept_before = preloaded_left(pool, args).await?;
     let before = cpu::sample(&cpu::processes(), &targets);
     let driven = drive(args.mode, &load, &mut events).await;
     let after = cpu::sample(&cpu::processes(), &targets);
+    let kept_after = preloaded_left(pool, args).await?;
     let hops = super::hops::breakdown(&hops_before, &super::hops::read(listens).await);
     client.close().await;
     conn.close("done").await;
     let mut out = report(args, &driven?, &cpu::seconds_between(&before, &after));
     out["hops"] = hops;
+    if args.preload > 0 {
+        out["purge"] = json!(args.purge);
+        out["preloaded_purged_in_window"] = json!(kept_before - kept_after);
+        out["preloaded_left"] = json!(kept_after);
+    }
     Ok(out)
+}
+
+/// How many preloaded sagas are still stored (0 without a preload).
+async fn preloaded_left(pool: &PgPool, args: &BenchArgs) -> anyhow::Result<i64> {
+    if args.preload == 0 {
+        return Ok(0);
+    }
+    Ok(crate::store::bench::count_with_prefix(pool, super::preload::PREFIX).await?)
 }
 
 /// The postmaster of the database server, when this machine can see its processes.
@@ -210,6 +237,7 @@ mod tests {
             mode,
             workload,
             preload: 0,
+            purge: false,
         }
     }
 
@@ -230,6 +258,11 @@ mod tests {
             ..args(Mode::Burst, Workload::Happy, 3)
         };
         assert!(none.check().is_err());
+        let nothing_to_purge = BenchArgs {
+            purge: true,
+            ..args(Mode::Open { rate: 10.0 }, Workload::Happy, 3)
+        };
+        assert!(nothing_to_purge.check().is_err());
     }
 
     #[test]
