@@ -77,6 +77,8 @@ async fn pooled_sessions_carry_the_configured_timeouts() {
     assert_eq!(show("lock_timeout").await, "300ms");
     assert_eq!(show("statement_timeout").await, "20s");
     assert_eq!(show("idle_in_transaction_session_timeout").await, "15s");
+    // A generic plan cached while a table is small would stay a sequential scan.
+    assert_eq!(show("plan_cache_mode").await, "force_custom_plan");
 
     // A statement stuck behind another session's row lock fails after lock_timeout,
     // with an error a caller retries.

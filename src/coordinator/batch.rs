@@ -92,9 +92,15 @@ impl<'a> Work<'a> {
         self.entries.contains_key(id) || self.no_definition.contains_key(id)
     }
 
+    /// Keeps decision `d` for saga `id`: its state goes back into the entry (a no-op's
+    /// is the state as it was), its effects into the batch.
     fn take(&mut self, id: &str, d: Decision) {
-        if d.is_noop() {
+        let noop = d.is_noop();
+        if noop {
             tracing::debug!(saga_id = id, "duplicate or stale input ignored");
+            if let Some(e) = self.entries.get_mut(id) {
+                e.state = d.state;
+            }
             return;
         }
         super::spans::record_timeouts(&d.state, &d.history);
@@ -163,7 +169,7 @@ impl<'a> Work<'a> {
     }
 
     fn event(&mut self, pos: usize, id: &str, event: Event) {
-        let Some(entry) = self.entries.get(id) else {
+        let Some(entry) = self.entries.get_mut(id) else {
             match self.no_definition.get(id) {
                 Some((def, _, _)) => self.unhandled.push((
                     pos,
@@ -174,7 +180,10 @@ impl<'a> Work<'a> {
             return;
         };
         let attempt = super::spans::attempt(&entry.def, &entry.state, &event);
-        let d = machine::apply(&entry.def, entry.state.clone(), event, self.now);
+        // Moved, not copied: a fan-out's state holds every element in flight, and a
+        // batch applies many events to it. `take` puts the machine's state back.
+        let state = std::mem::replace(&mut entry.state, hollow());
+        let d = machine::apply(&entry.def, state, event, self.now);
         if let Some(a) = attempt.filter(|_| !d.is_noop()) {
             a.record(&d.state);
         }
@@ -219,6 +228,30 @@ impl<'a> Work<'a> {
                 format!("operator action `{}` refused: {why}", action.name()),
             )),
         }
+    }
+}
+
+/// What an entry holds while the machine has its state (see [`Work::event`]); never
+/// written: every path puts the machine's state back before the batch writes.
+fn hollow() -> SagaState {
+    SagaState {
+        id: String::new(),
+        saga: String::new(),
+        version: 0,
+        status: crate::saga::state::SagaStatus::Running,
+        input: serde_json::Value::Null,
+        steps: Vec::new(),
+        cursor: 0,
+        tasks: Vec::new(),
+        completions: 0,
+        run_at: None,
+        error: None,
+        signals: BTreeMap::new(),
+        cancel_requested: false,
+        generation: 0,
+        parent: None,
+        undoing: false,
+        traceparent: None,
     }
 }
 

@@ -331,9 +331,19 @@ pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
 
 /// The session settings of every pooled connection (sent as startup `options`, so
 /// they hold from the first statement and survive `DISCARD ALL`).
+///
+/// `plan_cache_mode = force_custom_plan`: sagaflow's statements are prepared once per
+/// connection and take arrays (`key = ANY($1)`) whose size and selectivity vary. A
+/// generic plan chosen while a table is new and small (a fresh deployment, a new
+/// namespace) is a sequential scan, and it stays cached as the table grows until
+/// autovacuum first analyzes it: measured, the workers' ledger lookup read 4.5
+/// million rows in 14 s of a fan-out and took half of Postgres's CPU (BENCHMARKS.md,
+/// "Fan-out"). Planning each statement with its parameters costs tens of
+/// microseconds and never picks that scan.
 fn session_options(options: PgConnectOptions, db: &DatabaseSettings) -> PgConnectOptions {
     let ms = |n: u64| format!("{n}ms");
     options.options([
+        ("plan_cache_mode", "force_custom_plan".to_string()),
         ("lock_timeout", ms(db.lock_timeout_ms)),
         ("statement_timeout", ms(db.statement_timeout_ms)),
         (
