@@ -7,8 +7,10 @@ pub mod browse;
 pub mod consumer;
 pub mod endpoint;
 pub mod inspect;
+mod names;
 pub mod publisher;
 pub mod subscription;
+mod teardown;
 pub mod topology;
 
 use std::time::Duration;
@@ -17,9 +19,9 @@ use lapin::{ConnectionProperties, ErrorKind};
 
 use crate::redact;
 
+pub use names::Names;
 pub use publisher::{trace_headers, Outgoing, PublishError, Publisher};
 pub use subscription::Subscription;
-pub use topology::Names;
 
 /// How long opening a connection may take, TCP and AMQP handshake together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

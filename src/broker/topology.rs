@@ -1,4 +1,5 @@
-//! Exchange and queue names, and declaring them.
+//! Declaring exchanges and queues (the names themselves are in `names`, deleting a
+//! namespace in `teardown`; both are re-exported here under their old paths).
 //!
 //! Every name starts with the namespace. Consuming queues are quorum queues with a
 //! delivery limit and at-least-once dead-lettering into `<ns>.dlx`. Retry waits ride
@@ -21,6 +22,9 @@ use lapin::{Channel, ExchangeKind};
 
 use super::{Connection, Publisher, Result};
 use crate::messages::COORDINATOR_REPLY_TO;
+
+pub use super::names::Names;
+pub use super::teardown::delete_namespace;
 
 /// Delay levels in milliseconds. A retry wait is rounded to the nearest level
 /// (geometric distance), so a wait from 100 ms up is off by at most ~25% (waits of
@@ -53,79 +57,6 @@ pub fn delay_levels_for(waits: impl IntoIterator<Item = Duration>) -> BTreeSet<u
         .filter(|w| *w <= crate::saga::machine::BROKER_DELAY_MAX)
         .filter_map(delay_level)
         .collect()
-}
-
-/// The names of one deployment's exchanges and queues.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Names {
-    ns: String,
-}
-
-impl Names {
-    pub fn new(namespace: &str) -> Self {
-        Names {
-            ns: namespace.to_string(),
-        }
-    }
-    pub fn namespace(&self) -> &str {
-        &self.ns
-    }
-    pub fn start(&self) -> String {
-        format!("{}.start", self.ns)
-    }
-    /// Alternate exchange of `start`: catches unknown saga names so the coordinator
-    /// can dead-letter them with a reason.
-    pub fn start_unrouted(&self) -> String {
-        format!("{}.start.unrouted", self.ns)
-    }
-    pub fn tasks(&self) -> String {
-        format!("{}.tasks", self.ns)
-    }
-    pub fn results(&self) -> String {
-        format!("{}.results", self.ns)
-    }
-    pub fn signals(&self) -> String {
-        format!("{}.signals", self.ns)
-    }
-    /// Operator actions (retry, skip, compensate, resume-at): an exchange of their
-    /// own, so the credentials that may send signals cannot send them.
-    pub fn operator(&self) -> String {
-        format!("{}.operator", self.ns)
-    }
-    pub fn events(&self) -> String {
-        format!("{}.events", self.ns)
-    }
-    pub fn dlx(&self) -> String {
-        format!("{}.dlx", self.ns)
-    }
-    pub fn coordinator_queue(&self) -> String {
-        format!("{}.coordinator", self.ns)
-    }
-    pub fn task_queue(&self, activity: &str) -> String {
-        format!("{}.task.{activity}", self.ns)
-    }
-    pub fn dlq(&self, activity: &str) -> String {
-        format!("{}.dlq.{activity}", self.ns)
-    }
-    pub fn dlq_coordinator(&self) -> String {
-        format!("{}.dlq.coordinator", self.ns)
-    }
-    pub fn delay(&self, level_ms: u64) -> String {
-        format!("{}.delay.{level_ms}", self.ns)
-    }
-    /// The delay level an exchange name stands for, if it is one of ours.
-    pub fn delay_level_of(&self, exchange: &str) -> Option<u64> {
-        let ms: u64 = exchange
-            .strip_prefix(&format!("{}.delay.", self.ns))?
-            .parse()
-            .ok()?;
-        DELAY_LEVELS_MS.contains(&ms).then_some(ms)
-    }
-    /// Routing key on the DLX for an activity's dead letters.
-    pub fn dlx_key_task(activity: &str) -> String {
-        format!("task.{activity}")
-    }
-    pub const DLX_KEY_COORDINATOR: &'static str = "coordinator";
 }
 
 /// Queue arguments and limits from the configuration.
@@ -499,38 +430,6 @@ async fn coordinator(
     bind(ch, &q, &n.signals(), "").await
 }
 
-/// Deletes a namespace's queues and exchanges (benchmarks and tests clean up with it).
-pub async fn delete_namespace(conn: &Connection, n: &Names, activities: &[String]) -> Result<()> {
-    let ch = conn.channel().await?;
-    let mut queues = vec![n.coordinator_queue(), n.dlq_coordinator()];
-    queues.extend(DELAY_LEVELS_MS.iter().map(|ms| n.delay(*ms)));
-    for a in activities {
-        queues.push(n.task_queue(a));
-        queues.push(n.dlq(a));
-    }
-    for q in queues {
-        ch.queue_delete(q.as_str().into(), Default::default())
-            .await?;
-    }
-    let mut exchanges = vec![
-        n.start(),
-        n.start_unrouted(),
-        n.tasks(),
-        n.results(),
-        n.signals(),
-        n.operator(),
-        n.events(),
-        n.dlx(),
-    ];
-    exchanges.extend(DELAY_LEVELS_MS.iter().map(|ms| n.delay(*ms)));
-    for e in exchanges {
-        ch.exchange_delete(e.as_str().into(), Default::default())
-            .await?;
-    }
-    let _ = ch.close(200, "deleted".into()).await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,18 +486,5 @@ mod tests {
     #[test]
     fn levels_are_strictly_increasing() {
         assert!(DELAY_LEVELS_MS.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
-    fn names_carry_the_namespace() {
-        let n = Names::new("ns1");
-        assert_eq!(n.task_queue("payments.charge"), "ns1.task.payments.charge");
-        assert_eq!(n.dlq("payments.charge"), "ns1.dlq.payments.charge");
-        assert_eq!(n.dlq_coordinator(), "ns1.dlq.coordinator");
-        assert_eq!(n.delay(1000), "ns1.delay.1000");
-        assert_eq!(n.delay_level_of("ns1.delay.1000"), Some(1000));
-        assert_eq!(n.delay_level_of("ns1.delay.1234"), None);
-        assert_eq!(n.delay_level_of("ns2.delay.1000"), None);
-        assert_eq!(n.delay_level_of("ns1.tasks"), None);
     }
 }

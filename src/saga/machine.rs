@@ -304,3 +304,6 @@ mod flow_tests;
 #[cfg(test)]
 #[path = "machine/fan_out_tests.rs"]
 mod fan_out_tests;
+
+#[cfg(test)]
+mod table_tests;

@@ -48,6 +48,10 @@ fn terminal() -> Vec<String> {
 
 /// Deletes up to `limit` expired sagas (oldest first) with their history, ledger and
 /// element rows, and counts them in `sagaflow_sagas_purged_total`, in one transaction.
+/// Each batch reads only what it deletes, however many ended sagas are stored: the
+/// queries spell the terminal statuses literally, as the partial index `sagas_ended`
+/// does (migrations/0011_sagas_ended.sql), so the planner takes the oldest-first
+/// order from it (a unit test holds both to [`SagaStatus::is_terminal`]).
 pub async fn expired(pool: &PgPool, expiry: &Expiry, limit: i64) -> Result<Purged, StoreError> {
     let Some(latest) = expiry.latest() else {
         return Ok(vec![]);
@@ -58,7 +62,8 @@ pub async fn expired(pool: &PgPool, expiry: &Expiry, limit: i64) -> Result<Purge
         r#"WITH rules AS (SELECT * FROM UNNEST($1::text[], $2::timestamptz[]) AS r(name, cutoff)),
            doomed AS (
              SELECT s.id FROM sagas s LEFT JOIN rules r ON r.name = s.name
-             WHERE s.status = ANY($3::text[])
+             WHERE s.status IN ('completed', 'compensated', 'failed', 'cancelled')
+               AND s.status = ANY($3::text[])
                AND s.updated_at < $5::timestamptz
                AND s.updated_at < COALESCE(r.cutoff, $4::timestamptz)
                AND NOT (s.name = ANY($6::text[]))
@@ -159,7 +164,8 @@ pub async fn selected(pool: &PgPool, sel: &Selection, limit: i64) -> Result<Purg
     let rows = sqlx::query!(
         r#"WITH doomed AS (
              SELECT id FROM sagas
-             WHERE status = ANY($1::text[])
+             WHERE status IN ('completed', 'compensated', 'failed', 'cancelled')
+               AND status = ANY($1::text[])
                AND ($2::text[] IS NULL OR id = ANY($2))
                AND ($3::text IS NULL OR name = $3)
                AND ($4::timestamptz IS NULL OR updated_at < $4)
@@ -217,6 +223,21 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_queries_and_the_index_spell_the_terminal_statuses_alike() {
+        let quoted: Vec<String> = terminal().iter().map(|s| format!("'{s}'")).collect();
+        let list = format!("status IN ({})", quoted.join(", "));
+        let index = include_str!("../../migrations/0011_sagas_ended.sql");
+        assert!(index.contains(&list), "{list} in the index");
+        let source = include_str!("purge.rs");
+        assert_eq!(source.matches(&format!("s.{list}")).count(), 1, "expired()");
+        assert_eq!(
+            source.matches(&format!("WHERE {list}")).count(),
+            1,
+            "selected()"
+        );
     }
 
     #[test]

@@ -297,7 +297,10 @@ impl<'a> Run<'a> {
     /// none is left and none is in flight, the step is undone and compensation goes
     /// on with what completed before it.
     pub(super) fn on_elements_to_undo(&mut self, i: usize, found: Vec<super::CompletedElement>) {
-        let current = self.state.status == SagaStatus::Compensating
+        // Only a for_each step asks; an answer about another step (the table test's
+        // stray cell) must not mark its compensation done while it is in flight.
+        let current = self.for_each_of(i).is_some()
+            && self.state.status == SagaStatus::Compensating
             && self.state.cursor == i
             && self
                 .state

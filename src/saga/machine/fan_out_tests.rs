@@ -37,13 +37,19 @@ fn undo(i: u32) -> String {
 }
 
 /// The stored element rows: (step, generation, index) -> (status, seq, output).
-#[derive(Default)]
-struct Rows(BTreeMap<(usize, u32, u32), (&'static str, u32, Value)>);
+#[derive(Default, Clone)]
+pub(super) struct Rows(BTreeMap<(usize, u32, u32), (&'static str, u32, Value)>);
 
 impl Rows {
     /// Applies `e` at second `n` and settles the decision like the coordinator:
     /// rows written, needs answered, until none is left. Returns every decision.
-    fn apply(&mut self, def: &Definition, state: SagaState, n: i64, e: Event) -> Vec<Decision> {
+    pub(super) fn apply(
+        &mut self,
+        def: &Definition,
+        state: SagaState,
+        n: i64,
+        e: Event,
+    ) -> Vec<Decision> {
         let mut out = vec![apply(def, state, e, secs(n))];
         while let Some(need) = self.take(out.last_mut().unwrap()) {
             let state = out.last().unwrap().state.clone();
@@ -80,7 +86,8 @@ impl Rows {
         d.need.take()
     }
 
-    fn answer(&self, need: Need) -> Event {
+    /// The event that answers `need` from the rows, as the coordinator reads them.
+    pub(super) fn answer(&self, need: Need) -> Event {
         match need {
             Need::ElementOutputs { step, generation } => Event::ElementOutputs {
                 step,
