@@ -47,7 +47,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("retention.default", "30d"),
     ("retention.interval_ms", "10000"),
     ("retention.batch_size", "500"),
-    ("retention.max_per_second", "2000"),
+    ("retention.max_per_second", "1000"),
 ];
 
 impl Settings {
