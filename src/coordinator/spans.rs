@@ -78,25 +78,30 @@ pub(super) fn record_timeouts(state: &SagaState, history: &[HistoryEntry]) {
     }
 }
 
-/// The attempt an `attempt_timed_out` entry ended. Its step label is the unit's
-/// (`step`, or `step[i]` for a `for_each` element).
+/// The attempt an `attempt_timed_out` entry ended. A `for_each` element's entry
+/// names its step in `detail.in` and its position in `detail.index` (its `step` is
+/// the label `step[i]`); any other names the unit in `step`.
 fn timed_out(h: &HistoryEntry) -> Option<Attempt> {
     if h.event != HistoryEvent::AttemptTimedOut {
         return None;
     }
-    let label = h.step.as_deref()?;
-    let (step, element) = match label.strip_suffix(']').and_then(|l| l.split_once('[')) {
-        Some((step, i)) => (step, i.parse().ok()),
-        None => (label, None),
-    };
     let text = |key: &str| {
         h.detail
             .get(key)
             .and_then(|v| v.as_str())
             .map(str::to_string)
     };
+    let element = h
+        .detail
+        .get("index")
+        .and_then(|v| v.as_u64())
+        .and_then(|i| u32::try_from(i).ok());
+    let step = match element {
+        Some(_) => text("in")?,
+        None => h.step.clone()?,
+    };
     Some(Attempt {
-        step: step.to_string(),
+        step,
         element,
         kind: text("kind").unwrap_or_else(|| "action".into()),
         activity: text("activity"),
@@ -155,9 +160,17 @@ mod tests {
         }
     }
 
+    /// As the machine records an element's entry: the label, and `in`/`index`.
+    fn element_entry(step: &str, index: u32) -> HistoryEntry {
+        let mut h = entry(HistoryEvent::AttemptTimedOut, &format!("{step}[{index}]"));
+        h.detail["in"] = json!(step);
+        h.detail["index"] = json!(index);
+        h
+    }
+
     #[test]
     fn a_timed_out_element_attempt_names_its_step_and_index() {
-        let a = timed_out(&entry(HistoryEvent::AttemptTimedOut, "send_each[41]")).unwrap();
+        let a = timed_out(&element_entry("send_each", 41)).unwrap();
         assert_eq!(
             (a.step.as_str(), a.element, a.attempt),
             ("send_each", Some(41), 3)
