@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{TestEnv, ORDER};
 use sagaflow::saga::state::SagaStatus;
+use sagaflow::store::batch::{self, BatchWrite};
 use sagaflow::store::outbox::{self, OutboxMessage};
 use sagaflow::store::sagas::{self, SagaWrite};
 use sagaflow::store::{self, schedules, Class, StoreError};
@@ -40,10 +41,44 @@ fn keys(rows: &[outbox::OutboxRow]) -> Vec<String> {
 
 /// Outbox rows written (and committed) with `lease`.
 async fn write_outbox(env: &TestEnv, n: usize, lease: Duration) -> Vec<outbox::OutboxRow> {
+    static OWNERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let id = format!(
+        "owner-{}",
+        OWNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    let def = env.catalog.latest("order_fulfillment").unwrap();
+    let start = sagaflow::saga::machine::start(&def, &id, json!({}), None, Utc::now());
     let mut tx = store::begin(&env.pool).await.unwrap();
-    let rows = outbox::insert(&mut tx, messages(n), lease).await.unwrap();
+    let write = BatchWrite {
+        new: vec![SagaWrite {
+            state: &start.state,
+            expected_version: None,
+        }],
+        outbox: messages(n).into_iter().map(|m| (id.as_str(), m)).collect(),
+        lease,
+        ..BatchWrite::default()
+    };
+    let written = batch::write(&mut tx, write).await.unwrap();
     tx.commit().await.unwrap();
-    rows
+    written.outbox
+}
+
+/// Writes `changed` sagas in one batch, as the coordinator does.
+async fn update(tx: &mut store::Tx, changed: Vec<SagaWrite<'_>>) -> Result<(), StoreError> {
+    let write = BatchWrite {
+        changed,
+        ..BatchWrite::default()
+    };
+    batch::write(tx, write).await.map(|_| ())
+}
+
+/// Creates a saga in one batch, as the coordinator does.
+async fn insert(tx: &mut store::Tx, new: SagaWrite<'_>) {
+    let write = BatchWrite {
+        new: vec![new],
+        ..BatchWrite::default()
+    };
+    batch::write(tx, write).await.unwrap();
 }
 
 #[tokio::test]
@@ -63,7 +98,7 @@ async fn a_write_with_a_stale_row_version_is_a_conflict_and_changes_nothing() {
         state: &first,
         expected_version: Some(seen),
     };
-    sagas::update(&mut tx, &[write]).await.unwrap();
+    update(&mut tx, vec![write]).await.unwrap();
     tx.commit().await.unwrap();
 
     // The second still holds the version it read: fenced out.
@@ -75,7 +110,7 @@ async fn a_write_with_a_stale_row_version_is_a_conflict_and_changes_nothing() {
         state: &second,
         expected_version: Some(seen),
     };
-    let e = sagas::update(&mut tx, &[stale]).await.unwrap_err();
+    let e = update(&mut tx, vec![stale]).await.unwrap_err();
     assert!(
         matches!(&e, StoreError::Conflict(ids) if ids == "fenced"),
         "{e}"
@@ -112,7 +147,7 @@ async fn a_batch_with_one_stale_write_is_a_conflict_and_its_transaction_writes_n
             expected_version: Some(b.row_version - 1),
         },
     ];
-    let e = sagas::update(&mut tx, &writes).await.unwrap_err();
+    let e = update(&mut tx, writes.into()).await.unwrap_err();
     assert!(matches!(e, StoreError::Conflict(_)), "{e}");
     // The caller gives the transaction up, as the coordinator does on any error.
     tx.rollback().await.unwrap();
@@ -292,7 +327,7 @@ async fn the_input_is_stored_once_and_rows_from_before_the_input_column_still_re
         state: &start.state,
         expected_version: None,
     };
-    sagas::insert_new(&mut tx, &[write]).await.unwrap();
+    insert(&mut tx, write).await;
     tx.commit().await.unwrap();
     let (in_state, in_column): (bool, bool) =
         sqlx::query_as("SELECT state ? 'input', input IS NOT NULL FROM sagas WHERE id = 'new'")
@@ -325,7 +360,7 @@ async fn the_input_is_stored_once_and_rows_from_before_the_input_column_still_re
         state: &changed,
         expected_version: Some(old.row_version),
     };
-    sagas::update(&mut tx, &[write]).await.unwrap();
+    update(&mut tx, vec![write]).await.unwrap();
     tx.commit().await.unwrap();
     let (in_state, column): (bool, Option<serde_json::Value>) =
         sqlx::query_as("SELECT state ? 'input', input FROM sagas WHERE id = 'old'")
@@ -337,5 +372,157 @@ async fn the_input_is_stored_once_and_rows_from_before_the_input_column_still_re
         sagas::get(&env.pool, "old").await.unwrap().unwrap().state,
         changed
     );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_write_leaves_out_every_row_of_a_new_saga_whose_id_was_taken() {
+    let env = env().await;
+    env.saga("taken")
+        .definition("order_fulfillment")
+        .insert()
+        .await;
+    env.saga("changed")
+        .definition("order_fulfillment")
+        .insert()
+        .await;
+    let before = sagas::get(&env.pool, "changed").await.unwrap().unwrap();
+    let history_before = store::history::all(&env.pool, "taken").await.unwrap().len();
+
+    let def = env.catalog.latest("order_fulfillment").unwrap();
+    let now = Utc::now();
+    let fresh = sagaflow::saga::machine::start(&def, "fresh", json!({}), None, now);
+    let again = sagaflow::saga::machine::start(&def, "taken", json!({"other": 1}), None, now);
+    let mut moved = before.state.clone();
+    moved.signals.insert("seen".into(), vec![json!(1)]);
+    let history: Vec<(&str, &sagaflow::saga::machine::HistoryEntry)> = fresh
+        .history
+        .iter()
+        .map(|h| ("fresh", h))
+        .chain(again.history.iter().map(|h| ("taken", h)))
+        .chain(fresh.history.iter().map(|h| ("changed", h)))
+        .collect();
+    let counter = |saga: &'static str, value: f64| {
+        let delta = sagaflow::store::counters::Delta {
+            name: "sagaflow_test_total",
+            labels: String::new(),
+            value,
+        };
+        (saga, delta)
+    };
+    let mut tx = store::begin(&env.pool).await.unwrap();
+    let write = BatchWrite {
+        new: vec![
+            SagaWrite {
+                state: &fresh.state,
+                expected_version: None,
+            },
+            SagaWrite {
+                state: &again.state,
+                expected_version: None,
+            },
+        ],
+        changed: vec![SagaWrite {
+            state: &moved,
+            expected_version: Some(before.row_version),
+        }],
+        history,
+        counters: vec![
+            counter("fresh", 1.0),
+            counter("taken", 10.0),
+            counter("changed", 100.0),
+        ],
+        outbox: messages(3)
+            .into_iter()
+            .zip(["fresh", "taken", "changed"])
+            .map(|(m, id)| (id, m))
+            .collect(),
+        lease: Duration::from_secs(60),
+    };
+    let written = batch::write(&mut tx, write).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(
+        written.inserted,
+        ["fresh"],
+        "the taken id is not created again"
+    );
+    assert_eq!(
+        keys(&written.outbox),
+        ["m0", "m2"],
+        "the taken id's message is left out"
+    );
+    let stored: Vec<String> = sqlx::query_scalar("SELECT routing_key FROM outbox ORDER BY id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, ["m0", "m2"]);
+    let taken = sagas::get(&env.pool, "taken").await.unwrap().unwrap();
+    assert_ne!(
+        taken.state.input,
+        json!({"other": 1}),
+        "the stored saga stands"
+    );
+    assert_eq!(
+        store::history::all(&env.pool, "taken").await.unwrap().len(),
+        history_before,
+        "no history for the taken id"
+    );
+    assert_eq!(
+        store::history::all(&env.pool, "fresh").await.unwrap().len(),
+        fresh.history.len()
+    );
+    let total: f64 = sqlx::query_scalar(
+        "SELECT sum(value) FROM metric_counters WHERE name = 'sagaflow_test_total'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        total, 101.0,
+        "the counters of the created and the changed saga only"
+    );
+    let after = sagas::get(&env.pool, "changed").await.unwrap().unwrap();
+    assert_eq!(
+        (after.row_version, after.state),
+        (before.row_version + 1, moved)
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn relaxed_writes_leave_the_sessions_commit_setting_as_it_was() {
+    let env = env().await;
+    // One connection, so the check runs on the session the writes used.
+    let pool = store::connect(&env.settings.database.url, 1).await.unwrap();
+    let rows = write_outbox(&env, 2, Duration::from_secs(60)).await;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    outbox::delete(&pool, &ids).await.unwrap();
+    let recorded = sagaflow::store::ledger::record(
+        &pool,
+        &[sagaflow::store::ledger::Completion {
+            saga_id: "s".into(),
+            key: "s:a:action".into(),
+            task_id: "t".into(),
+            output: json!({"ok": true}),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded.get("s:a:action"), Some(&json!({"ok": true})));
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the relaxed delete deleted");
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        setting, "on",
+        "set for the statement's own transaction only"
+    );
+    pool.close().await;
     env.cleanup().await;
 }

@@ -15,7 +15,9 @@ use crate::coordinator::input::Input;
 use crate::coordinator::outbox_messages::outbox_message;
 use crate::saga::definition::Catalog;
 use crate::saga::machine::{Command, Event, HistoryEntry, Need};
-use crate::store::outbox::{self, OutboxRow};
+use crate::store::batch::{self, BatchWrite};
+use crate::store::counters::Delta;
+use crate::store::outbox::OutboxRow;
 use crate::store::sagas::{self, SagaWrite};
 use crate::store::{self, StoreError, Tx};
 
@@ -194,65 +196,91 @@ impl Work<'_> {
 }
 
 async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed, StoreError> {
-    let new: Vec<SagaWrite> = work
+    let (new, changed): (Vec<&Entry>, Vec<&Entry>) = work
         .entries
         .values()
-        .filter(|e| e.version.is_none())
-        .map(|e| SagaWrite {
-            state: &e.state,
-            expected_version: None,
-        })
-        .collect();
-    let inserted = sagas::insert_new(tx, &new).await?;
-    let lost: Vec<&str> = new
-        .iter()
-        .map(|w| w.state.id.as_str())
-        .filter(|id| !inserted.iter().any(|i| i == id))
-        .collect();
-    let mut rejected = concurrent_reuse(tx, &work.entries, &lost).await?;
-    let keep = |id: &str| !lost.contains(&id);
-    let updates: Vec<SagaWrite> = work
-        .entries
-        .values()
-        .filter(|e| e.changed && e.version.is_some())
-        .map(|e| SagaWrite {
-            state: &e.state,
-            expected_version: e.version,
-        })
-        .collect();
-    sagas::update(tx, &updates).await?;
+        .filter(|e| e.version.is_none() || e.changed)
+        .partition(|e| e.version.is_none());
     let history: Vec<(&str, &HistoryEntry)> = work
         .history
         .iter()
-        .filter(|(id, _)| keep(id))
         .map(|(id, h)| (id.as_str(), h))
         .collect();
-    crate::store::history::append(tx, &history).await?;
-    crate::store::elements::write(tx, &work.elements).await?;
-    let named = history
-        .iter()
-        .filter_map(|(id, h)| work.entries.get(*id).map(|e| (e.state.saga.as_str(), *h)));
-    crate::store::counters::add(tx, &super::counters::tally(named)).await?;
-    let mut finished = vec![];
     let mut messages = vec![];
-    for (id, cmd) in work.commands.iter().filter(|(id, _)| keep(id)) {
-        if let Command::Publish(e) = cmd {
-            finished.push((id.clone(), status_str(&e.status)));
-        }
+    for (id, cmd) in &work.commands {
         let traceparent = work
             .entries
             .get(id)
             .and_then(|e| e.state.traceparent.clone());
-        messages.push(outbox_message(work.names, traceparent, cmd));
+        messages.push((id.as_str(), outbox_message(work.names, traceparent, cmd)));
     }
-    let outbox = outbox::insert(tx, messages, lease).await?;
+    let written = batch::write(
+        tx,
+        BatchWrite {
+            new: new.iter().map(|e| saga_write(e)).collect(),
+            changed: changed.iter().map(|e| saga_write(e)).collect(),
+            counters: counter_deltas(&work, &history),
+            history,
+            outbox: messages,
+            lease,
+        },
+    )
+    .await?;
+    let lost: Vec<&str> = new
+        .iter()
+        .map(|e| e.state.id.as_str())
+        .filter(|id| !written.inserted.iter().any(|i| i == id))
+        .collect();
+    crate::store::elements::write(tx, &work.elements).await?;
+    let mut rejected = concurrent_reuse(tx, &work.entries, &lost).await?;
+    let finished = work
+        .commands
+        .iter()
+        .filter(|(id, _)| !lost.contains(&id.as_str()))
+        .filter_map(|(id, cmd)| match cmd {
+            Command::Publish(e) => Some((id.clone(), status_str(&e.status))),
+            _ => None,
+        })
+        .collect();
     rejected.extend(work.rejected);
     Ok(Committed {
-        outbox,
+        outbox: written.outbox,
         rejected,
         unhandled: work.unhandled,
         finished,
     })
+}
+
+fn saga_write<'e>(e: &'e Entry) -> SagaWrite<'e> {
+    SagaWrite {
+        state: &e.state,
+        expected_version: e.version,
+    }
+}
+
+/// The counter increments of the batch's history, per saga (the write keeps those of
+/// the sagas it created or changed).
+fn counter_deltas<'w>(
+    work: &'w Work<'_>,
+    history: &[(&'w str, &'w HistoryEntry)],
+) -> Vec<(&'w str, Delta)> {
+    let mut by_saga: BTreeMap<&str, Vec<(&str, &HistoryEntry)>> = BTreeMap::new();
+    for (id, h) in history {
+        if let Some(e) = work.entries.get(*id) {
+            by_saga
+                .entry(id)
+                .or_default()
+                .push((e.state.saga.as_str(), h));
+        }
+    }
+    by_saga
+        .into_iter()
+        .flat_map(|(id, named)| {
+            super::counters::tally(named)
+                .into_iter()
+                .map(move |d| (id, d))
+        })
+        .collect()
 }
 
 /// Starts whose saga another coordinator created after this batch locked its rows:

@@ -31,6 +31,14 @@ pub fn labels(pairs: &[(&str, &str)]) -> String {
 /// Shards per counter (see the migration).
 const SHARDS: u32 = 16;
 
+/// The shard a write adds to, from the clock's nanoseconds (see [`add`]).
+pub(super) fn shard() -> i16 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % SHARDS)
+        .unwrap_or(0) as i16
+}
+
 /// Adds `deltas` (sorted by key, so concurrent coordinators lock rows in one order) to
 /// one shard picked from the clock's nanoseconds: no two concurrent writers need to
 /// share a row, and nothing here needs a random number generator.
@@ -41,10 +49,7 @@ pub async fn add(tx: &mut Tx, deltas: &[Delta]) -> Result<(), StoreError> {
     let names: Vec<&str> = deltas.iter().map(|d| d.name).collect();
     let labels: Vec<&str> = deltas.iter().map(|d| d.labels.as_str()).collect();
     let values: Vec<f64> = deltas.iter().map(|d| d.value).collect();
-    let shard = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() % SHARDS)
-        .unwrap_or(0) as i16;
+    let shard = shard();
     sqlx::query!(
         "INSERT INTO metric_counters (name, labels, shard, value)
          SELECT n, l, $4, v FROM UNNEST($1::text[], $2::text[], $3::float8[]) AS u(n, l, v) ORDER BY 1, 2

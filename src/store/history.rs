@@ -22,8 +22,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::{ctx, StoreError, Tx};
-use crate::saga::machine::HistoryEntry;
+use super::{ctx, StoreError};
 
 /// The SQL of an ascending page: `$1` saga id, `$2` the id to start after, `$3` limit.
 pub const PAGE_ASC: &str = include_str!("sql/history_page_asc.sql");
@@ -73,36 +72,6 @@ pub struct HistoryRow {
     pub step: Option<String>,
     pub attempt: Option<i32>,
     pub detail: serde_json::Value,
-}
-
-/// Appends history entries, each tagged with its saga id.
-pub async fn append(tx: &mut Tx, entries: &[(&str, &HistoryEntry)]) -> Result<(), StoreError> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = entries.iter().map(|(id, _)| *id).collect();
-    let ats: Vec<DateTime<Utc>> = entries.iter().map(|(_, h)| h.at).collect();
-    let events: Vec<&str> = entries.iter().map(|(_, h)| h.event.as_str()).collect();
-    let steps: Vec<Option<&str>> = entries.iter().map(|(_, h)| h.step.as_deref()).collect();
-    let attempts: Vec<Option<i32>> = entries
-        .iter()
-        .map(|(_, h)| h.attempt.map(|a| a as i32))
-        .collect();
-    let details: Vec<&serde_json::Value> = entries.iter().map(|(_, h)| &h.detail).collect();
-    sqlx::query!(
-        "INSERT INTO saga_history (saga_id, at, event, step, attempt, detail)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[], $4::text[], $5::int4[], $6::jsonb[])",
-        &ids as &[&str],
-        &ats,
-        &events as &[&str],
-        &steps as &[Option<&str>],
-        &attempts as &[Option<i32>],
-        &details as &[&serde_json::Value]
-    )
-    .execute(tx.conn())
-    .await
-    .map_err(ctx("append history"))?;
-    Ok(())
 }
 
 /// A history row as selected (`detail` as text, parsed by [`decode`]).

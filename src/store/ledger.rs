@@ -63,13 +63,14 @@ pub async fn record(
     let tasks: Vec<&str> = sorted.iter().map(|c| c.task_id.as_str()).collect();
     let sagas: Vec<&str> = sorted.iter().map(|c| c.saga_id.as_str()).collect();
     let outputs: Vec<&Value> = sorted.iter().map(|c| &c.output).collect();
-    // Relaxed: a row lost in a Postgres crash only means that a redelivered task runs
-    // its handler again (at-least-once); a result already published stays the answer
-    // the coordinator acted on, and it ignores a second one.
-    let mut tx = super::begin_relaxed(pool).await?;
+    // Relaxed (the store's module doc, "Relaxed commits"): a row lost in a Postgres crash only means
+    // that a redelivered task runs its handler again (at-least-once); a result
+    // already published stays the answer the coordinator acted on, and it ignores a
+    // second one.
     let rows = sqlx::query!(
-        r#"INSERT INTO idempotency_ledger (key, task_id, output, saga_id)
-           SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[])
+        r#"WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+           INSERT INTO idempotency_ledger (key, task_id, output, saga_id)
+           SELECT u.* FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::text[]) AS u, relaxed
            ON CONFLICT (key) DO UPDATE SET key = EXCLUDED.key
            RETURNING key, output::text AS "output!""#,
         &keys as &[&str],
@@ -77,9 +78,8 @@ pub async fn record(
         &outputs as &[&Value],
         &sagas as &[&str]
     )
-    .fetch_all(tx.conn())
+    .fetch_all(pool)
     .await
     .map_err(ctx("ledger record"))?;
-    tx.commit().await?;
     rows.into_iter().map(|r| entry(r.key, r.output)).collect()
 }

@@ -20,11 +20,25 @@
 //! does not fail the whole query. Nullability is declared with `AS "col!"` or
 //! `AS "col?"`, never an `unwrap`.
 //!
+//! ## Relaxed commits
+//!
+//! Two writes commit without waiting for their WAL to reach the disk, because their
+//! loss in a Postgres crash costs a repeat and never a saga's progress: an outbox
+//! delete (the row is published again and the duplicate absorbed) and a ledger row
+//! (the activity may run again, which at-least-once allows). A crash loses at most
+//! the last few hundred milliseconds of them (three `wal_writer_delay`s); a later
+//! synchronous commit flushes them with its own. Each is one statement that sets
+//! `synchronous_commit = off` for its own implicit transaction, in a CTE it joins
+//! (`WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))`): one
+//! round trip, where `BEGIN; SET LOCAL …; …; COMMIT` took four, and the session's
+//! setting is untouched afterwards (`tests/store.rs` checks both).
+//!
 //! Layout: one file per table or concern (`sagas`, `history`, `outbox`, ...), plus
 //! the plumbing they share, private and re-exported here: `error` ([`StoreError`],
 //! its [`Class`]), `tx` ([`Tx`], [`begin`]), `connect` (the pool) and `schema`
 //! (migrations, [`SchemaLock`]).
 
+pub mod batch;
 #[cfg(feature = "tools")]
 pub mod bench;
 pub mod counters;
@@ -51,5 +65,4 @@ pub use connect::{connect, connect_with, drop_database, ping};
 pub(crate) use error::ctx;
 pub use error::{classify_sqlstate, classify_sqlx, Class, StoreError};
 pub use schema::{SchemaLock, MIGRATOR};
-pub(crate) use tx::begin_relaxed;
 pub use tx::{begin, Tx};

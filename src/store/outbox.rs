@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::Tx;
-
 use super::{ctx, StoreError};
 
 /// A message waiting to be published.
@@ -31,57 +29,22 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Inserts messages claimed by the writer for `lease`; returns the rows in input order.
-pub async fn insert(
-    tx: &mut Tx,
-    messages: Vec<OutboxMessage>,
-    lease: Duration,
-) -> Result<Vec<OutboxRow>, StoreError> {
-    if messages.is_empty() {
-        return Ok(vec![]);
-    }
-    let exchanges: Vec<&str> = messages.iter().map(|m| m.exchange.as_str()).collect();
-    let keys: Vec<&str> = messages.iter().map(|m| m.routing_key.as_str()).collect();
-    let bodies: Vec<&[u8]> = messages.iter().map(|m| m.body.as_slice()).collect();
-    let mandatory: Vec<bool> = messages.iter().map(|m| m.mandatory).collect();
-    let traces: Vec<Option<&str>> = messages.iter().map(|m| m.traceparent.as_deref()).collect();
-    let mut ids = sqlx::query_scalar!(
-        "INSERT INTO outbox (exchange, routing_key, body, mandatory, traceparent, claimed_until)
-         SELECT e, k, b, m, t, now() + make_interval(secs => $5::float8 / 1000.0)
-         FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::bool[], $6::text[]) WITH ORDINALITY AS u(e, k, b, m, t, n)
-         ORDER BY n
-         RETURNING id",
-        &exchanges as &[&str],
-        &keys as &[&str],
-        &bodies as &[&[u8]],
-        &mandatory,
-        millis(lease),
-        &traces as &[Option<&str>]
-    )
-    .fetch_all(tx.conn())
-    .await
-    .map_err(ctx("insert outbox"))?;
-    // bigserial ids are assigned in insertion order, which follows ORDER BY n.
-    ids.sort_unstable();
-    Ok(ids
-        .into_iter()
-        .zip(messages)
-        .map(|(id, message)| OutboxRow { id, message })
-        .collect())
-}
-
 /// Removes published rows.
 pub async fn delete(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    // Relaxed: a lost delete only means the sweeper publishes the row again.
-    let mut tx = super::begin_relaxed(pool).await?;
-    sqlx::query!("DELETE FROM outbox WHERE id = ANY($1)", ids)
-        .execute(tx.conn())
-        .await
-        .map_err(ctx("delete outbox"))?;
-    tx.commit().await
+    // Relaxed (the store's module doc, "Relaxed commits"): a lost delete only means the sweeper
+    // publishes the row again.
+    sqlx::query!(
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+         DELETE FROM outbox WHERE id = ANY($1) AND EXISTS (SELECT FROM relaxed)",
+        ids
+    )
+    .execute(pool)
+    .await
+    .map_err(ctx("delete outbox"))?;
+    Ok(())
 }
 
 /// Claims up to `limit` rows whose lease ran out (their publisher died or failed),

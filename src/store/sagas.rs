@@ -176,19 +176,19 @@ pub async fn lock_due(tx: &mut Tx, now: DateTime<Utc>, limit: i64) -> Result<Loc
     Ok(Locked::from_rows(rows))
 }
 
-struct Columns {
-    ids: Vec<String>,
-    names: Vec<String>,
-    versions: Vec<i32>,
-    statuses: Vec<String>,
+pub(super) struct Columns {
+    pub(super) ids: Vec<String>,
+    pub(super) names: Vec<String>,
+    pub(super) versions: Vec<i32>,
+    pub(super) statuses: Vec<String>,
     /// Each state without its input (which has a column of its own).
-    states: Vec<serde_json::Value>,
-    inputs: Vec<serde_json::Value>,
-    wakes: Vec<Option<DateTime<Utc>>>,
-    expected: Vec<i64>,
+    pub(super) states: Vec<serde_json::Value>,
+    pub(super) inputs: Vec<serde_json::Value>,
+    pub(super) wakes: Vec<Option<DateTime<Utc>>>,
+    pub(super) expected: Vec<i64>,
 }
 
-fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
+pub(super) fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
     let mut c = Columns {
         ids: vec![],
         names: vec![],
@@ -218,31 +218,6 @@ fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
     c
 }
 
-/// Inserts new sagas; returns the ids actually inserted (an existing id is left alone:
-/// a second start with the same id starts nothing).
-pub async fn insert_new(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<Vec<String>, StoreError> {
-    if writes.is_empty() {
-        return Ok(vec![]);
-    }
-    let c = columns(writes.iter());
-    sqlx::query_scalar!(
-        "INSERT INTO sagas (id, name, version, status, state, wake_at, input)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::jsonb[])
-         ORDER BY 1
-         ON CONFLICT (id) DO NOTHING RETURNING id",
-        &c.ids,
-        &c.names,
-        &c.versions,
-        &c.statuses,
-        &c.states,
-        &c.wakes as &[Option<DateTime<Utc>>],
-        &c.inputs
-    )
-    .fetch_all(tx.conn())
-    .await
-    .map_err(ctx("insert sagas"))
-}
-
 /// The saga name and start input of each stored saga among `ids`, to tell a repeated
 /// start from a conflicting one.
 pub async fn identities(
@@ -266,40 +241,6 @@ pub async fn identities(
             Ok((r.id, r.name, input))
         })
         .collect()
-}
-
-/// Writes changed sagas, fenced by the version read under lock.
-pub async fn update(tx: &mut Tx, writes: &[SagaWrite<'_>]) -> Result<(), StoreError> {
-    if writes.is_empty() {
-        return Ok(());
-    }
-    let c = columns(writes.iter());
-    let done = sqlx::query!(
-        "UPDATE sagas s SET status = u.status, state = u.state, wake_at = u.wake_at,
-                row_version = s.row_version + 1, updated_at = now(),
-                -- The input is written once, at insert; a row from before the input
-                -- column moves it there now (u.state no longer holds it).
-                input = COALESCE(s.input, s.state->'input'),
-                -- A saga flagged stuck is repaired once it has a timer or has ended.
-                stuck_since = CASE WHEN u.wake_at IS NOT NULL
-                    OR u.status NOT IN ('scheduled', 'running', 'compensating')
-                    THEN NULL ELSE s.stuck_since END
-         FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::int8[])
-              AS u(id, status, state, wake_at, expected)
-         WHERE s.id = u.id AND s.row_version = u.expected",
-        &c.ids,
-        &c.statuses,
-        &c.states,
-        &c.wakes as &[Option<DateTime<Utc>>],
-        &c.expected
-    )
-    .execute(tx.conn())
-    .await
-    .map_err(ctx("update sagas"))?;
-    if done.rows_affected() != writes.len() as u64 {
-        return Err(StoreError::Conflict(c.ids.join(",")));
-    }
-    Ok(())
 }
 
 /// Moves the wake-up of `ids` to `until` (sagas this coordinator cannot handle now).

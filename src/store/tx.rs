@@ -18,22 +18,6 @@ pub async fn begin(pool: &PgPool) -> Result<Tx, StoreError> {
     pool.begin().await.map(Tx).map_err(ctx("begin"))
 }
 
-/// Opens a transaction whose commit does not wait for its WAL to reach the disk
-/// (`SET LOCAL synchronous_commit = off`), for writes whose loss in a Postgres
-/// crash costs a repeat and never a saga's progress: an outbox delete (the row is
-/// published again and the duplicate absorbed) or a ledger row (the activity may run
-/// again, which at-least-once allows). A crash loses at most the last few hundred
-/// milliseconds of them (three `wal_writer_delay`s); a later synchronous commit
-/// flushes them with its own. Runtime query: `SET` takes no parameters to check.
-pub(crate) async fn begin_relaxed(pool: &PgPool) -> Result<Tx, StoreError> {
-    let mut tx = begin(pool).await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(tx.conn())
-        .await
-        .map_err(ctx("relax commit"))?;
-    Ok(tx)
-}
-
 impl Tx {
     /// Commits everything written through this transaction.
     pub async fn commit(self) -> Result<(), StoreError> {

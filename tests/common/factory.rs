@@ -74,7 +74,7 @@ type Edit<'e> = Box<dyn FnOnce(&mut SagaState) + 'e>;
 /// `machine::start` at [`SagaBuilder::at`], moved to [`SagaBuilder::step`] by the
 /// machine itself (each step before it answered), then [`SagaBuilder::status`] and
 /// [`SagaBuilder::edit`] for states the engine would not produce. Written with
-/// `store::sagas::insert_new` and `store::history::append` (the history the machine wrote on
+/// `store::batch::write` (the history the machine wrote on
 /// the way); only the timestamps the store sets itself (`wake_at` from the state,
 /// `created_at`/`updated_at` as now) are then overwritten when asked.
 pub struct SagaBuilder<'e> {
@@ -196,16 +196,20 @@ impl<'e> SagaBuilder<'e> {
             state: &state,
             expected_version: None,
         };
-        let inserted = sagas::insert_new(&mut tx, &[write]).await.unwrap();
+        let entries: Vec<(&str, &HistoryEntry)> =
+            history.iter().map(|h| (self.id.as_str(), h)).collect();
+        let batch = store::batch::BatchWrite {
+            new: vec![write],
+            history: entries,
+            ..Default::default()
+        };
+        let written = store::batch::write(&mut tx, batch).await.unwrap();
         assert_eq!(
-            inserted,
+            written.inserted,
             [self.id.as_str()],
             "saga {} exists already",
             self.id
         );
-        let entries: Vec<(&str, &HistoryEntry)> =
-            history.iter().map(|h| (self.id.as_str(), h)).collect();
-        store::history::append(&mut tx, &entries).await.unwrap();
         tx.commit().await.unwrap();
         // The timestamps the store sets itself.
         let wake_at = self.wake_at.unwrap_or_else(|| state.next_wake());

@@ -16,7 +16,7 @@ use crate::broker::Names;
 use crate::config::Settings;
 use crate::saga::definition::parse;
 use crate::saga::machine;
-use crate::store::sagas::{self, SagaWrite};
+use crate::store::sagas::SagaWrite;
 use crate::tools::launch;
 
 const SAGA: &str = "timer_bench";
@@ -80,8 +80,12 @@ async fn seed(pool: &PgPool, n: usize) -> anyhow::Result<()> {
             .flat_map(|d| d.history.iter().map(move |h| (d.state.id.as_str(), h)))
             .collect();
         let mut tx = crate::store::begin(pool).await?;
-        sagas::insert_new(&mut tx, &writes).await?;
-        crate::store::history::append(&mut tx, &history).await?;
+        let batch = crate::store::batch::BatchWrite {
+            new: writes,
+            history,
+            ..Default::default()
+        };
+        crate::store::batch::write(&mut tx, batch).await?;
         tx.commit().await?;
     }
     Ok(())
