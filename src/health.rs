@@ -31,6 +31,9 @@ struct Inner {
     broker_error: Mutex<Option<String>>,
     database_error: Mutex<Option<String>>,
     hops: crate::hops::Hops,
+    /// Coordinator inputs applied from cached states, and under lock (only the
+    /// coordinator counts them; workers show no family).
+    inputs: [AtomicU64; 2],
     /// The coordinator's last unloaded-version check; `None` before the first one
     /// and in workers (no gauge then).
     unloaded: Mutex<Option<Vec<crate::versions::Unloaded>>>,
@@ -64,6 +67,7 @@ impl Health {
                 broker_error: Mutex::new(None),
                 database_error: Mutex::new(None),
                 hops: Default::default(),
+                inputs: Default::default(),
                 unloaded: Mutex::new(None),
             }),
         }
@@ -100,6 +104,11 @@ impl Health {
 
     /// What the coordinator's last unloaded-version check found
     /// ([`crate::coordinator::versions`]): the `sagaflow_sagas_unloaded_version` gauge.
+    /// Counts coordinator inputs applied from cached states (`cached`) or under lock.
+    pub fn inputs_applied(&self, cached: bool, n: usize) {
+        self.inner.inputs[usize::from(cached)].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     pub fn unloaded_versions(&self, found: Vec<crate::versions::Unloaded>) {
         *self
             .inner
@@ -129,6 +138,19 @@ impl Health {
         let flag = |b: bool| u8::from(b);
         let hops = self.inner.hops.exposition(role);
         let unloaded = unloaded_exposition(&self.inner.unloaded);
+        let inputs = if self.inner.role == "coordinator" {
+            let n = |i: usize| self.inner.inputs[i].load(Ordering::Relaxed);
+            format!(
+                "# HELP sagaflow_coordinator_inputs_total Inputs applied: from the states this coordinator committed last (no lock), or under lock.\n\
+                 # TYPE sagaflow_coordinator_inputs_total counter\n\
+                 sagaflow_coordinator_inputs_total{{path=\"cached\"}} {}\n\
+                 sagaflow_coordinator_inputs_total{{path=\"locked\"}} {}\n",
+                n(1),
+                n(0)
+            )
+        } else {
+            String::new()
+        };
         format!(
             "# HELP sagaflow_broker_connected 1 while the process is connected to RabbitMQ.\n\
              # TYPE sagaflow_broker_connected gauge\n\
@@ -138,7 +160,7 @@ impl Health {
              sagaflow_database_available{{role=\"{role}\"}} {}\n\
              # HELP sagaflow_reconnects_total Broker connections lost and rebuilt.\n\
              # TYPE sagaflow_reconnects_total counter\n\
-             sagaflow_reconnects_total{{role=\"{role}\"}} {}\n{hops}{unloaded}",
+             sagaflow_reconnects_total{{role=\"{role}\"}} {}\n{hops}{inputs}{unloaded}",
             flag(r.broker_connected),
             flag(r.database_available),
             r.reconnects

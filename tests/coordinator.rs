@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use common::{TestEnv, ORDER};
 use sagaflow::coordinator::batch::{self, Committed};
 use sagaflow::coordinator::input::Input;
+use sagaflow::coordinator::state_cache::StateCache;
 use sagaflow::messages::{Outcome, ResultMessage, TaskMessage};
 use sagaflow::saga::state::{SagaState, SagaStatus, StepStatus};
 use serde_json::{json, Value};
@@ -329,4 +330,174 @@ async fn a_signal_with_start_starts_unless_the_saga_exists_then_signals() {
         "the saga keeps its first input"
     );
     assert_eq!(s.signals["gift_wrap"], [json!({"n": 1}), json!({"n": 2})]);
+}
+
+/// One batch of `inputs` at `now` from the states in `cache` (no lock).
+async fn run_cached(
+    env: &TestEnv,
+    cache: &std::sync::Mutex<StateCache>,
+    inputs: Vec<Input>,
+    now: DateTime<Utc>,
+) -> batch::CachedRun {
+    let inputs = inputs.into_iter().enumerate().collect();
+    batch::run_cached(
+        &env.pool,
+        &env.names,
+        &env.catalog,
+        inputs,
+        LEASE,
+        now,
+        cache,
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .unwrap()
+}
+
+/// Puts a committed batch's states in `cache`, as the coordinator does after a commit.
+fn remember(cache: &std::sync::Mutex<StateCache>, states: Vec<(SagaState, i64)>) {
+    let mut cache = cache.lock().unwrap();
+    for (state, version) in states {
+        cache.put(state, version);
+    }
+}
+
+#[tokio::test]
+async fn a_result_for_a_cached_saga_applies_without_a_lock_exactly_as_under_one() {
+    let env = env().await;
+    let cache = std::sync::Mutex::new(StateCache::new(100));
+    // Two sagas to the same point: one advanced from the cache, one under lock.
+    let mut c = run(
+        &env,
+        vec![
+            start("order_fulfillment", "fast"),
+            start("order_fulfillment", "slow"),
+        ],
+        at(0),
+    )
+    .await;
+    let sent = tasks(&c);
+    remember(&cache, std::mem::take(&mut c.states));
+    cache.lock().unwrap().forget("slow");
+    let result = |id: &str| {
+        ok(
+            sent.iter().find(|t| t.saga_id == id).unwrap(),
+            json!({"r": 1}),
+        )
+    };
+
+    let fast = run_cached(&env, &cache, vec![result("fast")], at(2)).await;
+    assert!(fast.rest.is_empty(), "applied from the cache: {fast:?}");
+    let slow = run_cached(&env, &cache, vec![result("slow")], at(2)).await;
+    assert_eq!(slow.rest.len(), 1, "not cached: left to run under lock");
+    assert!(slow.committed.outbox.is_empty());
+    let slow = run(&env, slow.rest.into_iter().map(|(_, i)| i).collect(), at(2)).await;
+
+    let (a, b) = (state(&env, "fast").await, state(&env, "slow").await);
+    assert_eq!((a.cursor, a.status), (b.cursor, b.status));
+    assert_eq!(a.steps, b.steps, "the same state either way");
+    let strip = |t: Vec<TaskMessage>| -> Vec<(String, String, u32)> {
+        t.into_iter()
+            .map(|t| (t.activity, t.step, t.attempt))
+            .collect()
+    };
+    assert_eq!(strip(tasks(&fast.committed)), strip(tasks(&slow)));
+    let events =
+        |h: Vec<(String, DateTime<Utc>)>| -> Vec<String> { h.into_iter().map(|e| e.0).collect() };
+    assert_eq!(
+        events(history(&env, "fast").await),
+        events(history(&env, "slow").await)
+    );
+    let version: i64 = sqlx::query_scalar("SELECT row_version FROM sagas WHERE id = 'fast'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, 2, "one fenced update");
+    let committed: Vec<(usize, i64)> = fast
+        .committed
+        .states
+        .iter()
+        .map(|(s, v)| (s.cursor, *v))
+        .collect();
+    assert_eq!(
+        committed,
+        [(a.cursor, 2)],
+        "the state to cache again, as committed"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_cached_state_another_writer_moved_on_writes_nothing_and_is_redone_under_lock() {
+    let env = env().await;
+    let cache = std::sync::Mutex::new(StateCache::new(100));
+    let c = run(&env, vec![start("order_fulfillment", "o-s")], at(0)).await;
+    let reserve = tasks(&c).remove(0);
+    let stale = c.states.clone();
+    // Another coordinator applies the result first (its own lock, its own cache).
+    let other = run(&env, vec![ok(&reserve, json!({"r": 1}))], at(1)).await;
+    let charge = tasks(&other).remove(0);
+    let history_before = history(&env, "o-s").await;
+    let outbox_before = outbox(&env).await;
+
+    // This coordinator's cache still holds the state before that result. The same
+    // result again (a redelivery) would change that state; the charge's result is
+    // not current there (a no-op). Either way nothing is written and the input is
+    // left to run under lock, where it does what the current state says.
+    for input in [ok(&reserve, json!({"r": 1})), ok(&charge, json!({"c": 1}))] {
+        remember(&cache, stale.clone());
+        let r = run_cached(&env, &cache, vec![input], at(2)).await;
+        assert_eq!(r.rest.len(), 1, "{r:?}");
+        assert!(r.committed.outbox.is_empty() && r.committed.states.is_empty());
+        assert_eq!(
+            history(&env, "o-s").await,
+            history_before,
+            "nothing written"
+        );
+        assert_eq!(outbox(&env).await, outbox_before);
+        let locked = run(&env, r.rest.into_iter().map(|(_, i)| i).collect(), at(2)).await;
+        assert!(locked.rejected.is_empty(), "{locked:?}");
+    }
+    let s = state(&env, "o-s").await;
+    assert_eq!(s.cursor, 2, "the charge's result applied once, under lock");
+    assert_eq!(s.steps[1].output, Some(json!({"c": 1})));
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_start_without_a_lock_creates_a_new_saga_and_leaves_a_taken_id_to_the_lock() {
+    let env = env().await;
+    let cache = std::sync::Mutex::new(StateCache::new(100));
+    let new = run_cached(&env, &cache, vec![start("order_fulfillment", "n-1")], at(0)).await;
+    assert!(new.rest.is_empty(), "{new:?}");
+    assert_eq!(tasks(&new.committed).len(), 1);
+    assert_eq!(new.committed.states.len(), 1);
+    assert_eq!(new.committed.states[0].1, 1, "a new row is version 1");
+    let history_before = history(&env, "n-1").await;
+    let outbox_before = outbox(&env).await;
+
+    // The same start again, from a coordinator that does not hold the saga: the
+    // insert finds the id taken, so nothing is written and the lock decides.
+    let again = run_cached(&env, &cache, vec![start("order_fulfillment", "n-1")], at(1)).await;
+    assert_eq!(again.rest.len(), 1, "{again:?}");
+    assert!(again.committed.outbox.is_empty() && again.committed.states.is_empty());
+    assert_eq!(history(&env, "n-1").await, history_before);
+    assert_eq!(outbox(&env).await, outbox_before);
+    let locked = run(
+        &env,
+        again.rest.into_iter().map(|(_, i)| i).collect(),
+        at(1),
+    )
+    .await;
+    assert!(
+        locked.outbox.is_empty() && locked.rejected.is_empty(),
+        "a repeat: ignored"
+    );
+
+    // One that holds it (cached) leaves the start to the lock without writing.
+    remember(&cache, new.committed.states);
+    let held = run_cached(&env, &cache, vec![start("order_fulfillment", "n-1")], at(2)).await;
+    assert_eq!(held.rest.len(), 1);
+    assert_eq!(history(&env, "n-1").await, history_before);
+    env.cleanup().await;
 }

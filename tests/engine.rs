@@ -351,8 +351,8 @@ async fn task_queue_dead_letters_after_the_delivery_limit() {
 #[tokio::test]
 async fn two_coordinators_share_the_work_safely() {
     let mut env = TestEnv::new(&[("order.toml", ORDER)]).await;
-    env.start_coordinator().await;
-    env.start_coordinator().await;
+    let first = env.start_coordinator().await;
+    let second = env.start_coordinator().await;
     env.start_worker().await;
     let client = env.client().await;
     let mut ids = vec![];
@@ -389,6 +389,29 @@ async fn two_coordinators_share_the_work_safely() {
         .await
         .unwrap();
     assert_eq!(replays, 0, "no handler ran twice for one key");
+    // Each coordinator applies results from the states it committed last, and a saga
+    // the other one moved on meanwhile is redone under lock: no step completes twice.
+    let again: i64 = sqlx::query_scalar("SELECT count(*) FROM (SELECT 1 FROM saga_history WHERE event = 'step_completed' GROUP BY saga_id, step HAVING count(*) > 1) d")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "no step completed twice");
+    let inputs = |path: &str| -> u64 {
+        [&first, &second]
+            .iter()
+            .map(|h| {
+                common::metric(
+                    &h.metrics(),
+                    &format!("sagaflow_coordinator_inputs_total{{path=\"{path}\"}}"),
+                )
+            })
+            .sum()
+    };
+    assert!(
+        inputs("cached") > 0,
+        "results were applied from cached states"
+    );
+    assert!(inputs("locked") >= 300, "every start (and repeat) locks");
     env.cleanup().await;
 }
 

@@ -33,6 +33,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("coordinator.health_listen", ""),
     ("coordinator.reconcile_interval_ms", "60000"),
     ("coordinator.stuck_after_ms", "60000"),
+    ("coordinator.state_cache_sagas", "10000"),
     ("worker.health_listen", ""),
     ("worker.prefetch", "64"),
     ("worker.drain_grace_ms", "30000"),

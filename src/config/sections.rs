@@ -137,6 +137,9 @@ pub struct CoordinatorSettings {
     pub reconcile_interval_ms: u64,
     /// How long a saga with nothing to move it may sit before it is flagged stuck.
     pub stuck_after_ms: u64,
+    /// Sagas whose last committed state the coordinator keeps, so the next result
+    /// for one is applied without a lock (fenced by its row version); 0: always lock.
+    pub state_cache_sagas: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

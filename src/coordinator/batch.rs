@@ -13,16 +13,20 @@ use crate::broker::Names;
 use crate::coordinator::id_reuse::id_reuse;
 use crate::coordinator::input::Input;
 use crate::coordinator::outbox_messages::outbox_message;
+use crate::coordinator::spans::StepSpan;
 use crate::saga::definition::Catalog;
 use crate::saga::machine::{Command, Event, HistoryEntry, Need};
+use crate::saga::state::SagaState;
 use crate::store::batch::{self, BatchWrite};
 use crate::store::counters::Delta;
 use crate::store::outbox::OutboxRow;
 use crate::store::sagas::{self, SagaWrite};
 use crate::store::{self, StoreError, Tx};
 
+mod cached;
 mod work;
-use work::{to_event, Entry, NewSaga, Work};
+pub use cached::{run_cached, CachedRun};
+use work::{Entry, Work};
 
 /// What a committed batch produced.
 #[derive(Debug, Default)]
@@ -36,6 +40,32 @@ pub struct Committed {
     pub unhandled: Vec<(usize, String)>,
     /// Sagas that reached a terminal status (for logs and metrics).
     pub finished: Vec<(String, &'static str)>,
+    /// The state of each saga the batch loaded or wrote, with the row version it has
+    /// once the transaction commits: for the coordinator's
+    /// [`StateCache`](crate::coordinator::state_cache::StateCache), and only after that commit.
+    pub states: Vec<(SagaState, i64)>,
+    /// The `saga.step` spans of what committed: [`Committed::emit_spans`] once the
+    /// commit returned.
+    pub(crate) spans: Vec<StepSpan>,
+}
+
+impl Committed {
+    /// Adds what another part of the same batch committed.
+    pub fn extend(&mut self, other: Committed) {
+        self.outbox.extend(other.outbox);
+        self.rejected.extend(other.rejected);
+        self.unhandled.extend(other.unhandled);
+        self.finished.extend(other.finished);
+        self.states.extend(other.states);
+        self.spans.extend(other.spans);
+    }
+
+    /// Emits the spans of what committed (call only after the commit returned).
+    pub fn emit_spans(&mut self) {
+        for span in self.spans.drain(..) {
+            span.emit();
+        }
+    }
 }
 
 /// Runs one batch of parsed inputs, received at `now`, in one transaction.
@@ -76,52 +106,7 @@ pub async fn apply_inputs(
     let mut work = Work::loaded(names, catalog, now, locked);
     let inputs = work.refuse_unreadable(inputs);
     for (pos, input) in inputs {
-        match input {
-            Input::Start {
-                saga,
-                id,
-                version,
-                input,
-                run_at,
-                signal,
-                parent,
-                traceparent,
-            } => {
-                // Signal-with-start: start unless the saga exists, then deliver the
-                // signal, both in this transaction.
-                if signal.is_none() || !work.exists(&id) {
-                    let new = NewSaga {
-                        saga: &saga,
-                        id: &id,
-                        version,
-                        input,
-                        run_at,
-                        parent,
-                        traceparent: traceparent.as_deref(),
-                    };
-                    work.start(pos, new);
-                }
-                if let Some(sig) = signal.filter(|_| work.exists(&id)) {
-                    let signal = Event::Signal {
-                        name: sig.name,
-                        payload: sig.payload,
-                    };
-                    work.event(pos, &id, signal);
-                }
-            }
-            Input::Operator {
-                saga_id,
-                action,
-                issued_for,
-                actor,
-            } => work.operate(pos, &saga_id, &action, &issued_for, actor.as_deref()),
-            other => {
-                let id = other.saga_id().to_string();
-                if let Some(e) = to_event(other) {
-                    work.event(pos, &id, e);
-                }
-            }
-        }
+        work.apply(pos, input);
         work.settle(tx, pos).await?;
     }
     write(tx, work, lease).await
@@ -195,7 +180,30 @@ impl Work<'_> {
     }
 }
 
-async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed, StoreError> {
+async fn write(tx: &mut Tx, mut work: Work<'_>, lease: Duration) -> Result<Committed, StoreError> {
+    let new: Vec<String> = work
+        .entries
+        .values()
+        .filter(|e| e.version.is_none())
+        .map(|e| e.state.id.clone())
+        .collect();
+    let written = batch::write(tx, batch_write(&work, lease)).await?;
+    let lost: Vec<&str> = new
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !written.inserted.iter().any(|i| i == id))
+        .collect();
+    crate::store::elements::write(tx, &work.elements).await?;
+    let mut rejected = concurrent_reuse(tx, &work.entries, &lost).await?;
+    rejected.extend(std::mem::take(&mut work.rejected));
+    let mut committed = committed(work, written.outbox, |id| !lost.contains(&id));
+    committed.rejected = rejected;
+    Ok(committed)
+}
+
+/// What the batch writes: its new and changed sagas with their history, counter
+/// increments and outbox messages.
+fn batch_write<'w>(work: &'w Work<'_>, lease: Duration) -> BatchWrite<'w> {
     let (new, changed): (Vec<&Entry>, Vec<&Entry>) = work
         .entries
         .values()
@@ -206,49 +214,66 @@ async fn write(tx: &mut Tx, work: Work<'_>, lease: Duration) -> Result<Committed
         .iter()
         .map(|(id, h)| (id.as_str(), h))
         .collect();
-    let mut messages = vec![];
-    for (id, cmd) in &work.commands {
-        let traceparent = work
-            .entries
-            .get(id)
-            .and_then(|e| e.state.traceparent.clone());
-        messages.push((id.as_str(), outbox_message(work.names, traceparent, cmd)));
-    }
-    let written = batch::write(
-        tx,
-        BatchWrite {
-            new: new.iter().map(|e| saga_write(e)).collect(),
-            changed: changed.iter().map(|e| saga_write(e)).collect(),
-            counters: counter_deltas(&work, &history),
-            history,
-            outbox: messages,
-            lease,
-        },
-    )
-    .await?;
-    let lost: Vec<&str> = new
+    let outbox = work
+        .commands
         .iter()
-        .map(|e| e.state.id.as_str())
-        .filter(|id| !written.inserted.iter().any(|i| i == id))
+        .map(|(id, cmd)| {
+            let traceparent = work
+                .entries
+                .get(id)
+                .and_then(|e| e.state.traceparent.clone());
+            (id.as_str(), outbox_message(work.names, traceparent, cmd))
+        })
         .collect();
-    crate::store::elements::write(tx, &work.elements).await?;
-    let mut rejected = concurrent_reuse(tx, &work.entries, &lost).await?;
+    BatchWrite {
+        new: new.into_iter().map(saga_write).collect(),
+        changed: changed.into_iter().map(saga_write).collect(),
+        counters: counter_deltas(work, &history),
+        history,
+        outbox,
+        lease,
+    }
+}
+
+/// The batch as committed, for the sagas `kept` says were written: the sagas that
+/// ended, and each state with the row version it now has (for the state cache).
+fn committed(work: Work<'_>, outbox: Vec<OutboxRow>, kept: impl Fn(&str) -> bool) -> Committed {
     let finished = work
         .commands
         .iter()
-        .filter(|(id, _)| !lost.contains(&id.as_str()))
+        .filter(|(id, _)| kept(id))
         .filter_map(|(id, cmd)| match cmd {
             Command::Publish(e) => Some((id.clone(), status_str(&e.status))),
             _ => None,
         })
         .collect();
-    rejected.extend(work.rejected);
-    Ok(Committed {
-        outbox: written.outbox,
-        rejected,
+    let states = work
+        .entries
+        .into_values()
+        .filter(|e| kept(&e.state.id))
+        .map(|e| {
+            // A new row starts at version 1 (the column's default); each update adds one.
+            let version = match e.version {
+                None => 1,
+                Some(v) if e.changed => v + 1,
+                Some(v) => v,
+            };
+            (e.state, version)
+        })
+        .collect();
+    let spans = work
+        .spans
+        .into_iter()
+        .filter(|s| kept(s.saga_id()))
+        .collect();
+    Committed {
+        outbox,
+        rejected: work.rejected,
         unhandled: work.unhandled,
         finished,
-    })
+        states,
+        spans,
+    }
 }
 
 fn saga_write<'e>(e: &'e Entry) -> SagaWrite<'e> {

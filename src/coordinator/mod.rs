@@ -20,9 +20,10 @@ pub mod reconcile;
 pub mod relay;
 pub mod retention;
 mod spans;
+pub mod state_cache;
 pub mod versions;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -37,9 +38,11 @@ use crate::health::Health;
 use crate::hops::Hop;
 use crate::runtime::Supervised;
 use crate::saga::definition::Catalog;
+use crate::saga::state::SagaState;
 use crate::store::StoreError;
 use batch::Committed;
 use input::Input;
+use state_cache::StateCache;
 
 /// Why the coordinator lost its footing; the run loop reconnects after any of these.
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +66,16 @@ pub struct Coordinator {
     pub names: Names,
     /// What this coordinator's probes report.
     pub health: Health,
+    /// The states it committed last (shared by its loops; never held across an await).
+    cache: Arc<Mutex<StateCache>>,
 }
 
 impl Coordinator {
     pub fn new(settings: Settings, catalog: Catalog, pool: PgPool) -> Self {
         let names = Names::new(&settings.namespace);
+        let cache = StateCache::new(settings.coordinator.state_cache_sagas);
         Coordinator {
+            cache: Arc::new(Mutex::new(cache)),
             settings: Arc::new(settings),
             catalog: Arc::new(catalog),
             pool,
@@ -273,7 +280,14 @@ impl Coordinator {
                 Err(reason) => verdicts[pos] = Verdict::DeadLetter(reason),
             }
         }
-        let committed = self.commit_until_applied(inputs, shutdown).await?;
+        let (mut committed, inputs) = self.commit_cached(inputs).await;
+        if !inputs.is_empty() {
+            let locked = inputs.len();
+            committed.extend(self.commit_until_applied(inputs, shutdown).await?);
+            self.health.inputs_applied(false, locked);
+        }
+        self.remember(std::mem::take(&mut committed.states));
+        committed.emit_spans();
         for (pos, reason) in committed.rejected {
             verdicts[pos] = Verdict::DeadLetter(reason);
         }
@@ -310,6 +324,44 @@ impl Coordinator {
             *traceparent = d.traceparent();
         }
         Ok(input)
+    }
+
+    /// Applies what it can of the batch from cached states (see `batch::run_cached`);
+    /// returns what that committed and the inputs left to run under lock.
+    async fn commit_cached(&self, inputs: Vec<(usize, Input)>) -> (Committed, Vec<(usize, Input)>) {
+        if self.settings.coordinator.state_cache_sagas == 0 || inputs.is_empty() {
+            return (Committed::default(), inputs);
+        }
+        let n = inputs.len();
+        let run = batch::run_cached(
+            &self.pool,
+            &self.names,
+            &self.catalog,
+            inputs,
+            self.lease(),
+            chrono::Utc::now(),
+            &self.cache,
+        )
+        .await;
+        match run {
+            Ok(run) => {
+                self.health.inputs_applied(true, n - run.rest.len());
+                (run.committed, run.rest)
+            }
+            Err((e, rest)) => {
+                tracing::debug!(error = %e, "write from cached states failed; the batch runs under lock");
+                (Committed::default(), rest)
+            }
+        }
+    }
+
+    /// Keeps committed states for the next batch (only ever after their commit).
+    fn remember(&self, states: Vec<(SagaState, i64)>) {
+        if let Ok(mut cache) = self.cache.lock() {
+            for (state, version) in states {
+                cache.put(state, version);
+            }
+        }
     }
 
     /// Commits the batch, waiting out database outages with backoff until it is
@@ -351,11 +403,7 @@ impl Coordinator {
         tracing::warn!(error = %e, "batch failed; isolating inputs");
         let mut all = Committed::default();
         for input in inputs {
-            let c = Box::pin(self.commit_isolating(vec![input])).await?;
-            all.outbox.extend(c.outbox);
-            all.rejected.extend(c.rejected);
-            all.unhandled.extend(c.unhandled);
-            all.finished.extend(c.finished);
+            all.extend(Box::pin(self.commit_isolating(vec![input])).await?);
         }
         Ok(all)
     }
@@ -410,8 +458,10 @@ impl Coordinator {
                 )
                 .await
                 {
-                    Ok((n, c)) => {
+                    Ok((n, mut c)) => {
                         self.health.database_available();
+                        self.remember(std::mem::take(&mut c.states));
+                        c.emit_spans();
                         if !c.outbox.is_empty() && tx.send(c.outbox).await.is_err() {
                             return;
                         }

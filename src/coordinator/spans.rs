@@ -67,15 +67,15 @@ pub(super) fn attempt(def: &Definition, state: &SagaState, event: &Event) -> Opt
 
 /// Records a span for every attempt a decision's `history` timed out, once the
 /// decision is taken (`state` is the saga after it).
-pub(super) fn record_timeouts(state: &SagaState, history: &[HistoryEntry]) {
+pub(super) fn timeouts(state: &SagaState, history: &[HistoryEntry]) -> Vec<StepSpan> {
     if !crate::telemetry::enabled() {
-        return;
+        return vec![];
     }
-    for h in history {
-        if let Some(a) = timed_out(h) {
-            a.record(state);
-        }
-    }
+    history
+        .iter()
+        .filter_map(timed_out)
+        .map(|a| a.at(state))
+        .collect()
 }
 
 /// The attempt an `attempt_timed_out` entry ended. A `for_each` element's entry
@@ -112,9 +112,46 @@ fn timed_out(h: &HistoryEntry) -> Option<Attempt> {
 }
 
 impl Attempt {
+    /// The span of this attempt as `state` (right after it) names the saga.
+    pub(super) fn at(self, state: &SagaState) -> StepSpan {
+        StepSpan {
+            attempt: self,
+            saga_id: state.id.clone(),
+            saga: state.saga.clone(),
+            version: state.version,
+            status: state.status.as_str(),
+            traceparent: state.traceparent.clone(),
+        }
+    }
+}
+
+/// A `saga.step` span to emit once its batch committed: a batch that is rolled back
+/// or redone under lock (`batch::run_cached`) must not leave one behind.
+pub struct StepSpan {
+    attempt: Attempt,
+    saga_id: String,
+    saga: String,
+    version: u32,
+    status: &'static str,
+    traceparent: Option<String>,
+}
+
+impl std::fmt::Debug for StepSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StepSpan({} {})", self.saga_id, self.attempt.step)
+    }
+}
+
+impl StepSpan {
+    /// The saga it belongs to.
+    pub(super) fn saga_id(&self) -> &str {
+        &self.saga_id
+    }
+
     /// Records the span, parented to the saga's trace.
-    pub(super) fn record(self, state: &SagaState) {
-        let (outcome, code, retryable, status) = match &self.outcome {
+    pub fn emit(self) {
+        let a = self.attempt;
+        let (outcome, code, retryable, status) = match &a.outcome {
             Outcome::Ok => ("ok", None, None, "OK"),
             Outcome::Error(code, retryable) => {
                 ("error", Some(code.as_str()), Some(*retryable), "ERROR")
@@ -123,23 +160,23 @@ impl Attempt {
         };
         let span = tracing::info_span!(
             "saga.step",
-            otel.name = %format!("{} {}", state.saga, self.step),
+            otel.name = %format!("{} {}", self.saga, a.step),
             otel.status_code = status,
-            saga.id = %state.id,
-            saga.name = %state.saga,
-            saga.version = i64::from(state.version),
-            saga.status = state.status.as_str(),
-            saga.step = %self.step,
-            saga.element = self.element.map(i64::from),
-            saga.activity = self.activity.as_deref(),
-            saga.task.kind = %self.kind,
-            saga.task.id = self.task_id.as_deref(),
-            saga.attempt = i64::from(self.attempt),
+            saga.id = %self.saga_id,
+            saga.name = %self.saga,
+            saga.version = i64::from(self.version),
+            saga.status = self.status,
+            saga.step = %a.step,
+            saga.element = a.element.map(i64::from),
+            saga.activity = a.activity.as_deref(),
+            saga.task.kind = %a.kind,
+            saga.task.id = a.task_id.as_deref(),
+            saga.attempt = i64::from(a.attempt),
             saga.outcome = outcome,
             error.code = code,
             error.retryable = retryable,
         );
-        crate::telemetry::set_parent(&span, state.traceparent.as_deref());
+        crate::telemetry::set_parent(&span, self.traceparent.as_deref());
         span.in_scope(|| {});
     }
 }

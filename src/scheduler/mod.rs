@@ -157,11 +157,12 @@ impl Scheduler {
         }
         let open = open_runs(&mut tx, &rows).await?;
         let (inputs, advances) = self.decide_rows(&rows, &open, now);
-        let committed =
+        let mut committed =
             apply_inputs(&mut tx, &self.names, &self.catalog, inputs, self.lease, now).await?;
         log_rejected(&committed);
         schedules::advance(&mut tx, &advances).await?;
         tx.commit().await?;
+        committed.emit_spans();
         Ok(Pass {
             rows: rows.len(),
             advanced: advances.len(),

@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
 
 use super::counters::Delta;
 use super::outbox::{OutboxMessage, OutboxRow};
@@ -26,7 +27,8 @@ pub struct BatchWrite<'a> {
     /// Sagas to create (`expected_version` is ignored): an id that exists is left alone.
     pub new: Vec<SagaWrite<'a>>,
     /// Sagas to update, each fenced by its `expected_version`: one that does not match
-    /// fails the whole write with [`StoreError::Conflict`].
+    /// fails the whole write with [`StoreError::Conflict`] ([`write`]), or is left out
+    /// ([`write_alone`]).
     pub changed: Vec<SagaWrite<'a>>,
     pub history: Vec<(&'a str, &'a HistoryEntry)>,
     pub counters: Vec<(&'a str, Delta)>,
@@ -40,6 +42,8 @@ pub struct BatchWrite<'a> {
 pub struct Written {
     /// The new sagas actually created.
     pub inserted: Vec<String>,
+    /// The changed sagas actually updated (their row was at the expected version).
+    pub changed: Vec<String>,
     /// The outbox rows written, in the order given (those of sagas left out are not).
     pub outbox: Vec<OutboxRow>,
 }
@@ -57,6 +61,29 @@ impl BatchWrite<'_> {
 /// Writes `w` in one statement. Rows of a new saga that was not created, and rows of
 /// sagas the batch neither creates nor changes, are left out.
 pub async fn write(tx: &mut Tx, w: BatchWrite<'_>) -> Result<Written, StoreError> {
+    let fenced: Vec<String> = w.changed.iter().map(|c| c.state.id.clone()).collect();
+    let written = execute(tx.conn(), w).await?;
+    let stale: Vec<&str> = fenced
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !written.changed.iter().any(|c| c == id))
+        .collect();
+    if !stale.is_empty() {
+        return Err(StoreError::Conflict(stale.join(",")));
+    }
+    Ok(written)
+}
+
+/// Writes `w` as one statement outside any transaction, so the statement is its own
+/// (one round trip in all, its commit included). A changed saga whose row is no
+/// longer at its `expected_version` is not an error here: that saga gets nothing
+/// written and is missing from [`Written::changed`], and the rest commit.
+pub async fn write_alone(pool: &PgPool, w: BatchWrite<'_>) -> Result<Written, StoreError> {
+    let mut conn = pool.acquire().await.map_err(ctx("acquire"))?;
+    execute(&mut conn, w).await
+}
+
+async fn execute(conn: &mut PgConnection, w: BatchWrite<'_>) -> Result<Written, StoreError> {
     if w.is_empty() {
         return Ok(Written::default());
     }
@@ -123,13 +150,11 @@ pub async fn write(tx: &mut Tx, w: BatchWrite<'_>) -> Result<Written, StoreError
         &o_traces as &[Option<&str>],
         w.lease.as_secs_f64() * 1000.0,
     )
-    .fetch_one(tx.conn())
+    .fetch_one(&mut *conn)
     .await
     .map_err(ctx("write batch"))?;
-    if row.updated != w.changed.len() as i64 {
-        return Err(StoreError::Conflict(c.ids.join(",")));
-    }
-    let kept = |id: &str| row.inserted.iter().any(|i| i == id) || c.ids.iter().any(|i| i == id);
+    let kept =
+        |id: &str| row.inserted.iter().any(|i| i == id) || row.changed.iter().any(|i| i == id);
     let messages: Vec<OutboxMessage> = w
         .outbox
         .into_iter()
@@ -152,6 +177,7 @@ pub async fn write(tx: &mut Tx, w: BatchWrite<'_>) -> Result<Written, StoreError
         .collect();
     Ok(Written {
         inserted: row.inserted,
+        changed: row.changed,
         outbox,
     })
 }

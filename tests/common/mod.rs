@@ -111,6 +111,16 @@ where
     }
 }
 
+/// The value of one series (`name{labels}` exactly as exposed) in a Prometheus text
+/// exposition; 0 when it is not there.
+pub fn metric(exposition: &str, series: &str) -> u64 {
+    exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
 /// Start options naming the saga id.
 pub fn id(s: &str) -> sagaflow::client::StartOptions {
     sagaflow::client::StartOptions {

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use crate::broker::Names;
 use crate::coordinator::id_reuse::id_reuse;
 use crate::coordinator::input::Input;
+use crate::coordinator::spans::StepSpan;
 use crate::messages::Outcome;
 use crate::saga::definition::{Catalog, Definition};
 use crate::saga::machine::{
@@ -59,6 +60,8 @@ pub(super) struct Work<'a> {
     pub(super) needs: Vec<(String, Need)>,
     pub(super) rejected: Vec<(usize, String)>,
     pub(super) unhandled: Vec<(usize, String)>,
+    /// `saga.step` spans to emit once the batch committed.
+    pub(super) spans: Vec<StepSpan>,
     /// Locked sagas whose definition version is not loaded here: id -> (label,
     /// saga name, input), the last two to tell a repeated start from a conflicting one.
     pub(super) no_definition: BTreeMap<String, (String, String, serde_json::Value)>,
@@ -85,7 +88,8 @@ impl<'a> Work<'a> {
             }
             return;
         }
-        crate::coordinator::spans::record_timeouts(&d.state, &d.history);
+        self.spans
+            .extend(crate::coordinator::spans::timeouts(&d.state, &d.history));
         self.history
             .extend(d.history.into_iter().map(|h| (id.to_string(), h)));
         self.commands
@@ -97,6 +101,57 @@ impl<'a> Work<'a> {
         if let Some(e) = self.entries.get_mut(id) {
             e.state = d.state;
             e.changed = true;
+        }
+    }
+
+    /// Applies one input to the batch: a start (with signal-with-start), an operator
+    /// action, or an event for a saga loaded here.
+    pub(super) fn apply(&mut self, pos: usize, input: Input) {
+        match input {
+            Input::Start {
+                saga,
+                id,
+                version,
+                input,
+                run_at,
+                signal,
+                parent,
+                traceparent,
+            } => {
+                // Signal-with-start: start unless the saga exists, then deliver the
+                // signal, both in this batch.
+                if signal.is_none() || !self.exists(&id) {
+                    let new = NewSaga {
+                        saga: &saga,
+                        id: &id,
+                        version,
+                        input,
+                        run_at,
+                        parent,
+                        traceparent: traceparent.as_deref(),
+                    };
+                    self.start(pos, new);
+                }
+                if let Some(sig) = signal.filter(|_| self.exists(&id)) {
+                    let signal = Event::Signal {
+                        name: sig.name,
+                        payload: sig.payload,
+                    };
+                    self.event(pos, &id, signal);
+                }
+            }
+            Input::Operator {
+                saga_id,
+                action,
+                issued_for,
+                actor,
+            } => self.operate(pos, &saga_id, &action, &issued_for, actor.as_deref()),
+            other => {
+                let id = other.saga_id().to_string();
+                if let Some(e) = to_event(other) {
+                    self.event(pos, &id, e);
+                }
+            }
         }
     }
 
@@ -167,7 +222,7 @@ impl<'a> Work<'a> {
         let state = std::mem::replace(&mut entry.state, hollow());
         let d = machine::apply(&entry.def, state, event, self.now);
         if let Some(a) = attempt.filter(|_| !d.is_noop()) {
-            a.record(&d.state);
+            self.spans.push(a.at(&d.state));
         }
         self.take(id, d);
     }
@@ -237,7 +292,7 @@ fn hollow() -> SagaState {
     }
 }
 
-pub(super) fn to_event(input: Input) -> Option<Event> {
+fn to_event(input: Input) -> Option<Event> {
     Some(match input {
         Input::Result(r) => {
             let task_id = r.task_id.clone();
@@ -285,6 +340,7 @@ impl<'a> Work<'a> {
             needs: vec![],
             rejected: vec![],
             unhandled: vec![],
+            spans: vec![],
             no_definition: BTreeMap::new(),
             unreadable: locked
                 .unreadable

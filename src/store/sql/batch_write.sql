@@ -46,5 +46,5 @@ WITH created AS (
     RETURNING id
 )
 SELECT ARRAY(SELECT id FROM created) AS "inserted!",
-       (SELECT count(*) FROM changed) AS "updated!",
+       ARRAY(SELECT id FROM changed) AS "changed!",
        ARRAY(SELECT id FROM outbox) AS "outbox!"
