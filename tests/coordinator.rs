@@ -14,6 +14,7 @@ use sagaflow::coordinator::input::Input;
 use sagaflow::coordinator::state_cache::StateCache;
 use sagaflow::messages::{Outcome, ResultMessage, TaskMessage};
 use sagaflow::saga::state::{SagaState, SagaStatus, StepStatus};
+use sagaflow::store::sagas::Fence;
 use serde_json::{json, Value};
 
 /// The lease a batch claims its outbox rows for.
@@ -355,10 +356,10 @@ async fn run_cached(
 }
 
 /// Puts a committed batch's states in `cache`, as the coordinator does after a commit.
-fn remember(cache: &std::sync::Mutex<StateCache>, states: Vec<(SagaState, i64)>) {
+fn remember(cache: &std::sync::Mutex<StateCache>, states: Vec<(SagaState, Fence)>) {
     let mut cache = cache.lock().unwrap();
-    for (state, version) in states {
-        cache.put(state, version);
+    for (state, fence) in states {
+        cache.put(state, fence);
     }
 }
 
@@ -417,7 +418,7 @@ async fn a_result_for_a_cached_saga_applies_without_a_lock_exactly_as_under_one(
         .committed
         .states
         .iter()
-        .map(|(s, v)| (s.cursor, *v))
+        .map(|(s, f)| (s.cursor, f.version))
         .collect();
     assert_eq!(
         committed,
@@ -472,7 +473,14 @@ async fn a_start_without_a_lock_creates_a_new_saga_and_leaves_a_taken_id_to_the_
     assert!(new.rest.is_empty(), "{new:?}");
     assert_eq!(tasks(&new.committed).len(), 1);
     assert_eq!(new.committed.states.len(), 1);
-    assert_eq!(new.committed.states[0].1, 1, "a new row is version 1");
+    let (_, fence) = &new.committed.states[0];
+    assert_eq!(fence.version, 1, "a new row is version 1");
+    let created: chrono::DateTime<Utc> =
+        sqlx::query_scalar("SELECT created_at FROM sagas WHERE id = 'n-1'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(fence.created_at, created, "as the insert returned it");
     let history_before = history(&env, "n-1").await;
     let outbox_before = outbox(&env).await;
 
@@ -499,5 +507,40 @@ async fn a_start_without_a_lock_creates_a_new_saga_and_leaves_a_taken_id_to_the_
     let held = run_cached(&env, &cache, vec![start("order_fulfillment", "n-1")], at(2)).await;
     assert_eq!(held.rest.len(), 1);
     assert_eq!(history(&env, "n-1").await, history_before);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_cached_state_of_a_purged_saga_never_writes_over_a_new_one_with_its_id() {
+    let env = env().await;
+    let cache = std::sync::Mutex::new(StateCache::new(100));
+    let mut old = run(&env, vec![start("order_fulfillment", "again")], at(0)).await;
+    let old_reserve = tasks(&old).remove(0);
+    remember(&cache, std::mem::take(&mut old.states));
+    // Purged (as retention does once it ended), then started again with the same
+    // id: its row is at version 1 again, as the cached one was.
+    sqlx::query("DELETE FROM sagas WHERE id = 'again'")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    run(&env, vec![start("order_fulfillment", "again")], at(5)).await;
+    let version: i64 = sqlx::query_scalar("SELECT row_version FROM sagas WHERE id = 'again'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(version, 1);
+    let before = state(&env, "again").await;
+
+    // A late result for the earlier saga's task: its cached state would take it
+    // (and the version matches), but the row is another saga's now.
+    let late = ok(&old_reserve, json!({"r": 1}));
+    let r = run_cached(&env, &cache, vec![late], at(6)).await;
+    assert_eq!(
+        r.rest.len(),
+        1,
+        "the earlier saga's state is not this one's: {r:?}"
+    );
+    assert!(r.committed.outbox.is_empty());
+    assert_eq!(state(&env, "again").await, before, "nothing written");
     env.cleanup().await;
 }

@@ -52,7 +52,7 @@ async fn write_outbox(env: &TestEnv, n: usize, lease: Duration) -> Vec<outbox::O
     let write = BatchWrite {
         new: vec![SagaWrite {
             state: &start.state,
-            expected_version: None,
+            fence: None,
         }],
         outbox: messages(n).into_iter().map(|m| (id.as_str(), m)).collect(),
         lease,
@@ -96,7 +96,7 @@ async fn a_write_with_a_stale_row_version_is_a_conflict_and_changes_nothing() {
     let mut tx = store::begin(&env.pool).await.unwrap();
     let write = SagaWrite {
         state: &first,
-        expected_version: Some(seen),
+        fence: Some(read.fence()),
     };
     update(&mut tx, vec![write]).await.unwrap();
     tx.commit().await.unwrap();
@@ -108,7 +108,7 @@ async fn a_write_with_a_stale_row_version_is_a_conflict_and_changes_nothing() {
     let mut tx = store::begin(&env.pool).await.unwrap();
     let stale = SagaWrite {
         state: &second,
-        expected_version: Some(seen),
+        fence: Some(read.fence()),
     };
     let e = update(&mut tx, vec![stale]).await.unwrap_err();
     assert!(
@@ -140,11 +140,14 @@ async fn a_batch_with_one_stale_write_is_a_conflict_and_its_transaction_writes_n
     let writes = [
         SagaWrite {
             state: &a2,
-            expected_version: Some(a.row_version),
+            fence: Some(a.fence()),
         },
         SagaWrite {
             state: &b2,
-            expected_version: Some(b.row_version - 1),
+            fence: Some(sagas::Fence {
+                version: b.row_version - 1,
+                ..b.fence()
+            }),
         },
     ];
     let e = update(&mut tx, writes.into()).await.unwrap_err();
@@ -325,7 +328,7 @@ async fn the_input_is_stored_once_and_rows_from_before_the_input_column_still_re
     let mut tx = store::begin(&env.pool).await.unwrap();
     let write = SagaWrite {
         state: &start.state,
-        expected_version: None,
+        fence: None,
     };
     insert(&mut tx, write).await;
     tx.commit().await.unwrap();
@@ -358,7 +361,7 @@ async fn the_input_is_stored_once_and_rows_from_before_the_input_column_still_re
     let mut tx = store::begin(&env.pool).await.unwrap();
     let write = SagaWrite {
         state: &changed,
-        expected_version: Some(old.row_version),
+        fence: Some(old.fence()),
     };
     update(&mut tx, vec![write]).await.unwrap();
     tx.commit().await.unwrap();
@@ -415,16 +418,16 @@ async fn a_batch_write_leaves_out_every_row_of_a_new_saga_whose_id_was_taken() {
         new: vec![
             SagaWrite {
                 state: &fresh.state,
-                expected_version: None,
+                fence: None,
             },
             SagaWrite {
                 state: &again.state,
-                expected_version: None,
+                fence: None,
             },
         ],
         changed: vec![SagaWrite {
             state: &moved,
-            expected_version: Some(before.row_version),
+            fence: Some(before.fence()),
         }],
         history,
         counters: vec![

@@ -17,10 +17,11 @@ use crate::coordinator::spans::StepSpan;
 use crate::saga::definition::Catalog;
 use crate::saga::machine::{Command, Event, HistoryEntry, Need};
 use crate::saga::state::SagaState;
+use crate::store::batch::Written;
 use crate::store::batch::{self, BatchWrite};
 use crate::store::counters::Delta;
 use crate::store::outbox::OutboxRow;
-use crate::store::sagas::{self, SagaWrite};
+use crate::store::sagas::{self, Fence, SagaWrite};
 use crate::store::{self, StoreError, Tx};
 
 mod cached;
@@ -43,7 +44,7 @@ pub struct Committed {
     /// The state of each saga the batch loaded or wrote, with the row version it has
     /// once the transaction commits: for the coordinator's
     /// [`StateCache`](crate::coordinator::state_cache::StateCache), and only after that commit.
-    pub states: Vec<(SagaState, i64)>,
+    pub states: Vec<(SagaState, Fence)>,
     /// The `saga.step` spans of what committed: [`Committed::emit_spans`] once the
     /// commit returned.
     pub(crate) spans: Vec<StepSpan>,
@@ -184,7 +185,7 @@ async fn write(tx: &mut Tx, mut work: Work<'_>, lease: Duration) -> Result<Commi
     let new: Vec<String> = work
         .entries
         .values()
-        .filter(|e| e.version.is_none())
+        .filter(|e| e.fence.is_none())
         .map(|e| e.state.id.clone())
         .collect();
     let written = batch::write(tx, batch_write(&work, lease)).await?;
@@ -196,7 +197,8 @@ async fn write(tx: &mut Tx, mut work: Work<'_>, lease: Duration) -> Result<Commi
     crate::store::elements::write(tx, &work.elements).await?;
     let mut rejected = concurrent_reuse(tx, &work.entries, &lost).await?;
     rejected.extend(std::mem::take(&mut work.rejected));
-    let mut committed = committed(work, written.outbox, |id| !lost.contains(&id));
+    let created = created_at(&written);
+    let mut committed = committed(work, written.outbox, &created, |id| !lost.contains(&id));
     committed.rejected = rejected;
     Ok(committed)
 }
@@ -207,8 +209,8 @@ fn batch_write<'w>(work: &'w Work<'_>, lease: Duration) -> BatchWrite<'w> {
     let (new, changed): (Vec<&Entry>, Vec<&Entry>) = work
         .entries
         .values()
-        .filter(|e| e.version.is_none() || e.changed)
-        .partition(|e| e.version.is_none());
+        .filter(|e| e.fence.is_none() || e.changed)
+        .partition(|e| e.fence.is_none());
     let history: Vec<(&str, &HistoryEntry)> = work
         .history
         .iter()
@@ -237,7 +239,12 @@ fn batch_write<'w>(work: &'w Work<'_>, lease: Duration) -> BatchWrite<'w> {
 
 /// The batch as committed, for the sagas `kept` says were written: the sagas that
 /// ended, and each state with the row version it now has (for the state cache).
-fn committed(work: Work<'_>, outbox: Vec<OutboxRow>, kept: impl Fn(&str) -> bool) -> Committed {
+fn committed(
+    work: Work<'_>,
+    outbox: Vec<OutboxRow>,
+    created: &BTreeMap<String, DateTime<Utc>>,
+    kept: impl Fn(&str) -> bool,
+) -> Committed {
     let finished = work
         .commands
         .iter()
@@ -251,14 +258,20 @@ fn committed(work: Work<'_>, outbox: Vec<OutboxRow>, kept: impl Fn(&str) -> bool
         .entries
         .into_values()
         .filter(|e| kept(&e.state.id))
-        .map(|e| {
+        .filter_map(|e| {
             // A new row starts at version 1 (the column's default); each update adds one.
-            let version = match e.version {
-                None => 1,
-                Some(v) if e.changed => v + 1,
-                Some(v) => v,
+            let fence = match e.fence {
+                None => Fence {
+                    version: 1,
+                    created_at: *created.get(&e.state.id)?,
+                },
+                Some(f) if e.changed => Fence {
+                    version: f.version + 1,
+                    ..f
+                },
+                Some(f) => f,
             };
-            (e.state, version)
+            Some((e.state, fence))
         })
         .collect();
     let spans = work
@@ -276,10 +289,20 @@ fn committed(work: Work<'_>, outbox: Vec<OutboxRow>, kept: impl Fn(&str) -> bool
     }
 }
 
+/// When each saga the write created was created, by id.
+fn created_at(written: &Written) -> BTreeMap<String, DateTime<Utc>> {
+    written
+        .inserted
+        .iter()
+        .cloned()
+        .zip(written.created_at.iter().copied())
+        .collect()
+}
+
 fn saga_write<'e>(e: &'e Entry) -> SagaWrite<'e> {
     SagaWrite {
         state: &e.state,
-        expected_version: e.version,
+        fence: e.fence,
     }
 }
 

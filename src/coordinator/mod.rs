@@ -356,7 +356,7 @@ impl Coordinator {
     }
 
     /// Keeps committed states for the next batch (only ever after their commit).
-    fn remember(&self, states: Vec<(SagaState, i64)>) {
+    fn remember(&self, states: Vec<(SagaState, crate::store::sagas::Fence)>) {
         if let Ok(mut cache) = self.cache.lock() {
             for (state, version) in states {
                 cache.put(state, version);

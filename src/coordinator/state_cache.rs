@@ -1,9 +1,9 @@
-//! The states this coordinator committed last, by saga id, with the `row_version`
-//! each was committed as: a batch of results for sagas found here runs without the
+//! The states this coordinator committed last, by saga id, with the row each was
+//! committed as (its [`Fence`]: `row_version` and `created_at`): a batch of results for sagas found here runs without the
 //! `BEGIN` / `SELECT … FOR UPDATE` / `COMMIT` round trips (`batch::run_cached`).
 //!
 //! The cache is a hint, never the truth. Every write made from it is fenced by the
-//! row version it holds, so a state another coordinator (or this one's timer loop,
+//! row it holds, so a state another coordinator (or this one's timer loop,
 //! or the purge) changed since makes that write match no row, and the batch's inputs
 //! for that saga run again under lock. What it must never hold is a state that was
 //! not committed as that version: entries are put only after their commit returned
@@ -13,13 +13,15 @@
 use std::collections::{HashMap, VecDeque};
 
 use crate::saga::state::SagaState;
+use crate::store::sagas::Fence;
 
 /// Bounded by count; the oldest entry goes first when full.
 #[derive(Debug)]
 pub struct StateCache {
     capacity: usize,
-    /// id -> (state, row version, when it was put: a position in `order`).
-    entries: HashMap<String, (SagaState, i64, u64)>,
+    /// id -> (state, the row it was committed as, when it was put: a position in
+    /// `order`).
+    entries: HashMap<String, (SagaState, Fence, u64)>,
     /// Put order, oldest first; a stale position (the id was put again or taken)
     /// is skipped when evicting.
     order: VecDeque<(u64, String)>,
@@ -39,19 +41,19 @@ impl StateCache {
 
     /// Takes the states of those of `ids` it holds out (a batch uses them, and puts
     /// back what it commits).
-    pub fn take(&mut self, ids: &[String]) -> Vec<(SagaState, i64)> {
+    pub fn take(&mut self, ids: &[String]) -> Vec<(SagaState, Fence)> {
         let taken = ids
             .iter()
             .filter_map(|id| self.entries.remove(id))
-            .map(|(state, version, _)| (state, version))
+            .map(|(state, fence, _)| (state, fence))
             .collect();
         self.trim_order();
         taken
     }
 
-    /// Keeps `state` as committed at `version`; an ended saga is dropped instead
+    /// Keeps `state` as committed in the row `fence` names; an ended saga is dropped instead
     /// (inputs for it are rare and need no speed).
-    pub fn put(&mut self, state: SagaState, version: i64) {
+    pub fn put(&mut self, state: SagaState, fence: Fence) {
         if self.capacity == 0 || state.status.is_terminal() {
             self.entries.remove(&state.id);
             return;
@@ -59,7 +61,7 @@ impl StateCache {
         let at = self.next;
         self.next += 1;
         self.order.push_back((at, state.id.clone()));
-        self.entries.insert(state.id.clone(), (state, version, at));
+        self.entries.insert(state.id.clone(), (state, fence, at));
         while self.entries.len() > self.capacity {
             let Some((at, id)) = self.order.pop_front() else {
                 break;
@@ -108,6 +110,14 @@ mod tests {
         crate::saga::machine::start(&def, id, serde_json::json!({}), None, chrono::Utc::now()).state
     }
 
+    /// The fence of version `n` of one saga row.
+    fn v(n: i64) -> Fence {
+        Fence {
+            version: n,
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        }
+    }
+
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -115,15 +125,15 @@ mod tests {
     fn taken(c: &mut StateCache, v: &[&str]) -> Vec<(String, i64)> {
         c.take(&ids(v))
             .into_iter()
-            .map(|(s, v)| (s.id, v))
+            .map(|(s, f)| (s.id, f.version))
             .collect()
     }
 
     #[test]
     fn take_takes_out_what_it_holds() {
         let mut c = StateCache::new(10);
-        c.put(state("a"), 3);
-        c.put(state("b"), 5);
+        c.put(state("a"), v(3));
+        c.put(state("b"), v(5));
         let got = taken(&mut c, &["b", "z", "a"]);
         assert_eq!(got, [("b".to_string(), 5), ("a".to_string(), 3)]);
         assert!(c.is_empty(), "taken, not copied");
@@ -133,10 +143,10 @@ mod tests {
     #[test]
     fn the_oldest_goes_first_and_a_second_put_renews() {
         let mut c = StateCache::new(2);
-        c.put(state("a"), 1);
-        c.put(state("b"), 1);
-        c.put(state("a"), 2);
-        c.put(state("c"), 1);
+        c.put(state("a"), v(1));
+        c.put(state("b"), v(1));
+        c.put(state("a"), v(2));
+        c.put(state("c"), v(1));
         assert!(taken(&mut c, &["b"]).is_empty(), "b was the oldest");
         assert_eq!(
             taken(&mut c, &["a"]),
@@ -149,15 +159,15 @@ mod tests {
     #[test]
     fn ended_sagas_and_a_zero_capacity_keep_nothing() {
         let mut c = StateCache::new(10);
-        c.put(state("a"), 1);
+        c.put(state("a"), v(1));
         let mut ended = state("a");
         ended.status = SagaStatus::Completed;
-        c.put(ended, 2);
+        c.put(ended, v(2));
         assert!(c.is_empty());
         let mut off = StateCache::new(0);
-        off.put(state("a"), 1);
+        off.put(state("a"), v(1));
         assert!(off.is_empty());
-        c.put(state("b"), 1);
+        c.put(state("b"), v(1));
         c.forget("b");
         assert!(c.is_empty());
     }
@@ -167,7 +177,7 @@ mod tests {
         let mut c = StateCache::new(4);
         for i in 0..10_000 {
             let id = format!("s{}", i % 8);
-            c.put(state(&id), i);
+            c.put(state(&id), v(i));
             if i % 3 == 0 {
                 let _ = c.take(&[id]);
             }

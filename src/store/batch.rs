@@ -24,9 +24,9 @@ use crate::saga::machine::HistoryEntry;
 /// What a batch writes; each row names the saga it belongs to.
 #[derive(Debug, Default)]
 pub struct BatchWrite<'a> {
-    /// Sagas to create (`expected_version` is ignored): an id that exists is left alone.
+    /// Sagas to create (`fence` is ignored): an id that exists is left alone.
     pub new: Vec<SagaWrite<'a>>,
-    /// Sagas to update, each fenced by its `expected_version`: one that does not match
+    /// Sagas to update, each fenced by its `fence`: one whose row is not that one
     /// fails the whole write with [`StoreError::Conflict`] ([`write`]), or is left out
     /// ([`write_alone`]).
     pub changed: Vec<SagaWrite<'a>>,
@@ -42,6 +42,8 @@ pub struct BatchWrite<'a> {
 pub struct Written {
     /// The new sagas actually created.
     pub inserted: Vec<String>,
+    /// The `created_at` of each of `inserted`, in the same order.
+    pub created_at: Vec<DateTime<Utc>>,
     /// The changed sagas actually updated (their row was at the expected version).
     pub changed: Vec<String>,
     /// The outbox rows written, in the order given (those of sagas left out are not).
@@ -76,7 +78,7 @@ pub async fn write(tx: &mut Tx, w: BatchWrite<'_>) -> Result<Written, StoreError
 
 /// Writes `w` as one statement outside any transaction, so the statement is its own
 /// (one round trip in all, its commit included). A changed saga whose row is no
-/// longer at its `expected_version` is not an error here: that saga gets nothing
+/// longer the one its `fence` names is not an error here: that saga gets nothing
 /// written and is missing from [`Written::changed`], and the rest commit.
 pub async fn write_alone(pool: &PgPool, w: BatchWrite<'_>) -> Result<Written, StoreError> {
     let mut conn = pool.acquire().await.map_err(ctx("acquire"))?;
@@ -149,6 +151,7 @@ async fn execute(conn: &mut PgConnection, w: BatchWrite<'_>) -> Result<Written, 
         &o_mandatory,
         &o_traces as &[Option<&str>],
         w.lease.as_secs_f64() * 1000.0,
+        &c.created,
     )
     .fetch_one(&mut *conn)
     .await
@@ -177,6 +180,7 @@ async fn execute(conn: &mut PgConnection, w: BatchWrite<'_>) -> Result<Written, 
         .collect();
     Ok(Written {
         inserted: row.inserted,
+        created_at: row.created_at,
         changed: row.changed,
         outbox,
     })

@@ -18,12 +18,31 @@ pub struct StoredSaga {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which committed row a write may replace: its `row_version`, and its
+/// `created_at`, which tells this saga from an earlier one with the same id that was
+/// purged (its versions started at 1 too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl StoredSaga {
+    /// The fence a write of this row, as read, must pass.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            version: self.row_version,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// A saga row to write after the machine ran.
 #[derive(Debug, Clone)]
 pub struct SagaWrite<'a> {
     pub state: &'a SagaState,
-    /// `None` for a new saga; otherwise the version read under lock.
-    pub expected_version: Option<i64>,
+    /// `None` for a new saga; otherwise the row as read (under lock, or cached).
+    pub fence: Option<Fence>,
 }
 
 /// A saga row whose stored state cannot be decoded (or contradicts its row): what can
@@ -186,6 +205,7 @@ pub(super) struct Columns {
     pub(super) inputs: Vec<serde_json::Value>,
     pub(super) wakes: Vec<Option<DateTime<Utc>>>,
     pub(super) expected: Vec<i64>,
+    pub(super) created: Vec<DateTime<Utc>>,
 }
 
 pub(super) fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
@@ -198,6 +218,7 @@ pub(super) fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Co
         inputs: vec![],
         wakes: vec![],
         expected: vec![],
+        created: vec![],
     };
     for w in writes {
         let s = w.state;
@@ -213,7 +234,9 @@ pub(super) fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Co
         c.states.push(state);
         c.inputs.push(input);
         c.wakes.push(s.next_wake());
-        c.expected.push(w.expected_version.unwrap_or(0));
+        c.expected.push(w.fence.map_or(0, |f| f.version));
+        c.created
+            .push(w.fence.map_or(DateTime::UNIX_EPOCH, |f| f.created_at));
     }
     c
 }

@@ -194,7 +194,7 @@ impl<'e> SagaBuilder<'e> {
         let mut tx = store::begin(&env.pool).await.unwrap();
         let write = sagas::SagaWrite {
             state: &state,
-            expected_version: None,
+            fence: None,
         };
         let entries: Vec<(&str, &HistoryEntry)> =
             history.iter().map(|h| (self.id.as_str(), h)).collect();

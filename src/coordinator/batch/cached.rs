@@ -6,10 +6,11 @@
 //! `SELECT … FOR UPDATE`, the write, `COMMIT`).
 //!
 //! Why it is as safe as the locked path: a saga's next state depends only on its
-//! state and the inputs; the cached state is the one committed at the cached row
-//! version, and the write of a saga applies only if its row is still at that version
-//! (checked by the `UPDATE` itself, row by row, after any concurrent writer
-//! committed). A start assumes its id is not stored, and its rows are written only if
+//! state and the inputs; the cached state is the one committed in the row its
+//! [`Fence`] names (row version and `created_at`: a purged saga's id started again
+//! counts from version 1 too), and the write of a saga applies only if its row is
+//! still that one (checked by the `UPDATE` itself, row by row, after any concurrent
+//! writer committed). A start assumes its id is not stored, and its rows are written only if
 //! the insert finds it so. A saga whose row moved on, or whose id was taken, gets
 //! nothing written, and its inputs run again under lock, as do inputs whose handling
 //! could read or decide more than the state: operator actions, a start for a cached
@@ -25,14 +26,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::work::Work;
-use super::{batch_write, committed, Committed};
+use super::{batch_write, committed, created_at, Committed};
 use crate::broker::Names;
 use crate::coordinator::input::Input;
 use crate::coordinator::state_cache::StateCache;
 use crate::saga::definition::Catalog;
 use crate::saga::state::SagaState;
 use crate::store::batch;
-use crate::store::sagas::{Locked, StoredSaga};
+use crate::store::sagas::{Fence, Locked, StoredSaga};
 use crate::store::StoreError;
 
 /// What [`run_cached`] did: the part it committed, and the inputs left to run under
@@ -43,8 +44,9 @@ pub struct CachedRun {
     pub rest: Vec<(usize, Input)>,
 }
 
-/// Applies the inputs of the sagas found in `cache`, without a lock; the rest (and
-/// those of sagas whose row moved on) come back in [`CachedRun::rest`]. On an error
+/// Applies the inputs of the sagas found in `cache`, and the starts of sagas not in
+/// it, without a lock; the rest (and those of sagas whose row moved on or whose id
+/// was taken) come back in [`CachedRun::rest`]. On an error
 /// the write may or may not have committed: the caller runs every input again under
 /// lock, where any that did apply are duplicates the machine ignores.
 pub async fn run_cached(
@@ -72,7 +74,7 @@ pub async fn run_cached(
         }
         held != starts
     });
-    let taken: Vec<(SagaState, i64)> = taken
+    let taken: Vec<(SagaState, Fence)> = taken
         .into_iter()
         .filter(|(s, _)| fast.contains_key(&s.id))
         .collect();
@@ -84,11 +86,11 @@ pub async fn run_cached(
     }
     let sagas = taken
         .into_iter()
-        .map(|(state, row_version)| StoredSaga {
+        .map(|(state, fence)| StoredSaga {
             state,
-            row_version,
-            created_at: now, // neither is read by the machine
-            updated_at: now,
+            row_version: fence.version,
+            created_at: fence.created_at,
+            updated_at: now, // not read by the machine
         })
         .collect();
     let locked = Locked {
@@ -119,8 +121,9 @@ pub async fn run_cached(
         written.changed.iter().any(|c| c == id) || written.inserted.iter().any(|c| c == id)
     };
     rest.extend(applied.into_iter().filter(|(_, i)| !kept(i.saga_id())));
+    let created = created_at(&written);
     Ok(CachedRun {
-        committed: committed(work, written.outbox, kept),
+        committed: committed(work, written.outbox, &created, kept),
         rest,
     })
 }

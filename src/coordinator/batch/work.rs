@@ -24,8 +24,8 @@ use crate::store::sagas;
 pub(super) struct Entry {
     pub(super) state: SagaState,
     pub(super) def: Arc<Definition>,
-    /// `None` for a saga this batch creates.
-    pub(super) version: Option<i64>,
+    /// The row as loaded; `None` for a saga this batch creates.
+    pub(super) fence: Option<sagas::Fence>,
     pub(super) changed: bool,
     /// For a saga this batch creates: the batch position of its start (refused with a
     /// reason if another coordinator created a different saga with the id meanwhile).
@@ -197,7 +197,7 @@ impl<'a> Work<'a> {
             Entry {
                 state: d.state.clone(),
                 def,
-                version: None,
+                fence: None,
                 changed: true,
                 start_pos: Some(pos),
             },
@@ -349,16 +349,16 @@ impl<'a> Work<'a> {
                 .collect(),
         };
         for row in locked.sagas {
+            let fence = Some(row.fence());
             let s = row.state;
             match catalog.get(&s.saga, s.version) {
                 Some(def) => {
-                    let version = Some(row.row_version);
                     work.entries.insert(
                         s.id.clone(),
                         Entry {
                             state: s,
                             def,
-                            version,
+                            fence,
                             changed: false,
                             start_pos: None,
                         },

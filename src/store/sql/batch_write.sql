@@ -6,7 +6,7 @@ WITH created AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::jsonb[])
     ORDER BY 1
     ON CONFLICT (id) DO NOTHING
-    RETURNING id
+    RETURNING id, created_at
 ), changed AS (
     UPDATE sagas s SET status = u.status, state = u.state, wake_at = u.wake_at,
            row_version = s.row_version + 1, updated_at = now(),
@@ -17,9 +17,9 @@ WITH created AS (
            stuck_since = CASE WHEN u.wake_at IS NOT NULL
                OR u.status NOT IN ('scheduled', 'running', 'compensating')
                THEN NULL ELSE s.stuck_since END
-    FROM UNNEST($8::text[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::int8[])
-         AS u(id, status, state, wake_at, expected)
-    WHERE s.id = u.id AND s.row_version = u.expected
+    FROM UNNEST($8::text[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::int8[], $31::timestamptz[])
+         AS u(id, status, state, wake_at, expected, created)
+    WHERE s.id = u.id AND s.row_version = u.expected AND s.created_at = u.created
     RETURNING s.id
 ), kept AS (
     SELECT id FROM created UNION ALL SELECT id FROM changed
@@ -45,6 +45,7 @@ WITH created AS (
     ORDER BY o.n
     RETURNING id
 )
-SELECT ARRAY(SELECT id FROM created) AS "inserted!",
+SELECT ARRAY(SELECT id FROM created ORDER BY id) AS "inserted!",
+       ARRAY(SELECT created_at FROM created ORDER BY id) AS "created_at!",
        ARRAY(SELECT id FROM changed) AS "changed!",
        ARRAY(SELECT id FROM outbox) AS "outbox!"

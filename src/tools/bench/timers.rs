@@ -72,7 +72,7 @@ async fn seed(pool: &PgPool, n: usize) -> anyhow::Result<()> {
             .iter()
             .map(|d| SagaWrite {
                 state: &d.state,
-                expected_version: None,
+                fence: None,
             })
             .collect();
         let history: Vec<(&str, &machine::HistoryEntry)> = decisions
