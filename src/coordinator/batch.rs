@@ -1,7 +1,9 @@
 //! One batch of inputs -> one Postgres transaction: lock the sagas, run the machine,
 //! write state, history and outbox together. Acking and publishing happen after the
 //! commit, outside this module. What the batch accumulates in memory between the
-//! lock and the write (the sagas, the machine's decisions) is [`work`].
+//! lock and the write (the sagas, the machine's decisions) is [`work`]; the same
+//! batch without a lock, for sagas whose committed state the coordinator holds and
+//! for new sagas, is [`cached`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,8 +19,7 @@ use crate::coordinator::spans::StepSpan;
 use crate::saga::definition::Catalog;
 use crate::saga::machine::{Command, Event, HistoryEntry, Need};
 use crate::saga::state::SagaState;
-use crate::store::batch::Written;
-use crate::store::batch::{self, BatchWrite};
+use crate::store::batch::{self, BatchWrite, Written};
 use crate::store::counters::Delta;
 use crate::store::outbox::OutboxRow;
 use crate::store::sagas::{self, Fence, SagaWrite};
@@ -41,8 +42,8 @@ pub struct Committed {
     pub unhandled: Vec<(usize, String)>,
     /// Sagas that reached a terminal status (for logs and metrics).
     pub finished: Vec<(String, &'static str)>,
-    /// The state of each saga the batch loaded or wrote, with the row version it has
-    /// once the transaction commits: for the coordinator's
+    /// The state of each saga the batch loaded or wrote, with the row it is once the
+    /// transaction commits: for the coordinator's
     /// [`StateCache`](crate::coordinator::state_cache::StateCache), and only after that commit.
     pub states: Vec<(SagaState, Fence)>,
     /// The `saga.step` spans of what committed: [`Committed::emit_spans`] once the
