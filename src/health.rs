@@ -102,13 +102,13 @@ impl Health {
         self.inner.hops.record(hop, took);
     }
 
-    /// What the coordinator's last unloaded-version check found
-    /// ([`crate::coordinator::versions`]): the `sagaflow_sagas_unloaded_version` gauge.
     /// Counts coordinator inputs applied from cached states (`cached`) or under lock.
     pub fn inputs_applied(&self, cached: bool, n: usize) {
         self.inner.inputs[usize::from(cached)].fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// What the coordinator's last unloaded-version check found
+    /// ([`crate::coordinator::versions`]): the `sagaflow_sagas_unloaded_version` gauge.
     pub fn unloaded_versions(&self, found: Vec<crate::versions::Unloaded>) {
         *self
             .inner

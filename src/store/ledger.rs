@@ -63,10 +63,10 @@ pub async fn record(
     let tasks: Vec<&str> = sorted.iter().map(|c| c.task_id.as_str()).collect();
     let sagas: Vec<&str> = sorted.iter().map(|c| c.saga_id.as_str()).collect();
     let outputs: Vec<&Value> = sorted.iter().map(|c| &c.output).collect();
-    // Relaxed (the store's module doc, "Relaxed commits"): a row lost in a Postgres crash only means
-    // that a redelivered task runs its handler again (at-least-once); a result
-    // already published stays the answer the coordinator acted on, and it ignores a
-    // second one.
+    // Relaxed (the store's module doc, "Relaxed commits"): a row lost in a Postgres
+    // crash only means that a redelivered task runs its handler again
+    // (at-least-once); a result already published stays the answer the coordinator
+    // acted on, and it ignores a second one.
     let rows = sqlx::query!(
         r#"WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
            INSERT INTO idempotency_ledger (key, task_id, output, saga_id)

@@ -34,8 +34,8 @@ pub async fn delete(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
-    // Relaxed (the store's module doc, "Relaxed commits"): a lost delete only means the sweeper
-    // publishes the row again.
+    // Relaxed (the store's module doc, "Relaxed commits"): a lost delete only means
+    // the sweeper publishes the row again.
     sqlx::query!(
         "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
          DELETE FROM outbox WHERE id = ANY($1) AND EXISTS (SELECT FROM relaxed)",
