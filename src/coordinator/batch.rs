@@ -190,15 +190,15 @@ async fn write(tx: &mut Tx, mut work: Work<'_>, lease: Duration) -> Result<Commi
         .map(|e| e.state.id.clone())
         .collect();
     let written = batch::write(tx, batch_write(&work, lease)).await?;
+    let created = created_at(&written);
     let lost: Vec<&str> = new
         .iter()
         .map(String::as_str)
-        .filter(|id| !written.inserted.iter().any(|i| i == id))
+        .filter(|id| !created.contains_key(*id))
         .collect();
     crate::store::elements::write(tx, &work.elements).await?;
     let mut rejected = concurrent_reuse(tx, &work.entries, &lost).await?;
     rejected.extend(std::mem::take(&mut work.rejected));
-    let created = created_at(&written);
     let mut committed = committed(work, written.outbox, &created, |id| !lost.contains(&id));
     committed.rejected = rejected;
     Ok(committed)

@@ -12,6 +12,7 @@
 //! are filtered on the ids the insert returned, inside the same statement. The
 //! caller tells a repeated start from a conflicting one ([`Written::inserted`]).
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -52,6 +53,17 @@ pub struct Written {
     pub outbox: Vec<OutboxRow>,
 }
 
+impl Written {
+    /// The sagas the write created or updated (whose rows it wrote).
+    pub fn kept(&self) -> HashSet<&str> {
+        self.inserted
+            .iter()
+            .chain(&self.changed)
+            .map(String::as_str)
+            .collect()
+    }
+}
+
 impl BatchWrite<'_> {
     fn is_empty(&self) -> bool {
         self.new.is_empty()
@@ -67,10 +79,11 @@ impl BatchWrite<'_> {
 pub async fn write(tx: &mut Tx, w: BatchWrite<'_>) -> Result<Written, StoreError> {
     let fenced: Vec<String> = w.changed.iter().map(|c| c.state.id.clone()).collect();
     let written = execute(tx.conn(), w).await?;
+    let updated: HashSet<&str> = written.changed.iter().map(String::as_str).collect();
     let stale: Vec<&str> = fenced
         .iter()
         .map(String::as_str)
-        .filter(|id| !written.changed.iter().any(|c| c == id))
+        .filter(|id| !updated.contains(id))
         .collect();
     if !stale.is_empty() {
         return Err(StoreError::Conflict(stale.join(",")));
@@ -158,12 +171,16 @@ async fn execute(conn: &mut PgConnection, w: BatchWrite<'_>) -> Result<Written, 
     .fetch_one(&mut *conn)
     .await
     .map_err(ctx("write batch"))?;
-    let kept =
-        |id: &str| row.inserted.iter().any(|i| i == id) || row.changed.iter().any(|i| i == id);
+    let kept: HashSet<&str> = row
+        .inserted
+        .iter()
+        .chain(&row.changed)
+        .map(String::as_str)
+        .collect();
     let messages: Vec<OutboxMessage> = w
         .outbox
         .into_iter()
-        .filter(|(id, _)| kept(id))
+        .filter(|(id, _)| kept.contains(id))
         .map(|(_, m)| m)
         .collect();
     let mut ids = row.outbox;

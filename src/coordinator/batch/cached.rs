@@ -18,7 +18,7 @@
 //! refuses, and sagas that did not change (a no-op on a stale state could drop an
 //! input the current state would act on).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -66,8 +66,9 @@ pub async fn run_cached(
     };
     // A saga with a start must be new (not cached: the insert checks it is not
     // stored either); any other must be cached. The rest go the locked way.
+    let held: HashSet<String> = taken.iter().map(|(s, _)| s.id.clone()).collect();
     fast.retain(|id, inputs| {
-        let held = taken.iter().any(|(s, _)| &s.id == id);
+        let held = held.contains(id);
         let starts = inputs.iter().any(|(_, i)| matches!(i, Input::Start { .. }));
         if held == starts {
             rest.append(inputs);
@@ -117,13 +118,16 @@ pub async fn run_cached(
             return Err((e, rest));
         }
     };
-    let kept = |id: &str| {
-        written.changed.iter().any(|c| c == id) || written.inserted.iter().any(|c| c == id)
-    };
-    rest.extend(applied.into_iter().filter(|(_, i)| !kept(i.saga_id())));
+    let kept = written.kept();
+    rest.extend(
+        applied
+            .into_iter()
+            .filter(|(_, i)| !kept.contains(i.saga_id())),
+    );
     let created = created_at(&written);
+    let kept: HashSet<String> = kept.into_iter().map(str::to_string).collect();
     Ok(CachedRun {
-        committed: committed(work, written.outbox, &created, kept),
+        committed: committed(work, written.outbox, &created, |id| kept.contains(id)),
         rest,
     })
 }
