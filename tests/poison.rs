@@ -90,6 +90,7 @@ async fn pooled_sessions_carry_the_configured_timeouts() {
         .execute(&pool)
         .await
         .unwrap();
+    #[allow(clippy::disallowed_methods)] // a lock holder for the test, never cancelled
     let mut holder = pool.begin().await.unwrap();
     sqlx::query("SELECT * FROM t WHERE id = 1 FOR UPDATE")
         .execute(&mut *holder)

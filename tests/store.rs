@@ -207,6 +207,7 @@ async fn concurrent_outbox_claims_skip_rows_another_transaction_holds() {
     let rows = write_outbox(&env, 6, Duration::ZERO).await;
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     // A claimer mid-transaction holds the first three rows.
+    #[allow(clippy::disallowed_methods)] // a lock holder for the test, never cancelled
     let mut holder = env.pool.begin().await.unwrap();
     sqlx::query("SELECT id FROM outbox WHERE id = ANY($1) FOR UPDATE")
         .bind(&ids[..3])
@@ -526,6 +527,42 @@ async fn relaxed_writes_leave_the_sessions_commit_setting_as_it_was() {
         setting, "on",
         "set for the statement's own transaction only"
     );
+    pool.close().await;
+    env.cleanup().await;
+}
+
+/// sqlx 0.8.6 raises its transaction depth only once `BEGIN` has answered, so a
+/// `begin()` cancelled while it waits queues no `ROLLBACK`, and the pool hands out a
+/// session still inside that transaction: later autocommit writes on it are never
+/// committed (transact-rs/sqlx#4393). `store::begin` finishes every `BEGIN` it sends.
+#[tokio::test]
+async fn a_begin_cancelled_at_any_point_leaves_no_transaction_open_on_the_pooled_session() {
+    let env = env().await;
+    sqlx::query("CREATE TABLE probe (round bigint)")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    // One connection, so every write runs on the session the cancelled begin used.
+    let pool = store::connect(&env.settings.database.url, 1).await.unwrap();
+    for round in 0..400i64 {
+        // Cancelled after 0 to ~1 ms: at the acquire, with BEGIN in flight, or after.
+        let after = Duration::from_micros(round as u64 % 200 * 5);
+        let _ = tokio::time::timeout(after, store::begin(&pool)).await;
+        sqlx::query("INSERT INTO probe VALUES ($1)")
+            .bind(round)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM probe WHERE round = $1")
+            .bind(round)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            seen, 1,
+            "round {round}: an autocommit write was not committed"
+        );
+    }
     pool.close().await;
     env.cleanup().await;
 }

@@ -13,9 +13,26 @@ use super::{ctx, StoreError};
 /// starts) without handling sqlx themselves.
 pub struct Tx(sqlx::Transaction<'static, sqlx::Postgres>);
 
-/// Opens a transaction on a pooled connection.
+/// Opens a transaction on a pooled connection, safe to cancel.
+///
+/// sqlx 0.8.6 counts a transaction only once its `BEGIN` has answered, so a
+/// `pool.begin()` dropped while it waits (a task aborted when its loop stops, a
+/// `select!` on shutdown, a client that hung up) queues no `ROLLBACK`, and the pool
+/// hands the session on still inside that transaction: every later autocommit write
+/// on it (a batch without a lock, a ledger row, an outbox delete) is acknowledged
+/// but never committed, and lost when the session ends (transact-rs/sqlx#4393). The
+/// `BEGIN` therefore runs in a task of its own, which finishes it whatever happens
+/// to the caller: a caller that went away drops a counted transaction, which rolls
+/// back before its session is reused.
+#[allow(clippy::disallowed_methods)] // the one place sqlx's begin runs (clippy.toml)
 pub async fn begin(pool: &PgPool) -> Result<Tx, StoreError> {
-    pool.begin().await.map(Tx).map_err(ctx("begin"))
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin().await }).await {
+        Ok(begun) => begun.map(Tx).map_err(ctx("begin")),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels the task: no transaction to be had.
+        Err(_) => Err(ctx("begin")(sqlx::Error::PoolClosed)),
+    }
 }
 
 impl Tx {
