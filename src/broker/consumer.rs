@@ -1,13 +1,9 @@
 //! Consumption in one place: the coordinator, the worker and the dead-letter tools
 //! take deliveries through an [`Intake`] and settle each one exactly once with a
-//! [`Verdict`] (ack, hand back, dead-letter with a reason).
-//!
-//! Why settling needs care: an AMQP channel closes with `PRECONDITION_FAILED -
-//! unknown delivery tag` when a frame names a tag already settled, and every channel
-//! teardown returns all of its unacked deliveries with their delivery count raised,
-//! so one wrong frame burns a delivery attempt of every message the channel held.
-//! [`plan`] turns a batch's verdicts into frames that name every tag once.
+//! [`Verdict`] (ack, hand back, dead-letter with a reason); which frames that takes
+//! is worked out in [`super::settlement`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::SelectAll;
@@ -18,6 +14,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 
 use super::publisher::dead_letter_headers;
+use super::settlement::Tags;
+pub use super::settlement::{Frame, Verdict};
 use super::{Names, Outgoing, Publisher};
 
 /// One delivery, detached from lapin's types so the rest of the crate never sees them.
@@ -105,57 +103,6 @@ fn delivery_count(headers: &FieldTable) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
-/// What happens to one delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// Done with it.
-    Ack,
-    /// Return it to its queue (for another consumer, or later).
-    HandBack,
-    /// Publish it to the dead-letter exchange with this reason, then ack it.
-    DeadLetter(String),
-}
-
-/// One settling frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame {
-    Ack { tag: u64, multiple: bool },
-    Requeue { tag: u64 },
-}
-
-/// The frames that settle `batch` (tag, verdict), each tag exactly once.
-///
-/// With `sequential` (the caller settles a batch before it takes the next one, so
-/// nothing below the batch's tags is outstanding), the acks collapse into one
-/// multiple-ack at the highest acked tag, sent after the hand-backs so it cannot
-/// cover them. Without it (the worker completes tasks out of order) every tag gets
-/// its own frame.
-pub fn plan(batch: &[(u64, &Verdict)], sequential: bool) -> Vec<Frame> {
-    let mut frames: Vec<Frame> = batch
-        .iter()
-        .filter(|(_, v)| **v == Verdict::HandBack)
-        .map(|(tag, _)| Frame::Requeue { tag: *tag })
-        .collect();
-    let acked = batch
-        .iter()
-        .filter(|(_, v)| **v != Verdict::HandBack)
-        .map(|(tag, _)| *tag);
-    if sequential {
-        if let Some(tag) = acked.max() {
-            frames.push(Frame::Ack {
-                tag,
-                multiple: true,
-            });
-        }
-    } else {
-        frames.extend(acked.map(|tag| Frame::Ack {
-            tag,
-            multiple: false,
-        }));
-    }
-    frames
-}
-
 /// Where an intake's dead letters go on `<ns>.dlx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeadLetterRoute {
@@ -171,13 +118,16 @@ pub struct Intake {
     settler: Settler,
 }
 
-/// Settles an intake's deliveries; cheap to clone, so a stage that finishes work
-/// out of order (the worker's completion stage) can hold its own.
+/// Settles an intake's deliveries, in any order; cheap to clone, so a stage that
+/// finishes work out of order (the worker's completion stage) can hold its own.
 #[derive(Clone)]
 pub struct Settler {
     channel: Channel,
     names: Names,
     route: DeadLetterRoute,
+    /// The channel's delivery tags. Locked while a batch's frames are sent, so no
+    /// multiple-ack goes out before a frame it assumes sent (see [`Tags::settle`]).
+    tags: Arc<tokio::sync::Mutex<Tags>>,
 }
 
 impl Intake {
@@ -211,6 +161,7 @@ impl Intake {
                 channel,
                 names: names.clone(),
                 route,
+                tags: Arc::default(),
             },
         })
     }
@@ -241,16 +192,17 @@ impl Intake {
                 _ => break,
             }
         }
-        if !should_linger(batch.len(), max, linger) {
-            return Ok(Some(batch));
-        }
-        let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < max {
-            match tokio::time::timeout_at(deadline, self.consumers.next()).await {
-                Ok(Some(d)) => batch.push(Inbound::from_delivery(d?)),
-                _ => break,
+        if should_linger(batch.len(), max, linger) {
+            let deadline = tokio::time::Instant::now() + linger;
+            while batch.len() < max {
+                match tokio::time::timeout_at(deadline, self.consumers.next()).await {
+                    Ok(Some(d)) => batch.push(Inbound::from_delivery(d?)),
+                    _ => break,
+                }
             }
         }
+        let mut tags = self.settler.tags.lock().await;
+        batch.iter().for_each(|m| tags.received(m.tag));
         Ok(Some(batch))
     }
 
@@ -273,39 +225,21 @@ fn should_linger(ready: usize, max: usize, linger: Duration) -> bool {
 }
 
 impl Settler {
-    /// Settles a batch taken with [`Intake::next_batch`], before the next batch is
-    /// taken: dead letters are published (confirmed) first, then every delivery is
-    /// acked or handed back exactly once.
+    /// Settles deliveries of this intake, whether or not others are still
+    /// outstanding: dead letters are published (confirmed) first, then every delivery
+    /// is acked or handed back exactly once, acks below every open delivery in one
+    /// multiple-ack.
     pub async fn settle(
         &self,
         dead: &Publisher,
         batch: &[Inbound],
         verdicts: &[Verdict],
     ) -> super::Result<()> {
-        self.settle_with(dead, batch, verdicts, true).await
-    }
-
-    /// Settles some deliveries while others are still outstanding (out of order).
-    pub async fn settle_each(
-        &self,
-        dead: &Publisher,
-        batch: &[Inbound],
-        verdicts: &[Verdict],
-    ) -> super::Result<()> {
-        self.settle_with(dead, batch, verdicts, false).await
-    }
-
-    async fn settle_with(
-        &self,
-        dead: &Publisher,
-        batch: &[Inbound],
-        verdicts: &[Verdict],
-        sequential: bool,
-    ) -> super::Result<()> {
         debug_assert_eq!(batch.len(), verdicts.len());
         self.dead_letter(dead, batch, verdicts).await?;
         let tagged: Vec<(u64, &Verdict)> = batch.iter().map(|m| m.tag).zip(verdicts).collect();
-        for frame in plan(&tagged, sequential) {
+        let mut tags = self.tags.lock().await;
+        for frame in tags.settle(&tagged) {
             self.send(frame).await?;
         }
         Ok(())
@@ -402,7 +336,6 @@ pub(crate) async fn requeue_through(ch: &Channel, tag: u64) -> lapin::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     #[test]
     fn a_lone_delivery_never_lingers() {
@@ -413,86 +346,6 @@ mod tests {
         assert!(
             !should_linger(5, 256, Duration::ZERO),
             "linger 0: never waits"
-        );
-    }
-
-    /// Replays frames against the set of outstanding tags, as the broker does, and
-    /// fails on any frame naming a tag that is not outstanding.
-    fn replay(outstanding: &[u64], frames: &[Frame]) -> BTreeMap<u64, &'static str> {
-        let mut open: Vec<u64> = outstanding.to_vec();
-        let mut settled = BTreeMap::new();
-        for f in frames {
-            let (tag, multiple, what) = match *f {
-                Frame::Ack { tag, multiple } => (tag, multiple, "ack"),
-                Frame::Requeue { tag } => (tag, false, "requeue"),
-            };
-            assert!(
-                open.contains(&tag),
-                "unknown delivery tag {tag} in {frames:?}"
-            );
-            let hit: Vec<u64> = open
-                .iter()
-                .copied()
-                .filter(|t| if multiple { *t <= tag } else { *t == tag })
-                .collect();
-            for t in hit {
-                open.retain(|o| *o != t);
-                assert!(settled.insert(t, what).is_none(), "tag {t} settled twice");
-            }
-        }
-        settled
-    }
-
-    fn verdicts(pattern: &str) -> Vec<Verdict> {
-        pattern
-            .chars()
-            .map(|c| match c {
-                'a' => Verdict::Ack,
-                'h' => Verdict::HandBack,
-                _ => Verdict::DeadLetter("poison".into()),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn every_mix_settles_each_tag_exactly_once() {
-        // Every pattern of three verdicts over four deliveries, both modes.
-        for n in 0..81u32 {
-            let pattern: String = (0..4)
-                .map(|i| ['a', 'h', 'd'][(n / 3u32.pow(i) % 3) as usize])
-                .collect();
-            let v = verdicts(&pattern);
-            let tags = [7u64, 8, 9, 10];
-            let batch: Vec<(u64, &Verdict)> = tags.iter().copied().zip(&v).collect();
-            for sequential in [true, false] {
-                let settled = replay(&tags, &plan(&batch, sequential));
-                assert_eq!(settled.len(), 4, "{pattern} sequential={sequential}");
-                for (tag, verdict) in &batch {
-                    let want = if **verdict == Verdict::HandBack {
-                        "requeue"
-                    } else {
-                        "ack"
-                    };
-                    assert_eq!(settled[tag], want, "{pattern} tag {tag}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn last_delivery_handed_back_is_not_acked_too() {
-        // Today's bug: a nack of the last tag, then a multiple-ack of that same tag.
-        let v = verdicts("ah");
-        let frames = plan(&[(1, &v[0]), (2, &v[1])], true);
-        assert_eq!(
-            frames,
-            vec![
-                Frame::Requeue { tag: 2 },
-                Frame::Ack {
-                    tag: 1,
-                    multiple: true
-                }
-            ]
         );
     }
 

@@ -9,6 +9,7 @@ pub mod endpoint;
 pub mod inspect;
 mod names;
 pub mod publisher;
+mod settlement;
 pub mod subscription;
 mod teardown;
 pub mod topology;

@@ -100,9 +100,7 @@ async fn complete(
         .collect();
     let acked = verdicts.iter().filter(|v| **v == Verdict::Ack).count() as u64;
     let msgs: Vec<Inbound> = batch.into_iter().map(|d| d.msg).collect();
-    c.settler
-        .settle_each(&c.publisher, &msgs, &verdicts)
-        .await?;
+    c.settler.settle(&c.publisher, &msgs, &verdicts).await?;
     Ok(acked)
 }
 

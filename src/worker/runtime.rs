@@ -227,9 +227,7 @@ async fn intake_batch(
         reasons.push(Verdict::DeadLetter(reason));
     }
     if !refused.is_empty() {
-        s.settler
-            .settle_each(&s.publisher, &refused, &reasons)
-            .await?;
+        s.settler.settle(&s.publisher, &refused, &reasons).await?;
     }
     let keys: Vec<String> = tasks
         .iter()
