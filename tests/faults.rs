@@ -262,12 +262,19 @@ impl Rig {
     /// SIGKILL of the node, then started again on the same data.
     fn rabbit_kill9(&mut self) {
         let began = tokio::time::Instant::now();
-        tokio::task::block_in_place(|| {
+        let elected = tokio::task::block_in_place(|| {
             self.rabbit.kill9();
             self.rabbit.start_again();
+            self.rabbit.elect_leaderless_queues()
         });
         let down = began.elapsed().as_secs_f64();
         self.note(format!("rabbitmq SIGKILL, started again ({down:.1}s down)"));
+        if !elected.is_empty() {
+            self.note(format!(
+                "broker defect rabbitmq/ra#179: {elected:?} came back without a leader; \
+                 triggered an election"
+            ));
+        }
     }
 
     /// `stop_app` for `down`, then `start_app`.

@@ -527,6 +527,66 @@ impl ThrowawayRabbit {
         )
     }
 
+    /// The node's quorum queues whose Ra server is not the leader (every queue of a
+    /// single node leads itself once it has recovered), by Ra server name.
+    fn quorum_queues_without_leader(&self) -> Vec<String> {
+        let states = self.rabbitmqctl(&[
+            "eval",
+            "lists:foreach(fun(Q) -> {R, _} = amqqueue:get_pid(Q), \
+             S = (catch element(1, sys:get_state(R, 2000))), io:format(\"~s ~p~n\", [R, S]) end, \
+             [Q || Q <- rabbit_amqqueue:list(), amqqueue:get_type(Q) =:= rabbit_quorum_queue]).",
+        ]);
+        states
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(name, state)| name.starts_with("%2F_") && *state != "leader")
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+
+    /// Waits until every quorum queue of the node has a leader again after a
+    /// `kill9` and `start_again`; returns the queues that needed an election.
+    ///
+    /// RabbitMQ 3.10's Ra (2.2) can bring a single-node quorum queue back from a
+    /// SIGKILL as a follower with an empty log that never elects itself
+    /// (rabbitmq/ra#179): every publish to it and every consumer of it then waits for
+    /// ever, whatever the client does. The fault suite met it on `<ns>.coordinator`,
+    /// declared seconds before the first kill (docs/faults.md). A queue that recovered
+    /// elects itself
+    /// within an election timeout (about a second); one still without a leader after
+    /// 10 s gets the operator's remedy in docs/faults.md, `ra:trigger_election`, and
+    /// the test's report names it.
+    pub fn elect_leaderless_queues(&self) -> Vec<String> {
+        let began = Instant::now();
+        let mut elected: Vec<String> = vec![];
+        let led = wait_blocking(Duration::from_secs(40), || {
+            let stuck = self.quorum_queues_without_leader();
+            if began.elapsed() > Duration::from_secs(10) {
+                let fresh: Vec<&String> = stuck.iter().filter(|q| !elected.contains(q)).collect();
+                for q in fresh {
+                    self.rabbitmqctl(&[
+                        "eval",
+                        &format!("ra:trigger_election({{'{q}', node()}})."),
+                    ]);
+                    eprintln!(
+                        "throwaway RabbitMQ {}: quorum queue {q} came back without a leader \
+                         (rabbitmq/ra#179); triggered an election",
+                        self.node
+                    );
+                    elected.push(q.clone());
+                }
+            }
+            stuck.is_empty()
+        });
+        assert!(
+            led,
+            "quorum queues of {} still without a leader 40 s after the restart: {:?}",
+            self.node,
+            self.quorum_queues_without_leader()
+        );
+        elected
+    }
+
     /// `rabbitmqctl stop_app`: the Erlang node stays up, the broker application (and
     /// every connection) goes.
     pub fn stop_app(&self) {
