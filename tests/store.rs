@@ -566,3 +566,35 @@ async fn a_begin_cancelled_at_any_point_leaves_no_transaction_open_on_the_pooled
     pool.close().await;
     env.cleanup().await;
 }
+
+/// The small-batch pool plans the batch statement once per session; whatever the
+/// statistics say (here none: tables never analysed, as in a fresh deployment) the
+/// plan finds sagas by key inside a nested loop, never by a sequential scan
+/// or a hash join that would read a grown table whole.
+#[tokio::test]
+async fn the_small_batch_plan_finds_sagas_by_key_even_on_a_fresh_schema() {
+    let env = env().await;
+    let pool = store::connect_small_batches(&env.settings.database, 1).unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let statement = include_str!("../src/store/sql/batch_write.sql");
+    sqlx::raw_sql(&format!("PREPARE w AS {statement}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let nulls = vec!["NULL"; 31].join(", ");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE w({nulls})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    // By `sagas_pkey` or `sagas_created` (created_at, id): the fence names both.
+    let by_key = ["sagas_pkey", "sagas_created"]
+        .iter()
+        .any(|index| plan.contains(&format!("Index Scan using {index} on sagas s")));
+    assert!(by_key, "{plan}");
+    assert!(!plan.contains("Seq Scan on sagas"), "{plan}");
+    assert!(!plan.contains("Hash"), "{plan}");
+    drop(conn);
+    pool.close().await;
+    env.cleanup().await;
+}
