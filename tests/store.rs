@@ -567,14 +567,14 @@ async fn a_begin_cancelled_at_any_point_leaves_no_transaction_open_on_the_pooled
     env.cleanup().await;
 }
 
-/// The small-batch pool plans the batch statement once per session; whatever the
+/// A `planned_once` pool plans the batch statement once per session; whatever the
 /// statistics say (here none: tables never analysed, as in a fresh deployment) the
 /// plan finds sagas by key inside a nested loop, never by a sequential scan
 /// or a hash join that would read a grown table whole.
 #[tokio::test]
-async fn the_small_batch_plan_finds_sagas_by_key_even_on_a_fresh_schema() {
+async fn a_plan_made_once_finds_sagas_by_key_even_on_a_fresh_schema() {
     let env = env().await;
-    let pool = store::connect_small_batches(&env.settings.database, 1).unwrap();
+    let pool = store::planned_once(&env.pool, 1);
     let mut conn = pool.acquire().await.unwrap();
     let statement = include_str!("../src/store/sql/batch_write.sql");
     sqlx::raw_sql(&format!("PREPARE w AS {statement}"))
@@ -594,6 +594,39 @@ async fn the_small_batch_plan_finds_sagas_by_key_even_on_a_fresh_schema() {
     assert!(by_key, "{plan}");
     assert!(!plan.contains("Seq Scan on sagas"), "{plan}");
     assert!(!plan.contains("Hash"), "{plan}");
+    drop(conn);
+    pool.close().await;
+    env.cleanup().await;
+}
+
+/// The worker's ledger lookup on a `planned_once` pool is a lookup by key even when
+/// it is planned while the table is small and analysed (where a plan made once
+/// would otherwise be a sequential scan, kept as the table grows).
+#[tokio::test]
+async fn ledger_plans_made_once_look_keys_up_by_index() {
+    let env = env().await;
+    sqlx::raw_sql(
+        "INSERT INTO idempotency_ledger (key, task_id, output, saga_id) \
+         SELECT 'k' || i, 't' || i, '{}', 's' FROM generate_series(1, 5) AS i; \
+         ANALYZE idempotency_ledger",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let pool = store::planned_once(&env.pool, 1);
+    let mut conn = pool.acquire().await.unwrap();
+    let lookup = "SELECT key, output::text FROM idempotency_ledger WHERE key = ANY($1)";
+    sqlx::raw_sql(&format!("PREPARE l(text[]) AS {lookup}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE l(NULL)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
     drop(conn);
     pool.close().await;
     env.cleanup().await;

@@ -69,9 +69,8 @@ pub struct Coordinator {
     /// The states it committed last (shared by its loops; never held across an await).
     cache: Arc<Mutex<StateCache>>,
     /// Where a small batch without a lock is written: sessions that plan the batch
-    /// statement once (`store::connect_small_batches`). `None` only if the URL the
-    /// main pool connected with cannot be parsed a second time.
-    small_batches: Option<PgPool>,
+    /// statement once (`store::planned_once`).
+    small_batches: PgPool,
 }
 
 /// The most inputs a batch may have to be written through `small_batches`. The
@@ -83,9 +82,7 @@ impl Coordinator {
     pub fn new(settings: Settings, catalog: Catalog, pool: PgPool) -> Self {
         let names = Names::new(&settings.namespace);
         let cache = StateCache::new(settings.coordinator.state_cache_sagas);
-        let small_batches = crate::store::connect_small_batches(&settings.database, 2)
-            .map_err(|e| tracing::warn!(error = %e, "small batches use the main pool"))
-            .ok();
+        let small_batches = crate::store::planned_once(&pool, 2);
         Coordinator {
             small_batches,
             cache: Arc::new(Mutex::new(cache)),
@@ -346,9 +343,10 @@ impl Coordinator {
             return (Committed::default(), inputs);
         }
         let n = inputs.len();
-        let pool = match &self.small_batches {
-            Some(small) if n <= SMALL_BATCH => small,
-            _ => &self.pool,
+        let pool = if n <= SMALL_BATCH {
+            &self.small_batches
+        } else {
+            &self.pool
         };
         let run = batch::run_cached(
             pool,

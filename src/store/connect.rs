@@ -50,8 +50,7 @@ pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
         .acquire_timeout(timeout)
         .test_before_acquire(false)
         .connect_with(
-            session_options(base.clone(), db, Planning::Custom)
-                .log_statements(tracing::log::LevelFilter::Trace),
+            session_options(base.clone(), db).log_statements(tracing::log::LevelFilter::Trace),
         )
         .await
         .map_err(|source| StoreError::Connect {
@@ -66,29 +65,40 @@ pub async fn connect_with(db: &DatabaseSettings) -> Result<PgPool, StoreError> {
     Ok(pool)
 }
 
-/// A second pool to `db` whose sessions plan each statement once (a generic plan) and
-/// only with index scans and nested loops; it connects on first use (the main pool
-/// made the database and ran the migrations).
+/// A second pool to where `pool` connects, with its session settings, whose
+/// sessions plan each statement once (a generic plan) and only with index scans and
+/// nested loops; it connects on first use (`pool` made the database and ran the
+/// migrations).
 ///
-/// For the coordinator's small batches, and only them: custom planning of the batch
-/// statement costs the server about 0.45 ms a batch, a third of a small batch's
-/// commit. A generic plan is unsafe in the main pool (see `session_options`: chosen
-/// while a table is new it is a sequential scan that stays cached as the table
-/// grows); with sequential scans, hash and merge joins disabled it is an index scan
-/// inside a nested loop whatever the statistics said, so it stays right as the
-/// tables grow. Its cost grows with the product of a batch's sagas and rows (a
-/// nested loop over the sagas the batch kept), so large batches keep the main pool:
-/// measured, a burst's 256-input batches took 75 ms instead of 15 this way.
-pub fn connect_small_batches(db: &DatabaseSettings, max: u32) -> Result<PgPool, StoreError> {
-    let base = PgConnectOptions::from_str(&db.url).map_err(ctx("url"))?;
-    let timeout = Duration::from_millis(db.connect_timeout_ms.max(1));
-    let options = session_options(base, db, Planning::OnceIndexOnly);
-    Ok(PgPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(timeout)
+/// Custom planning costs the server about 0.45 ms per coordinator batch statement,
+/// a third of a small batch's commit, and a tenth of a millisecond per ledger
+/// statement. A generic plan is unsafe in the main pool (see `session_options`:
+/// chosen while a table is new, it is a sequential scan that stays cached as the
+/// table grows); with sequential scans, hash and merge joins disabled it is an index
+/// scan inside a nested loop whatever the statistics said, so it stays right as the
+/// tables grow. It suits statements whose every plan is a lookup by key (the
+/// worker's ledger) and the coordinator's small batches: the batch statement's
+/// nested loops over the sagas a batch kept grow with the product of its sagas and
+/// rows, and measured, a burst's 256-input batches took 75 ms instead of 15 this way.
+pub fn planned_once(pool: &PgPool, max_connections: u32) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options(PLANNED_ONCE.iter().copied());
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(pool.options().get_acquire_timeout())
         .test_before_acquire(false)
-        .connect_lazy_with(options.log_statements(tracing::log::LevelFilter::Trace)))
+        .connect_lazy_with(options)
 }
+
+/// The session settings of [`planned_once`] pools; later startup options override
+/// earlier ones, so these replace the main pool's `plan_cache_mode`.
+const PLANNED_ONCE: &[(&str, &str)] = &[
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
 
 /// Fails when a TLS file the URL names cannot be read (see [`StoreError::TlsFile`]).
 fn check_tls_files(url: &str) -> Result<(), StoreError> {
@@ -138,41 +148,17 @@ pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
 /// million rows in 14 s of a fan-out and took half of Postgres's CPU (BENCHMARKS.md,
 /// "Fan-out"). Planning each statement with its parameters costs tens of
 /// microseconds and never picks that scan.
-fn session_options(
-    options: PgConnectOptions,
-    db: &DatabaseSettings,
-    planning: Planning,
-) -> PgConnectOptions {
+fn session_options(options: PgConnectOptions, db: &DatabaseSettings) -> PgConnectOptions {
     let ms = |n: u64| format!("{n}ms");
-    let plans: &[(&str, &str)] = match planning {
-        Planning::Custom => &[("plan_cache_mode", "force_custom_plan")],
-        Planning::OnceIndexOnly => &[
-            ("plan_cache_mode", "force_generic_plan"),
-            ("enable_seqscan", "off"),
-            ("enable_hashjoin", "off"),
-            ("enable_mergejoin", "off"),
-        ],
-    };
-    let timeouts = [
+    options.options([
+        ("plan_cache_mode", "force_custom_plan".to_string()),
         ("lock_timeout", ms(db.lock_timeout_ms)),
         ("statement_timeout", ms(db.statement_timeout_ms)),
         (
             "idle_in_transaction_session_timeout",
             ms(db.idle_in_transaction_session_timeout_ms),
         ),
-    ];
-    let plans = plans.iter().map(|(k, v)| (*k, v.to_string()));
-    options.options(plans.chain(timeouts))
-}
-
-/// How a pool's sessions plan statements (see [`session_options`] and
-/// [`connect_small_batches`]).
-#[derive(Debug, Clone, Copy)]
-enum Planning {
-    /// Each execution planned with its parameters.
-    Custom,
-    /// Planned once per session, with index scans and nested loops only.
-    OnceIndexOnly,
+    ])
 }
 
 /// Where `options` connect, for messages: `host:port/database` (never the password).

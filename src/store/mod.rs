@@ -61,7 +61,7 @@ mod error;
 mod schema;
 mod tx;
 
-pub use connect::{connect, connect_small_batches, connect_with, drop_database, ping};
+pub use connect::{connect, connect_with, drop_database, ping, planned_once};
 pub(crate) use error::ctx;
 pub use error::{classify_sqlstate, classify_sqlx, Class, StoreError};
 pub use schema::{SchemaLock, MIGRATOR};

@@ -66,7 +66,13 @@ impl Worker {
     /// abandoned (stopped at its next await point): its task is not acked, the broker
     /// redelivers it, and it runs again elsewhere — which is why handlers must be
     /// idempotent (see `ActivityContext::idempotency_key`).
+    ///
+    /// The ledger is read and written through a small pool of its own to where `pool`
+    /// connects, whose sessions plan its statements once (`store::planned_once`):
+    /// every ledger plan is a lookup by key, and planning them per execution cost
+    /// Postgres more than running them.
     pub async fn run(self, settings: Settings, pool: PgPool, shutdown: CancellationToken) {
+        let pool = crate::store::planned_once(&pool, 3);
         let worker = Arc::new(self);
         let settings = Arc::new(settings);
         let health = worker.health.clone();
