@@ -574,19 +574,8 @@ async fn a_begin_cancelled_at_any_point_leaves_no_transaction_open_on_the_pooled
 #[tokio::test]
 async fn a_plan_made_once_finds_sagas_by_key_even_on_a_fresh_schema() {
     let env = env().await;
-    let pool = store::planned_once(&env.pool, 1);
-    let mut conn = pool.acquire().await.unwrap();
     let statement = include_str!("../src/store/sql/batch_write.sql");
-    sqlx::raw_sql(&format!("PREPARE w AS {statement}"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    let nulls = vec!["NULL"; 31].join(", ");
-    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE w({nulls})"))
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let plan = plan.join("\n");
+    let plan = plan_made_once(&env, statement, "", 31).await;
     // By `sagas_pkey` or `sagas_created` (created_at, id): the fence names both.
     let by_key = ["sagas_pkey", "sagas_created"]
         .iter()
@@ -594,9 +583,26 @@ async fn a_plan_made_once_finds_sagas_by_key_even_on_a_fresh_schema() {
     assert!(by_key, "{plan}");
     assert!(!plan.contains("Seq Scan on sagas"), "{plan}");
     assert!(!plan.contains("Hash"), "{plan}");
+    env.cleanup().await;
+}
+
+/// The plan a `planned_once` session makes for `statement` (prepared with the
+/// parameter `types`, empty when its casts say), run with NULL for its `params`.
+async fn plan_made_once(env: &TestEnv, statement: &str, types: &str, params: usize) -> String {
+    let pool = store::planned_once(&env.pool, 1);
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!("PREPARE p{types} AS {statement}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let nulls = vec!["NULL"; params].join(", ");
+    let plan: Vec<String> = sqlx::query_scalar(&format!("EXPLAIN EXECUTE p({nulls})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
     drop(conn);
     pool.close().await;
-    env.cleanup().await;
+    plan.join("\n")
 }
 
 /// The worker's ledger lookup on a `planned_once` pool is a lookup by key even when
@@ -613,21 +619,9 @@ async fn ledger_plans_made_once_look_keys_up_by_index() {
     .execute(&env.pool)
     .await
     .unwrap();
-    let pool = store::planned_once(&env.pool, 1);
-    let mut conn = pool.acquire().await.unwrap();
     let lookup = "SELECT key, output::text FROM idempotency_ledger WHERE key = ANY($1)";
-    sqlx::raw_sql(&format!("PREPARE l(text[]) AS {lookup}"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE l(NULL)")
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-    let plan = plan.join("\n");
+    let plan = plan_made_once(&env, lookup, "(text[])", 1).await;
     assert!(plan.contains("Index"), "{plan}");
     assert!(!plan.contains("Seq Scan"), "{plan}");
-    drop(conn);
-    pool.close().await;
     env.cleanup().await;
 }
