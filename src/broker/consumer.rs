@@ -14,8 +14,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
 
 use super::publisher::dead_letter_headers;
-use super::settlement::Tags;
-pub use super::settlement::{Frame, Verdict};
+pub use super::settlement::Verdict;
+use super::settlement::{Frame, Tags};
 use super::{Names, Outgoing, Publisher};
 
 /// One delivery, detached from lapin's types so the rest of the crate never sees them.
