@@ -74,9 +74,11 @@ pub struct Coordinator {
 }
 
 /// The most inputs a batch may have to be written through `small_batches`. The
-/// statement planned once saves about 0.45 ms of planning a batch, and costs more
-/// than planning as the batch grows (its nested loops).
-const SMALL_BATCH: usize = 16;
+/// statement planned once saves about 0.45 ms of planning a batch, and its nested
+/// loops cost more than planning as the batch grows: at 256 inputs (a burst) 75 ms
+/// instead of 15, at 64 no more than planning (BENCHMARKS.md, "Small batches planned
+/// once").
+const SMALL_BATCH: usize = 64;
 
 impl Coordinator {
     pub fn new(settings: Settings, catalog: Catalog, pool: PgPool) -> Self {
