@@ -3,9 +3,10 @@
 //! the process that does the work rather than a sidecar.
 //!
 //! Liveness is "the process's runtime answers": a wedged runtime cannot serve the
-//! probe. Readiness is "connected to the broker and the database answers": a process
-//! waiting out an outage is alive (restarting it would not help and would cost every
-//! held message a delivery attempt) but not ready.
+//! probe. Readiness is "connected to the broker, the database answers, and the broker
+//! takes this process's results": a process waiting out an outage is alive
+//! (restarting it would not help and would cost every held message a delivery
+//! attempt) but not ready.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +31,8 @@ struct Inner {
     reconnects: AtomicU64,
     broker_error: Mutex<Option<String>>,
     database_error: Mutex<Option<String>>,
+    /// Why a worker holds finished tasks whose results the broker does not take.
+    results_held: Mutex<Option<String>>,
     hops: crate::hops::Hops,
     /// Coordinator inputs applied from cached states, and under lock (only the
     /// coordinator counts them; workers show no family).
@@ -54,6 +57,11 @@ pub struct HealthReport {
     pub broker_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_error: Option<String>,
+    /// A worker holds finished tasks because the broker refuses or does not confirm
+    /// their results (a coordinator queue without a leader, or at a length limit);
+    /// says how many and why. Not ready meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results_held: Option<String>,
 }
 
 impl Health {
@@ -66,6 +74,7 @@ impl Health {
                 reconnects: AtomicU64::new(0),
                 broker_error: Mutex::new(None),
                 database_error: Mutex::new(None),
+                results_held: Mutex::new(None),
                 hops: Default::default(),
                 inputs: Default::default(),
                 unloaded: Mutex::new(None),
@@ -97,6 +106,17 @@ impl Health {
         set(&self.inner.database_error, Some(why.to_string()));
     }
 
+    /// A worker holds results the broker does not take (`Some(why)`), or no longer
+    /// does (`None`); returns whether it held some before.
+    pub fn results_held(&self, why: Option<&str>) -> bool {
+        let mut slot = self
+            .inner
+            .results_held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *slot, why.map(str::to_string)).is_some()
+    }
+
     /// Records how long one hop of a step's round trip took (`/metrics`).
     pub fn hop(&self, hop: crate::hops::Hop, took: std::time::Duration) {
         self.inner.hops.record(hop, took);
@@ -120,14 +140,16 @@ impl Health {
     pub fn report(&self) -> HealthReport {
         let broker = self.inner.broker.load(Ordering::Relaxed);
         let database = self.inner.database.load(Ordering::Relaxed);
+        let results_held = get(&self.inner.results_held);
         HealthReport {
             role: self.inner.role.to_string(),
-            ready: broker && database,
+            ready: broker && database && results_held.is_none(),
             broker_connected: broker,
             database_available: database,
             reconnects: self.inner.reconnects.load(Ordering::Relaxed),
             broker_error: get(&self.inner.broker_error),
             database_error: get(&self.inner.database_error),
+            results_held,
         }
     }
 
@@ -158,11 +180,15 @@ impl Health {
              # HELP sagaflow_database_available 0 while the process waits out a database outage.\n\
              # TYPE sagaflow_database_available gauge\n\
              sagaflow_database_available{{role=\"{role}\"}} {}\n\
+             # HELP sagaflow_results_held 1 while a worker holds finished tasks whose results the broker does not take.\n\
+             # TYPE sagaflow_results_held gauge\n\
+             sagaflow_results_held{{role=\"{role}\"}} {}\n\
              # HELP sagaflow_reconnects_total Broker connections lost and rebuilt.\n\
              # TYPE sagaflow_reconnects_total counter\n\
              sagaflow_reconnects_total{{role=\"{role}\"}} {}\n{hops}{inputs}{unloaded}",
             flag(r.broker_connected),
             flag(r.database_available),
+            flag(r.results_held.is_some()),
             r.reconnects
         )
     }
@@ -260,6 +286,28 @@ mod tests {
             .contains("sagaflow_database_available{role=\"worker\"} 0"));
         h.database_available();
         assert!(h.report().ready);
+    }
+
+    #[test]
+    fn held_results_make_a_worker_unready_until_the_broker_takes_them() {
+        let h = Health::new("worker");
+        h.broker_connected();
+        assert!(!h.results_held(Some("3 results not taken by the broker: no confirm")));
+        let r = h.report();
+        assert!(!r.ready && r.broker_connected && r.database_available);
+        assert_eq!(
+            r.results_held.as_deref(),
+            Some("3 results not taken by the broker: no confirm")
+        );
+        assert!(h
+            .metrics()
+            .contains("sagaflow_results_held{role=\"worker\"} 1"));
+        assert!(h.results_held(None), "it held some before");
+        assert!(h.report().ready);
+        assert!(h
+            .metrics()
+            .contains("sagaflow_results_held{role=\"worker\"} 0"));
+        assert!(!h.results_held(None));
     }
 
     #[test]

@@ -286,6 +286,28 @@ impl Rig {
         self.note("rabbitmq start_app".into());
     }
 
+    /// The coordinator queue has no leader for `time`, then has one again.
+    async fn coordinator_queue_leaderless(&mut self, time: Duration) {
+        let queue = self.env.names.coordinator_queue();
+        tokio::task::block_in_place(|| self.rabbit.stop_queue(&queue));
+        self.note(format!("{queue} without a leader for {time:?}"));
+        tokio::time::sleep(time).await; // the fault itself, not a wait for a condition
+        tokio::task::block_in_place(|| self.rabbit.restart_queue(&queue));
+        self.note(format!("{queue} has a leader again"));
+    }
+
+    /// Lines of the child processes' logs (every run of each) containing `text`.
+    fn log_lines_containing(&self, text: &str) -> usize {
+        let Ok(dir) = std::fs::read_dir(&self.env.dir) else {
+            return 0;
+        };
+        dir.filter_map(Result::ok)
+            .filter(|f| f.path().extension().is_some_and(|e| e == "log"))
+            .filter_map(|f| std::fs::read_to_string(f.path()).ok())
+            .map(|log| log.lines().filter(|l| l.contains(text)).count())
+            .sum()
+    }
+
     /// Postgres immediate stop, down for `down`, started again.
     async fn pg_crash(&mut self, down: Duration) {
         tokio::task::block_in_place(|| self.pg.crash());
@@ -475,6 +497,48 @@ async fn rabbitmq_down_60s() {
     let per = reruns_per_fault(&rig.env);
     let injected = format!("rabbitmq down {}s", LONG_RABBIT_OUTAGE.as_secs());
     rig.finish(injected, expected, load, per, 1).await;
+}
+
+/// How long the coordinator queue stays without a leader each time: longer than
+/// `broker::publisher::CONFIRM_TIMEOUT` (30 s), so the workers' result publishes time
+/// out and are held.
+const LEADERLESS_FOR: Duration = Duration::from_secs(40);
+
+/// The coordinator queue without a leader under load (its Ra server stopped, then
+/// started again), as a quorum queue came back from a crash in CI (rabbitmq/ra#179,
+/// docs/faults.md). Results the workers publish meanwhile are not confirmed: the
+/// workers must hold those tasks and publish their results again until the queue takes
+/// them, not hand the tasks back (each hand-back costs a delivery attempt; an outage
+/// of a few confirm timeouts dead-lettered completed tasks and compensated a saga that
+/// should have completed). Starts published meanwhile wait with the load's retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_queue_without_leader() {
+    let outages = faults(1, 3);
+    let sagas = 150 * outages;
+    let mut rig = Rig::new("coordinator_queue_without_leader", 2, 2).await;
+    let (expected, load) = rig.load("nolead", sagas, 3, Duration::from_millis(200));
+    for _ in 0..outages {
+        rig.wait_all_consuming().await;
+        rig.progress(&load, sagas).await;
+        rig.coordinator_queue_leaderless(LEADERLESS_FOR).await;
+    }
+    let held = rig.log_lines_containing("holding their tasks");
+    let handed_back = rig.log_lines_containing("task handed back");
+    rig.note(format!(
+        "workers held unconfirmed results {held} times, handed {handed_back} tasks back"
+    ));
+    let per = reruns_per_fault(&rig.env);
+    let injected = format!("{outages} x coordinator queue leaderless {LEADERLESS_FOR:?}");
+    rig.finish(injected, expected, load, per, outages as i64)
+        .await;
+    assert!(
+        held > 0,
+        "no worker held a result: the outage did not reach the workers"
+    );
+    assert_eq!(
+        handed_back, 0,
+        "a task whose result was not confirmed was handed back"
+    );
 }
 
 // ---------------------------------------------------------------------------------

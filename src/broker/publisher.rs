@@ -43,6 +43,18 @@ pub enum PublishError {
     Amqp(lapin::Error),
 }
 
+impl PublishError {
+    /// Whether publishing the same message again, on the same channel, can succeed
+    /// without anyone changing anything: the queue refused it for now (a nack: a
+    /// queue at its length limit, or a quorum queue without a leader refusing) or did
+    /// not confirm it in time (a quorum queue electing a leader holds confirms until it
+    /// has one). A returned message has no queue to go to until someone binds one, and
+    /// an AMQP error means the channel is gone.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PublishError::Nacked | PublishError::ConfirmTimeout(_))
+    }
+}
+
 impl From<lapin::Error> for PublishError {
     fn from(e: lapin::Error) -> Self {
         PublishError::Amqp(e)
@@ -269,4 +281,26 @@ pub fn dead_letter_headers(
     put("x-sagaflow-original-routing-key", routing_key);
     put("x-sagaflow-original-queue", queue);
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refusals_and_missing_confirms_are_worth_publishing_again() {
+        assert!(PublishError::Nacked.is_transient());
+        assert!(PublishError::ConfirmTimeout(CONFIRM_TIMEOUT).is_transient());
+        let returned = PublishError::Returned {
+            exchange: "ns.results".into(),
+            routing_key: "coordinator".into(),
+            reply: "NO_ROUTE".into(),
+        };
+        assert!(!returned.is_transient(), "no queue until someone binds one");
+        let closed = PublishError::Amqp(lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+            lapin::ChannelState::Closed,
+            "basic.publish",
+        )));
+        assert!(!closed.is_transient(), "the channel is gone");
+    }
 }

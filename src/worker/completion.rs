@@ -1,6 +1,7 @@
 //! The worker's completion stage: finished tasks are recorded in the ledger (waiting
 //! out database outages), their results published with confirms, and only then are
-//! their tasks acked. A result the coordinator would refuse, or one the ledger
+//! their tasks acked (results the broker refuses for now are published again, their
+//! tasks held meanwhile). A result the coordinator would refuse, or one the ledger
 //! cannot store, fails its attempt here instead of stranding the task.
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::runtime::{Done, WorkerError};
 use crate::broker::consumer::{Inbound, Settler, Verdict};
-use crate::broker::{Outgoing, Publisher};
+use crate::broker::{Outgoing, PublishError, Publisher};
 use crate::hops::Hop;
 use crate::messages::{Outcome, ResultMessage};
 use crate::store::ledger::{self, Completion as LedgerEntry};
@@ -56,8 +57,10 @@ pub(super) async fn complete_loop(
 }
 
 /// Records the successful outputs in the ledger (waiting out database outages), then
-/// publishes every result with confirms and acks its task; a task whose result was
-/// not confirmed is handed back.
+/// publishes every result with confirms and acks its task. A result the broker
+/// refuses or does not confirm is published again while its task is held; a task
+/// whose result fails for good (returned, channel closed) or is still held at
+/// shutdown is handed back.
 async fn complete(
     c: &Completion,
     mut batch: Vec<Done>,
@@ -85,7 +88,7 @@ async fn complete(
             headers: crate::broker::trace_headers(d.traceparent.as_deref()),
         })
         .collect();
-    let confirmed = c.publisher.publish_all(&msgs).await;
+    let confirmed = publish_holding(c, &msgs, shutdown).await;
     c.health.hop(Hop::ResultPublish, began.elapsed());
     let verdicts: Vec<Verdict> = batch
         .iter()
@@ -102,6 +105,69 @@ async fn complete(
     let msgs: Vec<Inbound> = batch.into_iter().map(|d| d.msg).collect();
     c.settler.settle(&c.publisher, &msgs, &verdicts).await?;
     Ok(acked)
+}
+
+/// Publishes `msgs` with confirms, publishing again those the broker refused or did
+/// not confirm for now ([`PublishError::is_transient`]), backing off from 100 ms to
+/// 5 s, until each is confirmed, fails for good, or `shutdown` fires.
+///
+/// The tasks stay unacked meanwhile, as through a database outage: handing one back
+/// would cost it a delivery attempt, and a coordinator queue that refuses results for
+/// longer than a few redeliveries (a quorum queue without a leader for minutes, one
+/// at a length limit) would otherwise push completed tasks into the dead-letter queue
+/// and their sagas into a retry or a compensation they do not need. A result published
+/// twice (a confirm lost, not the message) is absorbed by the coordinator as a
+/// duplicate. `/readyz` names the wait while it lasts.
+async fn publish_holding(
+    c: &Completion,
+    msgs: &[Outgoing<'_>],
+    shutdown: &CancellationToken,
+) -> Vec<Result<(), PublishError>> {
+    let mut results = c.publisher.publish_all(msgs).await;
+    let mut wait = std::time::Duration::from_millis(100);
+    let since = std::time::Instant::now();
+    loop {
+        let held: Vec<usize> = (0..results.len())
+            .filter(|i| results[*i].as_ref().is_err_and(PublishError::is_transient))
+            .collect();
+        let Some(first) = held.first() else {
+            break;
+        };
+        let why = format!(
+            "{} results not taken by the broker: {}",
+            held.len(),
+            error_of(&results[*first])
+        );
+        c.health.results_held(Some(&why));
+        tracing::warn!(
+            waiting_ms = since.elapsed().as_millis() as u64,
+            retry_in_ms = wait.as_millis() as u64,
+            "{why}; holding their tasks"
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        let again: Vec<Outgoing> = held.iter().map(|i| msgs[*i].clone()).collect();
+        for (i, r) in held.into_iter().zip(c.publisher.publish_all(&again).await) {
+            results[i] = r;
+        }
+    }
+    if c.health.results_held(None) {
+        tracing::info!(
+            waited_ms = since.elapsed().as_millis() as u64,
+            "results taken by the broker again"
+        );
+    }
+    results
+}
+
+fn error_of(r: &Result<(), PublishError>) -> String {
+    r.as_ref()
+        .err()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
 
 /// A handler output the coordinator would refuse (over `limits.payload_bytes` or

@@ -587,6 +587,28 @@ impl ThrowawayRabbit {
         elected
     }
 
+    /// Stops the Ra server of quorum queue `queue`: the queue has no leader, as after
+    /// rabbitmq/ra#179 or a lost majority, until [`Self::restart_queue`]. Publishes to
+    /// it are neither confirmed nor refused meanwhile (the channel holds them and
+    /// confirms them once the queue is back); its consumers stay registered.
+    pub fn stop_queue(&self, queue: &str) {
+        self.ra(&format!(
+            "ra:stop_server(quorum_queues, {{'%2F_{queue}', node()}})."
+        ));
+    }
+
+    /// Starts again the Ra server [`Self::stop_queue`] stopped.
+    pub fn restart_queue(&self, queue: &str) {
+        self.ra(&format!(
+            "ra:restart_server(quorum_queues, {{'%2F_{queue}', node()}})."
+        ));
+    }
+
+    fn ra(&self, call: &str) {
+        let answer = self.rabbitmqctl(&["eval", call]);
+        assert!(answer.trim() == "ok", "{call} on {}: {answer}", self.node);
+    }
+
     /// `rabbitmqctl stop_app`: the Erlang node stays up, the broker application (and
     /// every connection) goes.
     pub fn stop_app(&self) {
