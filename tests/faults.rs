@@ -286,9 +286,8 @@ impl Rig {
         self.note("rabbitmq start_app".into());
     }
 
-    /// The coordinator queue has no leader for `time`, then has one again.
-    async fn coordinator_queue_leaderless(&mut self, time: Duration) {
-        let queue = self.env.names.coordinator_queue();
+    /// `queue` has no leader for `time`, then has one again.
+    async fn queue_leaderless(&mut self, queue: String, time: Duration) {
         tokio::task::block_in_place(|| self.rabbit.stop_queue(&queue));
         self.note(format!("{queue} without a leader for {time:?}"));
         tokio::time::sleep(time).await; // the fault itself, not a wait for a condition
@@ -520,7 +519,8 @@ async fn coordinator_queue_without_leader() {
     for _ in 0..outages {
         rig.wait_all_consuming().await;
         rig.progress(&load, sagas).await;
-        rig.coordinator_queue_leaderless(LEADERLESS_FOR).await;
+        let queue = rig.env.names.coordinator_queue();
+        rig.queue_leaderless(queue, LEADERLESS_FOR).await;
     }
     let held = rig.log_lines_containing("holding their tasks");
     let handed_back = rig.log_lines_containing("task handed back");
@@ -539,6 +539,32 @@ async fn coordinator_queue_without_leader() {
         handed_back, 0,
         "a task whose result was not confirmed was handed back"
     );
+}
+
+/// One task queue without a leader under load (`inventory.reserve`, which every
+/// scenario runs first). The coordinator's publishes of those tasks are not confirmed
+/// while it lasts; every other task queue keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_queue_without_leader() {
+    let outages = faults(1, 3);
+    let sagas = 150 * outages;
+    let mut rig = Rig::new("task_queue_without_leader", 2, 2).await;
+    let (expected, load) = rig.load("tqlead", sagas, 3, Duration::from_millis(200));
+    for _ in 0..outages {
+        rig.wait_all_consuming().await;
+        rig.progress(&load, sagas).await;
+        let queue = rig.env.names.task_queue("inventory.reserve");
+        rig.queue_leaderless(queue, LEADERLESS_FOR).await;
+    }
+    let wedged = rig.log_lines_containing("outbox publish did not finish");
+    let reconnects = rig.log_lines_containing("lost its connection; reconnecting");
+    rig.note(format!(
+        "coordinators: {wedged} outbox publishes not confirmed in time, {reconnects} reconnects"
+    ));
+    let per = reruns_per_fault(&rig.env);
+    let injected = format!("{outages} x task queue leaderless {LEADERLESS_FOR:?}");
+    rig.finish(injected, expected, load, per, outages as i64)
+        .await;
 }
 
 // ---------------------------------------------------------------------------------

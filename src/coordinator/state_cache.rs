@@ -52,10 +52,17 @@ impl StateCache {
     }
 
     /// Keeps `state` as committed in the row `fence` names; an ended saga is dropped instead
-    /// (inputs for it are rare and need no speed).
+    /// (inputs for it are rare and need no speed). A state older than the one held
+    /// for the same row (two batches of one coordinator committed one after the
+    /// other, and the later one put first) is not kept.
     pub fn put(&mut self, state: SagaState, fence: Fence) {
         if self.capacity == 0 || state.status.is_terminal() {
             self.entries.remove(&state.id);
+            return;
+        }
+        if self.entries.get(&state.id).is_some_and(|(_, held, _)| {
+            held.created_at == fence.created_at && held.version > fence.version
+        }) {
             return;
         }
         let at = self.next;
@@ -154,6 +161,25 @@ mod tests {
             "the latest put wins"
         );
         assert_eq!(taken(&mut c, &["c"]).len(), 1);
+    }
+
+    #[test]
+    fn an_older_version_of_the_same_row_does_not_replace_a_newer_one() {
+        let mut c = StateCache::new(10);
+        c.put(state("a"), v(3));
+        c.put(state("a"), v(2));
+        assert_eq!(taken(&mut c, &["a"]), [("a".to_string(), 3)]);
+        c.put(state("a"), v(3));
+        let restarted = Fence {
+            version: 1,
+            created_at: chrono::Utc::now(),
+        };
+        c.put(state("a"), restarted);
+        assert_eq!(
+            taken(&mut c, &["a"]),
+            [("a".to_string(), 1)],
+            "a row purged and created again counts from 1"
+        );
     }
 
     #[test]
