@@ -98,14 +98,88 @@ async fn counter_metrics(st: &ApiState, e: &mut Exposition) -> Result<(), ApiErr
     for (family, kind, help) in COUNTERS {
         e.family(family, kind, help);
         let prefix = format!("{family}_");
-        for (name, labels, value) in rows
+        let of_family: Vec<&Row> = rows
             .iter()
             .filter(|(n, _, _)| n == family || n.starts_with(&prefix))
-        {
+            .collect();
+        let samples = if *kind == "histogram" {
+            cumulative(&of_family)
+        } else {
+            of_family.into_iter().cloned().collect()
+        };
+        for (name, labels, value) in &samples {
             e.rendered(name, labels, *value);
         }
     }
     Ok(())
+}
+
+/// A stored counter: name, rendered labels, value.
+type Row = (String, String, f64);
+
+/// The step duration histogram's samples as Prometheus reads them: for each
+/// activity, every bucket in `le` order holding the steps at or under its bound
+/// (the coordinators store each step in one bucket only,
+/// `coordinator::counters::STEP_DURATION_IN_BUCKET`; cumulative `_bucket` rows an
+/// older version stored are added in), then `_sum` and `_count`.
+fn cumulative(rows: &[&Row]) -> Vec<Row> {
+    use crate::coordinator::counters::{DURATION_BUCKETS, STEP_DURATION_IN_BUCKET};
+    const BUCKET: &str = "sagaflow_step_duration_seconds_bucket";
+    let bounds: Vec<String> = DURATION_BUCKETS
+        .iter()
+        .map(ToString::to_string)
+        .chain(["+Inf".to_string()])
+        .collect();
+    // Per activity's labels: steps per bucket, and the cumulative counts stored before.
+    let mut buckets: std::collections::BTreeMap<&str, [Vec<f64>; 2]> = Default::default();
+    for (name, labels, value) in rows.iter().copied() {
+        let kind = match name.as_str() {
+            STEP_DURATION_IN_BUCKET => 0,
+            BUCKET => 1,
+            _ => continue,
+        };
+        let Some((activity, le)) = labels.rsplit_once(",le=\"") else {
+            continue;
+        };
+        let Some(i) = bounds
+            .iter()
+            .position(|b| Some(b.as_str()) == le.strip_suffix('"'))
+        else {
+            continue; // not a bucket this version knows
+        };
+        let counts = buckets
+            .entry(activity)
+            .or_insert_with(|| [vec![0.0; bounds.len()], vec![0.0; bounds.len()]]);
+        counts[kind][i] += value;
+    }
+    let others = |activity: &str| -> Vec<Row> {
+        rows.iter()
+            .filter(|(name, labels, _)| {
+                name != STEP_DURATION_IN_BUCKET && name != BUCKET && labels == activity
+            })
+            .map(|r| (*r).clone())
+            .collect()
+    };
+    let mut samples = Vec::new();
+    for (activity, [steps, before]) in &buckets {
+        let mut running = 0.0;
+        for (i, le) in bounds.iter().enumerate() {
+            running += steps[i];
+            let labels = format!("{activity},le=\"{le}\"");
+            samples.push((BUCKET.to_string(), labels, running + before[i]));
+        }
+        samples.extend(others(activity));
+    }
+    samples.extend(
+        rows.iter()
+            .map(|r| (*r).clone())
+            .filter(|(name, labels, _)| {
+                name != STEP_DURATION_IN_BUCKET
+                    && name != BUCKET
+                    && !buckets.contains_key(labels.as_str())
+            }),
+    );
+    samples
 }
 
 /// Reads one figure of an activity's load.
@@ -185,6 +259,77 @@ async fn dead_letter_metrics(st: &ApiState, e: &mut Exposition) {
             "sagaflow_dead_letters",
             &[("queue", &q.queue)],
             q.messages as f64,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, labels: &str, value: f64) -> Row {
+        (name.to_string(), labels.to_string(), value)
+    }
+
+    #[test]
+    fn step_buckets_are_summed_up_in_le_order_with_what_an_older_version_stored() {
+        use crate::coordinator::counters::STEP_DURATION_IN_BUCKET as IN;
+        const OLD: &str = "sagaflow_step_duration_seconds_bucket";
+        let pay = "activity=\"pay\"";
+        // An older version counted a step of 0.3 s in every bucket from 0.5 s up.
+        let mut rows: Vec<Row> = crate::coordinator::counters::DURATION_BUCKETS
+            .iter()
+            .filter(|le| **le >= 0.5)
+            .map(ToString::to_string)
+            .chain(["+Inf".to_string()])
+            .map(|le| row(OLD, &format!("{pay},le=\"{le}\""), 1.0))
+            .collect();
+        rows.sort_by(|a, b| a.1.cmp(&b.1)); // as `store::counters::all` orders them
+        rows.extend([
+            row("sagaflow_step_duration_seconds_count", pay, 4.0),
+            row(IN, "activity=\"pay\",le=\"+Inf\"", 1.0),
+            row(IN, "activity=\"pay\",le=\"0.01\"", 2.0),
+            row(IN, "activity=\"pay\",le=\"99\"", 7.0),
+            row("sagaflow_step_duration_seconds_sum", pay, 4000.5),
+            row(
+                "sagaflow_step_duration_seconds_sum",
+                "activity=\"ship\"",
+                1.0,
+            ),
+        ]);
+        let refs: Vec<&Row> = rows.iter().collect();
+        let out = cumulative(&refs);
+        let le = |b: &str| {
+            out.iter()
+                .find(|(n, l, _)| n == OLD && *l == format!("{pay},le=\"{b}\""))
+                .map(|r| r.2)
+        };
+        assert_eq!(le("0.005"), Some(0.0));
+        assert_eq!(le("0.01"), Some(2.0));
+        assert_eq!(le("0.25"), Some(2.0));
+        assert_eq!(le("0.5"), Some(3.0), "the older version's step under 0.5 s");
+        assert_eq!(le("1800"), Some(3.0));
+        assert_eq!(le("+Inf"), Some(4.0), "the count");
+        assert_eq!(
+            le("99"),
+            None,
+            "a bound this version does not know is left out"
+        );
+        let names: Vec<&str> = out.iter().map(|(n, _, _)| n.as_str()).collect();
+        let buckets = 1 + crate::coordinator::counters::DURATION_BUCKETS.len();
+        assert!(names[..buckets].iter().all(|n| *n == OLD), "{names:?}");
+        assert_eq!(
+            &names[buckets..],
+            [
+                "sagaflow_step_duration_seconds_count",
+                "sagaflow_step_duration_seconds_sum",
+                "sagaflow_step_duration_seconds_sum"
+            ],
+            "the activity's count and sum after its buckets, then the rest"
+        );
+        assert!(
+            !names.contains(&IN),
+            "the stored per-bucket counts are not exposed"
         );
     }
 }
