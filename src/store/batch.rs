@@ -104,8 +104,8 @@ async fn execute(conn: &mut PgConnection, w: BatchWrite<'_>) -> Result<Written, 
     if w.is_empty() {
         return Ok(Written::default());
     }
-    let n = columns(w.new.iter());
-    let c = columns(w.changed.iter());
+    let n = columns(w.new.iter(), true);
+    let c = columns(w.changed.iter(), false);
     let h_ids: Vec<&str> = w.history.iter().map(|(id, _)| *id).collect();
     let h_ats: Vec<DateTime<Utc>> = w.history.iter().map(|(_, h)| h.at).collect();
     let h_events: Vec<&str> = w.history.iter().map(|(_, h)| h.event.as_str()).collect();

@@ -200,15 +200,19 @@ pub(super) struct Columns {
     pub(super) names: Vec<String>,
     pub(super) versions: Vec<i32>,
     pub(super) statuses: Vec<String>,
-    /// Each state without its input (which has a column of its own).
-    pub(super) states: Vec<serde_json::Value>,
-    pub(super) inputs: Vec<serde_json::Value>,
+    /// Each state as JSON text without its input (which has a column of its own).
+    pub(super) states: Vec<String>,
+    /// The inputs as JSON text, when asked for (new sagas).
+    pub(super) inputs: Vec<String>,
     pub(super) wakes: Vec<Option<DateTime<Utc>>>,
     pub(super) expected: Vec<i64>,
     pub(super) created: Vec<DateTime<Utc>>,
 }
 
-pub(super) fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Columns {
+pub(super) fn columns<'a>(
+    writes: impl Iterator<Item = &'a SagaWrite<'a>>,
+    with_inputs: bool,
+) -> Columns {
     let mut c = Columns {
         ids: vec![],
         names: vec![],
@@ -226,13 +230,10 @@ pub(super) fn columns<'a>(writes: impl Iterator<Item = &'a SagaWrite<'a>>) -> Co
         c.names.push(s.saga.clone());
         c.versions.push(s.version as i32);
         c.statuses.push(s.status.as_str().to_string());
-        let mut state = serde_json::to_value(s).expect("saga state serialises");
-        let input = state
-            .as_object_mut()
-            .and_then(|o| o.remove("input"))
-            .unwrap_or(serde_json::Value::Null);
-        c.states.push(state);
-        c.inputs.push(input);
+        c.states.push(s.to_stored_json());
+        if with_inputs {
+            c.inputs.push(s.input.to_string());
+        }
         c.wakes.push(s.next_wake());
         c.expected.push(w.fence.map_or(0, |f| f.version));
         c.created

@@ -3,12 +3,14 @@
 -- created or changed, and only their history, counters and outbox rows are written.
 WITH created AS (
     INSERT INTO sagas (id, name, version, status, state, wake_at, input)
-    SELECT * FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::jsonb[])
+    SELECT n.id, n.name, n.version, n.status, n.state::jsonb, n.wake_at, n.input::jsonb
+    FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::timestamptz[], $7::text[])
+         AS n(id, name, version, status, state, wake_at, input)
     ORDER BY 1
     ON CONFLICT (id) DO NOTHING
     RETURNING id, created_at
 ), changed AS (
-    UPDATE sagas s SET status = u.status, state = u.state, wake_at = u.wake_at,
+    UPDATE sagas s SET status = u.status, state = u.state::jsonb, wake_at = u.wake_at,
            row_version = s.row_version + 1, updated_at = now(),
            -- The input is written once, at insert; a row from before the input
            -- column moves it there now (u.state no longer holds it).
@@ -17,7 +19,7 @@ WITH created AS (
            stuck_since = CASE WHEN u.wake_at IS NOT NULL
                OR u.status NOT IN ('scheduled', 'running', 'compensating')
                THEN NULL ELSE s.stuck_since END
-    FROM UNNEST($8::text[], $9::text[], $10::jsonb[], $11::timestamptz[], $12::int8[], $31::timestamptz[])
+    FROM UNNEST($8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::int8[], $31::timestamptz[])
          AS u(id, status, state, wake_at, expected, created)
     WHERE s.id = u.id AND s.row_version = u.expected AND s.created_at = u.created
     RETURNING s.id
