@@ -46,10 +46,10 @@ pub enum PublishError {
 impl PublishError {
     /// Whether publishing the same message again, on the same channel, can succeed
     /// without anyone changing anything: the queue refused it for now (a nack: a
-    /// queue at its length limit, or a quorum queue without a leader refusing) or did
-    /// not confirm it in time (a quorum queue electing a leader holds confirms until it
-    /// has one). A returned message has no queue to go to until someone binds one, and
-    /// an AMQP error means the channel is gone.
+    /// queue at its length limit) or did not confirm it in time (a quorum queue
+    /// without a leader holds confirms until it has one again). A returned message
+    /// has no queue to go to until someone binds one, and an AMQP error means the
+    /// channel is gone.
     pub fn is_transient(&self) -> bool {
         matches!(self, PublishError::Nacked | PublishError::ConfirmTimeout(_))
     }
