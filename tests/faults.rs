@@ -18,6 +18,7 @@ use common::throwaway::{
     ThrowawayRabbit,
 };
 use common::{wait_until, TestEnv};
+use sagaflow::broker::Names;
 
 /// How long the one long Postgres outage lasts.
 const LONG_PG_OUTAGE: Duration = Duration::from_secs(120);
@@ -503,6 +504,26 @@ async fn rabbitmq_down_60s() {
 /// out and are held.
 const LEADERLESS_FOR: Duration = Duration::from_secs(40);
 
+/// A rig under load whose `queue` loses its leader `faults(1, 3)` times, for
+/// `LEADERLESS_FOR` each: the rig, what its load expects, the load, the outages.
+async fn leaderless(
+    test: &'static str,
+    prefix: &str,
+    queue: impl Fn(&Names) -> String,
+) -> (Rig, Vec<Expect>, Load, usize) {
+    let outages = faults(1, 3);
+    let sagas = 150 * outages;
+    let mut rig = Rig::new(test, 2, 2).await;
+    let (expected, load) = rig.load(prefix, sagas, 3, Duration::from_millis(200));
+    for _ in 0..outages {
+        rig.wait_all_consuming().await;
+        rig.progress(&load, sagas).await;
+        let queue = queue(&rig.env.names);
+        rig.queue_leaderless(queue, LEADERLESS_FOR).await;
+    }
+    (rig, expected, load, outages)
+}
+
 /// The coordinator queue without a leader under load (its Ra server stopped, then
 /// started again), as a quorum queue came back from a crash in CI (rabbitmq/ra#179,
 /// docs/faults.md). Results the workers publish meanwhile are not confirmed: the
@@ -512,16 +533,9 @@ const LEADERLESS_FOR: Duration = Duration::from_secs(40);
 /// should have completed). Starts published meanwhile wait with the load's retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_queue_without_leader() {
-    let outages = faults(1, 3);
-    let sagas = 150 * outages;
-    let mut rig = Rig::new("coordinator_queue_without_leader", 2, 2).await;
-    let (expected, load) = rig.load("nolead", sagas, 3, Duration::from_millis(200));
-    for _ in 0..outages {
-        rig.wait_all_consuming().await;
-        rig.progress(&load, sagas).await;
-        let queue = rig.env.names.coordinator_queue();
-        rig.queue_leaderless(queue, LEADERLESS_FOR).await;
-    }
+    let test = "coordinator_queue_without_leader";
+    let (mut rig, expected, load, outages) =
+        leaderless(test, "nolead", Names::coordinator_queue).await;
     let held = rig.log_lines_containing("holding their tasks");
     let handed_back = rig.log_lines_containing("task handed back");
     rig.note(format!(
@@ -546,16 +560,9 @@ async fn coordinator_queue_without_leader() {
 /// while it lasts; every other task queue keeps working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_queue_without_leader() {
-    let outages = faults(1, 3);
-    let sagas = 150 * outages;
-    let mut rig = Rig::new("task_queue_without_leader", 2, 2).await;
-    let (expected, load) = rig.load("tqlead", sagas, 3, Duration::from_millis(200));
-    for _ in 0..outages {
-        rig.wait_all_consuming().await;
-        rig.progress(&load, sagas).await;
-        let queue = rig.env.names.task_queue("inventory.reserve");
-        rig.queue_leaderless(queue, LEADERLESS_FOR).await;
-    }
+    let first_step = |n: &Names| n.task_queue("inventory.reserve");
+    let (mut rig, expected, load, outages) =
+        leaderless("task_queue_without_leader", "tqlead", first_step).await;
     let wedged = rig.log_lines_containing("outbox publish did not finish");
     let reconnects = rig.log_lines_containing("lost its connection; reconnecting");
     rig.note(format!(
