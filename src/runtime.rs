@@ -54,8 +54,19 @@ pub async fn reconnect_loop<F, Fut, E>(
     }
 }
 
+/// The waits of a consumer holding deliveries through an outage instead of handing
+/// them back: 100 ms, doubling, at most 5 s, for as long as it lasts.
+pub(crate) fn holding_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+}
+
 /// Runs `op` until it succeeds or fails for a reason that waiting cannot fix
-/// (`transient` says which), backing off from 100 ms to 5 s and logging as it goes;
+/// (`transient` says which), backing off as [`holding_backoff`] and logging as it goes;
 /// `None` when `shutdown` fires first. Used wherever a consumer holds deliveries
 /// through a database outage instead of handing them back: a handed-back message
 /// costs one of its delivery attempts.
@@ -71,14 +82,16 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    let mut wait = Duration::from_millis(100);
+    let mut waits = holding_backoff();
     let mut since: Option<tokio::time::Instant> = None;
     loop {
-        match op().await {
+        let wait = match op().await {
             Err(e) if transient(&e) => {
+                let wait = waits.next().unwrap_or(Duration::from_secs(5));
                 health.database_unavailable(&e.to_string());
                 let first = *since.get_or_insert_with(tokio::time::Instant::now);
                 tracing::warn!(error = %e, waiting_ms = first.elapsed().as_millis() as u64, retry_in_ms = wait.as_millis() as u64, "{what}: database unavailable; holding on");
+                wait
             }
             done => {
                 health.database_available();
@@ -90,12 +103,11 @@ where
                 }
                 return Some(done);
             }
-        }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -241,5 +253,11 @@ mod tests {
         stop.cancel();
         let reported = tokio::time::timeout(Duration::from_millis(200), s.stopped()).await;
         assert!(reported.is_err(), "nothing to report: {reported:?}");
+    }
+
+    #[test]
+    fn holding_waits_double_from_100_ms_up_to_5_s_and_go_on() {
+        let ms: Vec<u128> = holding_backoff().take(9).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
     }
 }

@@ -108,8 +108,9 @@ async fn complete(
 }
 
 /// Publishes `msgs` with confirms, publishing again those the broker refused or did
-/// not confirm for now ([`PublishError::is_transient`]), backing off from 100 ms to
-/// 5 s, until each is confirmed, fails for good, or `shutdown` fires.
+/// not confirm for now ([`PublishError::is_transient`]), backing off as a database
+/// outage is waited out (`runtime::holding_backoff`), until each is confirmed, fails
+/// for good, or `shutdown` fires.
 ///
 /// The tasks stay unacked meanwhile, as through a database outage: handing one back
 /// would cost it a delivery attempt, and a coordinator queue that refuses results for
@@ -124,7 +125,7 @@ async fn publish_holding(
     shutdown: &CancellationToken,
 ) -> Vec<Result<(), PublishError>> {
     let mut results = c.publisher.publish_all(msgs).await;
-    let mut wait = std::time::Duration::from_millis(100);
+    let mut waits = crate::runtime::holding_backoff();
     let since = std::time::Instant::now();
     loop {
         let held: Vec<usize> = (0..results.len())
@@ -138,6 +139,7 @@ async fn publish_holding(
             held.len(),
             error_of(&results[*first])
         );
+        let wait = waits.next().unwrap_or(std::time::Duration::from_secs(5));
         c.health.results_held(Some(&why));
         tracing::warn!(
             waiting_ms = since.elapsed().as_millis() as u64,
@@ -148,7 +150,6 @@ async fn publish_holding(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
-        wait = (wait * 2).min(std::time::Duration::from_secs(5));
         let again: Vec<Outgoing> = held.iter().map(|i| msgs[*i].clone()).collect();
         for (i, r) in held.into_iter().zip(c.publisher.publish_all(&again).await) {
             results[i] = r;
